@@ -1,0 +1,82 @@
+//! Faulty: a small game that misbehaves on request, to test that a room survives its
+//! game's faults and that its neighbours never notice.
+//!
+//! Every tick it broadcasts `{"tick": n, "messages": m}`. Messages (raw text):
+//! - `panic`: panics (the instance traps);
+//! - `spin`: loops forever inside the message call (the call deadline stops it);
+//! - `spin-tick`: the next tick loops forever (the tick budget stops it);
+//! - `hog`: allocates memory without bound (the room's memory cap stops it);
+//! - anything else is counted and echoed back to its sender.
+//!
+//! Room config: `{"trap_in_init": true}` panics in `init`; `{"spin_every_tick": true}`
+//! loops in every tick, so restoring the room never helps and the host gives up on it.
+
+use ludus_sdk::{Game, PlayerId, Room, export_game};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Faulty {
+    ticks: u64,
+    messages: u64,
+    spin_every_tick: bool,
+    /// Never saved: a restored room does not inherit the fault.
+    #[serde(skip)]
+    spin_next_tick: bool,
+}
+
+#[derive(Default, Deserialize)]
+struct Config {
+    #[serde(default)]
+    trap_in_init: bool,
+    #[serde(default)]
+    spin_every_tick: bool,
+}
+
+/// Loops until the host's deadline interrupts it; `black_box` keeps it from being
+/// optimised into a plain trap.
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+impl Game for Faulty {
+    fn init(room: &mut Room) -> Result<Self, String> {
+        let config: Config = room.config_json()?;
+        if config.trap_in_init {
+            panic!("asked to trap in init");
+        }
+        Ok(Faulty { spin_every_tick: config.spin_every_tick, ..Faulty::default() })
+    }
+
+    fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
+        match msg {
+            b"panic" => panic!("asked to panic on a message"),
+            b"spin" => spin(),
+            b"spin-tick" => self.spin_next_tick = true,
+            b"hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            other => {
+                self.messages += 1;
+                room.send(from, other);
+            }
+        }
+    }
+
+    fn tick(&mut self, room: &mut Room, _dt: Duration) {
+        if self.spin_every_tick || self.spin_next_tick {
+            spin();
+        }
+        self.ticks += 1;
+        room.broadcast_json(&serde_json::json!({ "tick": self.ticks, "messages": self.messages }));
+    }
+}
+
+export_game!(Faulty);

@@ -1,0 +1,225 @@
+//! # ludus-sdk: write game rules for Ludus
+//!
+//! A Ludus game is a Rust type that implements [`Game`] and is exported with
+//! [`export_game!`]. Ludus compiles it to a WebAssembly component (`wasm32-wasip2`), runs
+//! one instance per room, calls it when players join, leave and send messages and at
+//! every tick, and swaps in a new build live, keeping each room's state.
+//!
+//! You never touch the WebAssembly plumbing: the trait and the macro are the whole
+//! interface.
+//!
+//! ## A complete game
+//!
+//! A counter everyone in the room can bump; every tick the room sees the total.
+//!
+//! ```no_run
+//! use ludus_sdk::{Game, Player, PlayerId, Reject, Room, export_game};
+//! use serde::{Deserialize, Serialize};
+//! use std::collections::BTreeMap;
+//! use std::time::Duration;
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Counter {
+//!     total: u64,
+//!     by_player: BTreeMap<PlayerId, u64>,
+//! }
+//!
+//! impl Game for Counter {
+//!     fn join(&mut self, _room: &mut Room, p: &Player) -> Result<(), Reject> {
+//!         if self.by_player.len() >= 4 {
+//!             return Err("room is full".into());
+//!         }
+//!         self.by_player.insert(p.id, 0);
+//!         Ok(())
+//!     }
+//!
+//!     fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
+//!         match msg {
+//!             b"bump" => {
+//!                 self.total += 1;
+//!                 *self.by_player.entry(from).or_default() += 1;
+//!             }
+//!             _ => room.send(from, "unknown command"),
+//!         }
+//!     }
+//!
+//!     fn tick(&mut self, room: &mut Room, _dt: Duration) {
+//!         room.broadcast_json(&self.total);
+//!     }
+//! }
+//!
+//! export_game!(Counter);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (crate type `cdylib`);
+//! the `.wasm` file is the module Ludus loads. `ludus check file.wasm` tells you whether
+//! the host accepts it.
+//!
+//! ## State across live swaps
+//!
+//! A game's state is its `Game` value. When a new build is swapped into a running room
+//! the host calls [`Game::save`] on the old instance and [`Game::restore`] on the new one.
+//! Both default to JSON through serde, so:
+//!
+//! - a field added with `#[serde(default)]` just appears (with its default) after a swap;
+//! - a removed field is ignored;
+//! - anything else (a renamed field, a changed meaning) is a migration: override
+//!   `restore` and look at `from_version`, the version string of the build that saved
+//!   the state (`export_game!` takes it from your crate's `Cargo.toml` version, or
+//!   `export_game!(MyGame, version = "...")`).
+//!
+//! The same pair checkpoints a room: if an instance traps (a panic, a call that runs
+//! past its deadline, memory past its cap), the room comes back on a fresh instance from
+//! its last checkpoint, and players who joined or left since are replayed.
+//!
+//! ## Limits
+//!
+//! Every call has a deadline (a few milliseconds for `message`, a tick budget for
+//! `tick`) and a room has a memory cap. A game has no files, sockets or environment
+//! variables; time and randomness come from [`Room::now`] and [`Room::random`] (seeded
+//! per room, so a room can be replayed).
+
+// The generated bindings name the runtime as `::ludus_sdk::...` so that they resolve in
+// the designer's crate, where `export_game!` expands; this makes them resolve here too.
+extern crate self as ludus_sdk;
+
+mod export;
+mod room;
+mod types;
+
+pub use room::Room;
+pub use types::{LeaveReason, LogLevel, Player, PlayerId, Reject};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// The rules of a game. Every method but the state bounds has a default, so a game
+/// implements only what it needs.
+///
+/// Methods that take `&mut self` run in one room; the value *is* the room's state.
+pub trait Game: Default + Serialize + DeserializeOwned + 'static {
+    /// Create the state of a new room. `room.config()` holds the room config.
+    /// An error refuses the room. Default: `Self::default()`.
+    fn init(room: &mut Room) -> Result<Self, String> {
+        let _ = room;
+        Ok(Self::default())
+    }
+
+    /// A player asks to join. `Err` refuses it with that reason. Default: accept.
+    fn join(&mut self, room: &mut Room, player: &Player) -> Result<(), Reject> {
+        let _ = (room, player);
+        Ok(())
+    }
+
+    /// A member left (or was kicked, or disconnected for good).
+    fn leave(&mut self, room: &mut Room, player: PlayerId, reason: LeaveReason) {
+        let _ = (room, player, reason);
+    }
+
+    /// A member sent a message (opaque bytes; JSON if you use the `*_json` helpers).
+    fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
+        let _ = (room, from, msg);
+    }
+
+    /// Time passed: `dt` since the previous tick, on the wall clock.
+    fn tick(&mut self, room: &mut Room, dt: Duration) {
+        let _ = (room, dt);
+    }
+
+    /// Serialize the state for a live swap or a checkpoint. Default: JSON.
+    fn save(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(self).map_err(|e| format!("cannot save state: {e}"))
+    }
+
+    /// Rebuild the state saved by `save` of version `from_version` (this build or an
+    /// older one). An error keeps the room on its old instance. Default: JSON, where new
+    /// fields take their serde default.
+    fn restore(room: &mut Room, state: &[u8], from_version: &str) -> Result<Self, String> {
+        let _ = room;
+        serde_json::from_slice(state)
+            .map_err(|e| format!("cannot restore state saved by version {from_version}: {e}"))
+    }
+}
+
+/// Export a type implementing [`Game`] as this crate's Ludus game.
+///
+/// `export_game!(MyGame)` declares the game under the crate's package name and version;
+/// `export_game!(MyGame, version = "2.0.0")` sets the version passed to `restore`, and
+/// `export_game!(MyGame, name = "arena", version = "2.0.0")` both. Use it once per crate.
+#[macro_export]
+macro_rules! export_game {
+    ($game:ty $(,)?) => {
+        $crate::export_game!($game, version = ::core::env!("CARGO_PKG_VERSION"));
+    };
+    ($game:ty, version = $version:expr $(,)?) => {
+        $crate::export_game!($game, name = ::core::env!("CARGO_PKG_NAME"), version = $version);
+    };
+    ($game:ty, name = $name:expr, version = $version:expr $(,)?) => {
+        const _: () = {
+            ::std::thread_local! {
+                static LUDUS_GAME: ::core::cell::RefCell<
+                    ::core::option::Option<$crate::__private::Loaded<$game>>,
+                > = const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct LudusExport;
+
+            impl $crate::__private::RoomGuest for LudusExport {
+                fn describe() -> ($crate::__private::String, $crate::__private::String) {
+                    $crate::__private::describe($name, $version)
+                }
+                fn init(room: $crate::__private::RoomInit) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::init::<$game>(&LUDUS_GAME, room)
+                }
+                fn join(player: $crate::__private::WitPlayer) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::join::<$game>(&LUDUS_GAME, player)
+                }
+                fn leave(player: u64, reason: $crate::__private::WitLeaveReason) {
+                    $crate::__private::leave::<$game>(&LUDUS_GAME, player, reason)
+                }
+                fn message(from: u64, msg: $crate::__private::Vec<u8>) {
+                    $crate::__private::message::<$game>(&LUDUS_GAME, from, msg)
+                }
+                fn tick(dt_micros: u64) {
+                    $crate::__private::tick::<$game>(&LUDUS_GAME, dt_micros)
+                }
+                fn save() -> ::core::result::Result<$crate::__private::Vec<u8>, $crate::__private::String> {
+                    $crate::__private::save::<$game>(&LUDUS_GAME)
+                }
+                fn restore(
+                    room: $crate::__private::RoomInit,
+                    state: $crate::__private::Vec<u8>,
+                    from_version: $crate::__private::String,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
+                    $crate::__private::restore::<$game>(&LUDUS_GAME, room, state, from_version)
+                }
+            }
+
+            $crate::__private::export_room!(LudusExport with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub mod bindings {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "game",
+            pub_export_macro: true,
+            export_macro_name: "export_room",
+            runtime_path: "::ludus_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    pub use crate::export::{Loaded, describe, init, join, leave, message, restore, save, tick};
+    pub use bindings::exports::ludus::game::room::Guest as RoomGuest;
+    pub use bindings::export_room;
+    pub use bindings::ludus::game::types::{
+        LeaveReason as WitLeaveReason, Player as WitPlayer, RoomInit,
+    };
+    pub use std::string::String;
+    pub use std::vec::Vec;
+    pub use wit_bindgen;
+}

@@ -1,0 +1,132 @@
+//! The typed room context: everything a game can ask of the host.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+use crate::__private::bindings::ludus::game::host;
+use crate::{LogLevel, PlayerId};
+
+/// The room a game runs in. Every game callback gets it; its methods call the host.
+///
+/// Messages are opaque bytes for the host: `send`/`broadcast` take any bytes, the
+/// `*_json` helpers encode a serde value as JSON (what the browser page and the JSON
+/// client mode expect).
+#[derive(Debug)]
+pub struct Room {
+    id: String,
+    config: String,
+    seed: u64,
+}
+
+impl Room {
+    pub(crate) fn new(id: String, config: String, seed: u64) -> Self {
+        Room { id, config, seed }
+    }
+
+    /// The room's id, unique within the cluster.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The room config as given at creation (JSON text, `{}` when none was given).
+    pub fn config(&self) -> &str {
+        &self.config
+    }
+
+    /// The room config decoded from JSON. Missing fields take their serde defaults.
+    pub fn config_json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.config).map_err(|e| format!("invalid room config: {e}"))
+    }
+
+    /// Seed of this room's random stream (see [`Room::random`]).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Send a message to one member. Unknown ids are ignored.
+    pub fn send(&mut self, to: PlayerId, msg: impl AsRef<[u8]>) {
+        host::send(to.0, msg.as_ref());
+    }
+
+    /// Send a value as JSON to one member.
+    pub fn send_json<T: Serialize + ?Sized>(&mut self, to: PlayerId, value: &T) {
+        if let Some(bytes) = to_json(value) {
+            self.send(to, bytes);
+        }
+    }
+
+    /// Send a message to every member.
+    pub fn broadcast(&mut self, msg: impl AsRef<[u8]>) {
+        host::broadcast(msg.as_ref());
+    }
+
+    /// Send a value as JSON to every member.
+    pub fn broadcast_json<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if let Some(bytes) = to_json(value) {
+            self.broadcast(bytes);
+        }
+    }
+
+    /// Send a message to every member but one.
+    pub fn broadcast_except(&mut self, except: PlayerId, msg: impl AsRef<[u8]>) {
+        host::broadcast_except(except.0, msg.as_ref());
+    }
+
+    /// Send a value as JSON to every member but one.
+    pub fn broadcast_except_json<T: Serialize + ?Sized>(&mut self, except: PlayerId, value: &T) {
+        if let Some(bytes) = to_json(value) {
+            self.broadcast_except(except, bytes);
+        }
+    }
+
+    /// Remove a player; the game then gets `leave(player, LeaveReason::Kicked)`.
+    pub fn kick(&mut self, player: PlayerId, reason: &str) {
+        host::kick(player.0, reason);
+    }
+
+    /// Close the room: every member is told `reason`; no more callbacks follow.
+    pub fn close(&mut self, reason: &str) {
+        host::close(reason);
+    }
+
+    /// Ask for `hz` ticks per second (clamped by the host to 1..=120).
+    pub fn set_tick_rate(&mut self, hz: u32) {
+        host::set_tick_rate(hz);
+    }
+
+    /// Set the room's public label (room listings, matchmaking).
+    pub fn set_label(&mut self, label: &str) {
+        host::set_label(label);
+    }
+
+    /// Wall-clock time since the Unix epoch.
+    pub fn now(&self) -> Duration {
+        Duration::from_micros(host::now_micros())
+    }
+
+    /// Next number of the room's seeded random stream: the same seed gives the same
+    /// numbers, so a room can be replayed.
+    pub fn random(&mut self) -> u64 {
+        host::random()
+    }
+
+    /// A number in `0..n` from the room's random stream (`n` must be > 0).
+    pub fn random_below(&mut self, n: u64) -> u64 {
+        // Lemire's multiply-shift: unbiased enough for games, no division.
+        ((u128::from(self.random()) * u128::from(n.max(1))) >> 64) as u64
+    }
+
+    /// Write a line to the host's log, tagged with the room id.
+    pub fn log(&self, level: LogLevel, msg: &str) {
+        host::log(level.into(), msg);
+    }
+}
+
+/// Encodes a message as JSON. Plain data cannot fail to encode; a `Serialize` impl that
+/// reports an error gets its message dropped and logged rather than sent half-written.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Option<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| host::log(LogLevel::Error.into(), &format!("message not sent: {e}")))
+        .ok()
+}
