@@ -1,0 +1,47 @@
+//! Settings of the rooms subsystem.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Threads that run rooms (guest code never runs on the network's async runtime).
+    /// 0 means one per CPU core.
+    pub workers: usize,
+    /// Tick rate of a room until its game asks for another.
+    pub default_tick_hz: u32,
+    /// How often a running room saves a checkpoint it can be restored from after a trap.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// A room that fails this many times within `restart_window` is closed instead of
+    /// restored again.
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            workers: 0,
+            default_tick_hz: 20,
+            checkpoint_interval: Duration::from_secs(1),
+            max_restarts: 3,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RoomsConfig {
+    pub(crate) fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// Tick rates a game may ask for.
+pub const TICK_HZ_RANGE: std::ops::RangeInclusive<u32> = 1..=120;

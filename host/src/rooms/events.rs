@@ -1,0 +1,20 @@
+//! What a room sends to its players, and how it reaches them.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// An event for one player from one room.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomEvent {
+    /// A message from the game (opaque bytes; JSON for the example games).
+    Message { room: Arc<str>, bytes: Bytes },
+    /// The game kicked the player, or the host removed it; it is no longer a member.
+    Kicked { room: Arc<str>, reason: String },
+    /// The room closed; nobody is a member any more.
+    Closed { room: Arc<str>, reason: String },
+}
+
+/// Where a room delivers a player's events. Bounded: a player whose queue is full is
+/// too slow to follow the game and is removed from the room with a reason.
+pub type PlayerSink = mpsc::Sender<RoomEvent>;

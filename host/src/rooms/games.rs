@@ -1,0 +1,122 @@
+//! Installed games: which module new rooms of a game get, and how the last swap went.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use super::error::SwapError;
+use super::handle::{RoomInfo, SwapOutcome};
+use crate::runtime::Module;
+
+/// Which rooms a game-wide swap touches.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapPolicy {
+    /// Every running room swaps at its next tick boundary; new rooms get the new version.
+    AllRooms,
+    /// Running rooms finish on their version; only new rooms get the new one.
+    NewRoomsOnly,
+}
+
+/// One room's result in a game-wide swap.
+#[derive(Clone, Debug)]
+pub struct RoomSwapResult {
+    pub room: Arc<str>,
+    pub result: Result<SwapOutcome, SwapError>,
+}
+
+/// The result of [`Rooms::swap_game`](super::Rooms::swap_game).
+#[derive(Clone, Debug)]
+pub struct GameSwapReport {
+    pub game: String,
+    pub from: String,
+    pub to: String,
+    pub policy: SwapPolicy,
+    pub results: Vec<RoomSwapResult>,
+}
+
+impl GameSwapReport {
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &SwapError)> {
+        self.results.iter().filter_map(|r| r.result.as_ref().err().map(|e| (&*r.room, e)))
+    }
+
+    /// One line for logs and listings: `arena 1.0.0 -> 2.0.0: 12 rooms swapped, 0 failed`.
+    pub fn summary(&self) -> String {
+        let failed = self.failures().count();
+        let mut line = format!(
+            "{} -> {}: {} rooms swapped, {failed} failed",
+            self.from,
+            self.to,
+            self.results.len() - failed
+        );
+        if let Some((room, e)) = self.failures().next() {
+            line.push_str(&format!(" (room {room}: {e})"));
+        }
+        line
+    }
+}
+
+/// A game as listed for operators.
+#[derive(Clone, Debug, Serialize)]
+pub struct GameInfo {
+    pub name: String,
+    pub version: String,
+    pub module_sha256: String,
+    /// Open rooms per game version.
+    pub rooms_per_version: BTreeMap<String, usize>,
+    pub last_swap: Option<String>,
+}
+
+struct Entry {
+    active: Arc<Module>,
+    last_swap: Option<String>,
+}
+
+#[derive(Default)]
+pub(super) struct Games {
+    games: Mutex<HashMap<String, Entry>>,
+}
+
+impl Games {
+    pub fn install(&self, module: Arc<Module>) {
+        let mut games = self.games.lock().unwrap_or_else(|e| e.into_inner());
+        match games.get_mut(&module.name) {
+            Some(entry) => entry.active = module,
+            None => {
+                games.insert(module.name.clone(), Entry { active: module, last_swap: None });
+            }
+        }
+    }
+
+    pub fn active(&self, game: &str) -> Option<Arc<Module>> {
+        self.games.lock().unwrap_or_else(|e| e.into_inner()).get(game).map(|e| e.active.clone())
+    }
+
+    pub fn record(&self, report: &GameSwapReport) {
+        if let Some(entry) = self.games.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&report.game) {
+            entry.last_swap = Some(report.summary());
+        }
+    }
+
+    pub fn list(&self, rooms: &[RoomInfo]) -> Vec<GameInfo> {
+        let games = self.games.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<GameInfo> = games
+            .iter()
+            .map(|(name, entry)| {
+                let mut rooms_per_version = BTreeMap::new();
+                for room in rooms.iter().filter(|r| r.game == *name) {
+                    *rooms_per_version.entry(room.version.clone()).or_insert(0) += 1;
+                }
+                GameInfo {
+                    name: name.clone(),
+                    version: entry.active.version.clone(),
+                    module_sha256: entry.active.sha256_hex(),
+                    rooms_per_version,
+                    last_swap: entry.last_swap.clone(),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}

@@ -1,0 +1,158 @@
+//! The cheap, cloneable face of a room: send it commands, read its public info.
+
+use bytes::Bytes;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use super::error::{JoinError, SwapError};
+use super::events::PlayerSink;
+use super::worker::Command;
+use crate::runtime::Module;
+
+pub use crate::runtime::LeaveReason;
+
+/// What anyone may know about a room (room listings, tests, operators).
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomInfo {
+    pub id: Arc<str>,
+    pub game: String,
+    /// The game version running in the room, as the game declares it.
+    pub version: String,
+    pub module_sha256: String,
+    pub label: String,
+    pub seats: usize,
+    pub tick_hz: u32,
+    /// Times the room came back on a fresh instance after its game failed.
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    /// Set once the room has closed, with the reason its players were given.
+    pub closed: Option<String>,
+}
+
+/// State a room shares with its handles.
+pub(super) struct RoomShared {
+    pub info: Mutex<RoomInfo>,
+    pub ticks: AtomicU64,
+}
+
+impl RoomShared {
+    pub fn new(id: Arc<str>, module: &Module, tick_hz: u32) -> Self {
+        RoomShared {
+            info: Mutex::new(RoomInfo {
+                id,
+                game: module.name.clone(),
+                version: module.version.clone(),
+                module_sha256: module.sha256_hex(),
+                label: String::new(),
+                seats: 0,
+                tick_hz,
+                restarts: 0,
+                last_error: None,
+                closed: None,
+            }),
+            ticks: AtomicU64::new(0),
+        }
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut RoomInfo)) {
+        f(&mut self.info.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The result of a successful live swap in one room.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwapOutcome {
+    pub room: Arc<str>,
+    /// `name version (sha256 prefix)` before and after.
+    pub from: String,
+    pub to: String,
+    /// How long the room was paused: save, instantiate, restore.
+    #[serde(with = "humantime_serde")]
+    pub pause: Duration,
+}
+
+/// A handle on a room. Cloning is cheap; every method is non-blocking or async.
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub(super) key: u64,
+    pub(super) id: Arc<str>,
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) shared: Arc<RoomShared>,
+}
+
+impl std::fmt::Debug for RoomHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomHandle").field("id", &self.id).finish()
+    }
+}
+
+impl RoomHandle {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn info(&self) -> RoomInfo {
+        self.shared.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Ticks run so far.
+    pub fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.info().closed.is_some()
+    }
+
+    fn send(&self, command: Command) -> bool {
+        self.tx.send(command).is_ok()
+    }
+
+    /// Adds a player; the game may refuse it. Events for the player go to `sink`.
+    pub async fn join(&self, player: u64, name: &str, sink: PlayerSink) -> Result<(), JoinError> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Join { room: self.key, player, name: name.to_owned(), sink, reply };
+        if !self.send(command) {
+            return Err(JoinError::Closed("the room host stopped".into()));
+        }
+        rx.await.unwrap_or_else(|_| Err(JoinError::Closed("the room host stopped".into())))
+    }
+
+    /// Removes a player; unknown players are ignored.
+    pub fn leave(&self, player: u64, reason: LeaveReason) {
+        self.send(Command::Leave { room: self.key, player, reason });
+    }
+
+    /// Delivers a player's message to the game. Messages from non-members are dropped.
+    pub fn message(&self, player: u64, bytes: impl Into<Bytes>) {
+        self.send(Command::Message { room: self.key, player, bytes: bytes.into() });
+    }
+
+    /// Swaps the room's game for `module` at the next tick boundary, keeping its state.
+    /// The request is queued at once; await the returned future for the outcome, so
+    /// many rooms can be asked before any answer is awaited.
+    pub fn swap(
+        &self,
+        module: Arc<Module>,
+    ) -> impl std::future::Future<Output = Result<SwapOutcome, SwapError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Command::Swap { room: self.key, module, reply });
+        async move {
+            if !sent {
+                return Err(SwapError::RoomClosed);
+            }
+            rx.await.unwrap_or(Err(SwapError::RoomClosed))
+        }
+    }
+
+    /// Closes the room, telling every member `reason`. Returns once it is closed.
+    pub async fn close(&self, reason: &str) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Close { room: self.key, reason: reason.to_owned(), reply: Some(reply) }) {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Rooms: a room runs one game instance for its members, ticking at the game's rate on
+//! the wall clock, and can have its game swapped live.
+//!
+//! [`Rooms`] is the service: it knows the installed games (name -> active module),
+//! creates rooms on worker threads (`worker.rs`), finds them by id and swaps a game in
+//! all its rooms. A [`RoomHandle`] talks to one room. Guest calls and their failures are
+//! handled in `room.rs`; players receive [`RoomEvent`]s on the sink they joined with.
+
+mod config;
+mod error;
+mod events;
+mod games;
+mod handle;
+mod room;
+mod worker;
+
+pub use config::RoomsConfig;
+pub use error::{CreateError, GameSwapError, JoinError, SwapError};
+pub use events::{PlayerSink, RoomEvent};
+pub use games::{GameInfo, GameSwapReport, RoomSwapResult, SwapPolicy};
+pub use handle::{LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use crate::runtime::{Module, RoomInit, Runtime};
+use games::Games;
+use handle::RoomShared;
+use worker::{Command, Directory, Worker};
+
+/// What to create: a room of `game`, optionally with an id, a JSON config and a seed.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRoom {
+    pub game: String,
+    /// Generated when `None`.
+    pub id: Option<String>,
+    /// A JSON object; `{}` when `None`.
+    pub config: Option<String>,
+    /// Seed of the room's random stream; random when `None`.
+    pub seed: Option<u64>,
+}
+
+/// The rooms of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rt: Arc<Runtime>,
+    cfg: Arc<RoomsConfig>,
+    workers: Vec<mpsc::Sender<Command>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    directory: Arc<Directory>,
+    games: Games,
+    next_key: AtomicU64,
+    next_worker: AtomicUsize,
+}
+
+impl Rooms {
+    pub fn new(rt: Arc<Runtime>, cfg: RoomsConfig) -> std::io::Result<Self> {
+        let cfg = Arc::new(cfg);
+        let directory: Arc<Directory> = Arc::new(Mutex::new(HashMap::new()));
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..cfg.worker_count() {
+            let (tx, thread) = Worker::spawn(i, rt.clone(), cfg.clone(), directory.clone())?;
+            workers.push(tx);
+            threads.push(thread);
+        }
+        Ok(Rooms {
+            inner: Arc::new(Inner {
+                rt,
+                cfg,
+                workers,
+                threads: Mutex::new(threads),
+                directory,
+                games: Games::default(),
+                next_key: AtomicU64::new(1),
+                next_worker: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.rt
+    }
+
+    pub fn config(&self) -> &RoomsConfig {
+        &self.inner.cfg
+    }
+
+    /// Installs `module` as the active version of its game (by the name the module
+    /// declares) for rooms created from now on. Running rooms are untouched; use
+    /// [`Rooms::swap_game`] to change them.
+    pub fn install(&self, module: Arc<Module>) {
+        self.inner.games.install(module);
+    }
+
+    /// The active module of a game.
+    pub fn active_module(&self, game: &str) -> Option<Arc<Module>> {
+        self.inner.games.active(game)
+    }
+
+    /// Installed games with their active version and rooms per version.
+    pub fn games(&self) -> Vec<GameInfo> {
+        self.inner.games.list(&self.list())
+    }
+
+    /// Creates a room running the active version of `req.game`.
+    pub async fn create(&self, req: CreateRoom) -> Result<RoomHandle, CreateError> {
+        let module = self.active_module(&req.game).ok_or_else(|| CreateError::UnknownGame(req.game.clone()))?;
+        let config = match req.config.as_deref().map(str::trim) {
+            None | Some("") => "{}".to_owned(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(_)) => text.to_owned(),
+                Ok(other) => return Err(CreateError::BadConfig(format!("expected an object, got `{other}`"))),
+                Err(e) => return Err(CreateError::BadConfig(e.to_string())),
+            },
+        };
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let id: Arc<str> = req.id.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))).into();
+        let shared = Arc::new(RoomShared::new(id.clone(), &module, self.inner.cfg.default_tick_hz));
+        let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
+        let handle = RoomHandle { key, id: id.clone(), tx: self.inner.workers[worker].clone(), shared };
+        {
+            let mut directory = self.inner.directory.lock().unwrap_or_else(|e| e.into_inner());
+            if directory.contains_key(&id) {
+                return Err(CreateError::DuplicateId(id.to_string()));
+            }
+            directory.insert(id.clone(), handle.clone());
+        }
+        let init = RoomInit { id: id.clone(), config: config.into(), seed: req.seed.unwrap_or_else(|| fastrand::u64(..)) };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sent = handle.tx.send(Command::Create { key, module, init, shared: handle.shared.clone(), reply });
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(CreateError::ShuttingDown)),
+            Err(_) => Err(CreateError::ShuttingDown),
+        };
+        match result {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                self.inner.directory.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The open room with this id.
+    pub fn get(&self, id: &str) -> Option<RoomHandle> {
+        self.inner.directory.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Every open room.
+    pub fn list(&self) -> Vec<RoomInfo> {
+        let handles: Vec<RoomHandle> =
+            self.inner.directory.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        handles.iter().map(RoomHandle::info).filter(|info| info.closed.is_none()).collect()
+    }
+
+    /// Swaps `module` in as the active version of its game. With
+    /// [`SwapPolicy::AllRooms`] every running room of the game is swapped at its next
+    /// tick boundary (rooms on different workers in parallel) and the report holds each
+    /// room's result; with [`SwapPolicy::NewRoomsOnly`] running rooms keep their version.
+    pub async fn swap_game(&self, module: Arc<Module>, policy: SwapPolicy) -> Result<GameSwapReport, GameSwapError> {
+        let game = module.name.clone();
+        let previous = self.inner.games.active(&game).ok_or_else(|| GameSwapError::UnknownGame(game.clone()))?;
+        self.inner.games.install(module.clone());
+        let mut results = Vec::new();
+        if policy == SwapPolicy::AllRooms {
+            let handles: Vec<RoomHandle> = {
+                let directory = self.inner.directory.lock().unwrap_or_else(|e| e.into_inner());
+                directory.values().filter(|h| h.info().game == game).cloned().collect()
+            };
+            let pending: Vec<_> = handles.iter().map(|h| (h.id.clone(), h.swap(module.clone()))).collect();
+            for (room, swap) in pending {
+                results.push(RoomSwapResult { room, result: swap.await });
+            }
+        }
+        let report = GameSwapReport { game, from: previous.label(), to: module.label(), policy, results };
+        self.inner.games.record(&report);
+        Ok(report)
+    }
+
+    /// Closes every room (telling players `reason`) and stops the workers.
+    pub fn shutdown(&self, reason: &str) {
+        for tx in &self.inner.workers {
+            let _ = tx.send(Command::Shutdown { reason: reason.to_owned() });
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for tx in &self.workers {
+            let _ = tx.send(Command::Shutdown { reason: "the room host stopped".to_owned() });
+        }
+    }
+}

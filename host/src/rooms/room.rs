@@ -1,0 +1,396 @@
+//! A room: one game instance, its members, its tick clock and its last checkpoint.
+//!
+//! A `Room` is owned by one worker thread (see `worker.rs`) and only ever touched there,
+//! so it needs no locks. Every guest call goes through here; a failed call never
+//! escapes: the room restores itself from its checkpoint on a fresh instance, or closes
+//! and tells its players why.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::config::{RoomsConfig, TICK_HZ_RANGE};
+use super::error::{CreateError, JoinError, SwapError};
+use super::events::{PlayerSink, RoomEvent};
+use super::handle::{RoomShared, SwapOutcome};
+use crate::runtime::{Effect, GameInstance, GuestError, LeaveReason, Module, RoomInit, Runtime};
+
+struct Member {
+    name: String,
+    sink: PlayerSink,
+}
+
+/// A state the room can be rebuilt from: what `save` returned, which game version
+/// saved it, and who was a member then.
+struct Checkpoint {
+    state: Vec<u8>,
+    version: String,
+    members: BTreeSet<u64>,
+}
+
+pub(super) struct Room {
+    pub id: Arc<str>,
+    init: RoomInit,
+    module: Arc<Module>,
+    /// `None` only once the room is closed.
+    instance: Option<GameInstance>,
+    members: BTreeMap<u64, Member>,
+    checkpoint: Option<Checkpoint>,
+    shared: Arc<RoomShared>,
+    rt: Arc<Runtime>,
+    cfg: Arc<RoomsConfig>,
+    tick_period: Duration,
+    /// When the next tick is due; the worker's timer queue is keyed by it.
+    pub next_tick: Instant,
+    /// The tick time the worker has queued for this room, if any.
+    pub scheduled: Option<Instant>,
+    last_tick: Instant,
+    last_checkpoint: Instant,
+    /// When the game failed recently, to give up on a room that keeps failing.
+    failures: VecDeque<Instant>,
+    closed: bool,
+    /// Reused between calls so applying effects does not allocate.
+    effects: Vec<Effect>,
+}
+
+fn period(hz: u32) -> Duration {
+    Duration::from_secs(1) / hz.clamp(*TICK_HZ_RANGE.start(), *TICK_HZ_RANGE.end())
+}
+
+impl Room {
+    /// Instantiates the game and runs `init`. Effects of `init` (tick rate, label) apply.
+    pub fn create(
+        rt: Arc<Runtime>,
+        cfg: Arc<RoomsConfig>,
+        module: Arc<Module>,
+        init: RoomInit,
+        shared: Arc<RoomShared>,
+    ) -> Result<Room, CreateError> {
+        let mut instance = rt.instantiate(&module, &init).map_err(CreateError::Guest)?;
+        match instance.init(&init) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(CreateError::Refused(reason)),
+            Err(e) => return Err(CreateError::Guest(e)),
+        }
+        let now = Instant::now();
+        let tick_period = period(cfg.default_tick_hz);
+        let mut room = Room {
+            id: init.id.clone(),
+            init,
+            module,
+            instance: Some(instance),
+            members: BTreeMap::new(),
+            checkpoint: None,
+            shared,
+            rt,
+            cfg,
+            tick_period,
+            next_tick: now + tick_period,
+            scheduled: None,
+            last_tick: now,
+            last_checkpoint: now,
+            failures: VecDeque::new(),
+            closed: false,
+            effects: Vec::new(),
+        };
+        room.apply_effects();
+        Ok(room)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn instance(&mut self) -> &mut GameInstance {
+        self.instance.as_mut().expect("an open room always has an instance")
+    }
+
+    pub fn join(&mut self, player: u64, name: String, sink: PlayerSink) -> Result<(), JoinError> {
+        if self.closed {
+            return Err(JoinError::Closed("the room is closed".into()));
+        }
+        if self.members.contains_key(&player) {
+            return Err(JoinError::AlreadyJoined(player));
+        }
+        match self.instance().join(player, &name) {
+            Ok(Ok(())) => {
+                self.members.insert(player, Member { name, sink });
+                self.seats_changed();
+                self.apply_effects();
+                Ok(())
+            }
+            Ok(Err(reason)) => {
+                self.apply_effects();
+                Err(JoinError::Rejected(reason))
+            }
+            Err(e) => {
+                self.recover(e.clone());
+                Err(JoinError::Guest(e))
+            }
+        }
+    }
+
+    pub fn leave(&mut self, player: u64, reason: LeaveReason) {
+        if self.closed || self.members.remove(&player).is_none() {
+            return;
+        }
+        self.seats_changed();
+        let result = self.instance().leave(player, reason);
+        self.after_call(result);
+    }
+
+    pub fn message(&mut self, player: u64, bytes: &[u8]) {
+        if self.closed || !self.members.contains_key(&player) {
+            return;
+        }
+        let result = self.instance().message(player, bytes);
+        self.after_call(result);
+    }
+
+    /// Runs a due tick and schedules the next one a period after it was due (not
+    /// after the work), skipping ticks the room fell a whole period behind on.
+    pub fn tick(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let dt = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        self.next_tick += self.tick_period;
+        if self.next_tick <= now {
+            self.next_tick = now + self.tick_period;
+        }
+        let result = self.instance().tick(dt);
+        self.shared.ticks.fetch_add(1, Ordering::Relaxed);
+        self.after_call(result);
+        if !self.closed && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval {
+            self.checkpoint(now);
+        }
+    }
+
+    fn checkpoint(&mut self, now: Instant) {
+        self.last_checkpoint = now;
+        match self.instance().save() {
+            Ok(Ok(state)) => {
+                let members = self.members.keys().copied().collect();
+                self.checkpoint = Some(Checkpoint { state, version: self.module.version.clone(), members });
+            }
+            Ok(Err(reason)) => tracing::warn!(room = &*self.id, "checkpoint skipped: save refused: {reason}"),
+            Err(e) => self.recover(e),
+        }
+    }
+
+    fn after_call(&mut self, result: Result<(), GuestError>) {
+        match result {
+            Ok(()) => self.apply_effects(),
+            Err(e) => self.recover(e),
+        }
+    }
+
+    /// Swaps the game for `module`: save on the old instance, instantiate the new one,
+    /// restore with the old version. On failure the old instance keeps running.
+    pub fn swap(&mut self, module: Arc<Module>) -> Result<SwapOutcome, SwapError> {
+        if self.closed {
+            return Err(SwapError::RoomClosed);
+        }
+        let started = Instant::now();
+        let state = match self.instance().save() {
+            Ok(Ok(state)) => state,
+            Ok(Err(reason)) => return Err(SwapError::Save(reason)),
+            Err(e) => {
+                let err = SwapError::Save(e.to_string());
+                self.recover(e);
+                return Err(err);
+            }
+        };
+        let old_version = self.module.version.clone();
+        let mut new = self.rt.instantiate(&module, &self.init).map_err(|e| SwapError::Instantiate(e.to_string()))?;
+        match new.restore(&self.init, &state, &old_version) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(SwapError::Restore(reason)),
+            Err(e) => return Err(SwapError::Restore(e.to_string())),
+        }
+        let from = self.module.label();
+        let to = module.label();
+        self.instance = Some(new);
+        self.module = module;
+        let members = self.members.keys().copied().collect();
+        self.checkpoint = Some(Checkpoint { state, version: old_version, members });
+        let pause = started.elapsed();
+        self.shared.update(|info| {
+            info.game = self.module.name.clone();
+            info.version = self.module.version.clone();
+            info.module_sha256 = self.module.sha256_hex();
+        });
+        self.apply_effects();
+        tracing::info!(room = &*self.id, %from, %to, ?pause, "swapped");
+        Ok(SwapOutcome { room: self.id.clone(), from, to, pause })
+    }
+
+    /// Brings the room back on a fresh instance after its game failed, or closes it if
+    /// it fails too often or cannot be restored.
+    fn recover(&mut self, cause: GuestError) {
+        self.instance = None;
+        let now = Instant::now();
+        let window = self.cfg.restart_window;
+        self.failures.retain(|t| now.duration_since(*t) < window);
+        self.failures.push_back(now);
+        let cause = cause.to_string();
+        self.shared.update(|info| info.last_error = Some(cause.clone()));
+        tracing::warn!(room = &*self.id, game = %self.module.label(), "game failed: {cause}");
+        if self.failures.len() > self.cfg.max_restarts as usize {
+            let n = self.failures.len();
+            self.close(format!("the game failed {n} times within {window:?}; last failure: {cause}"));
+            return;
+        }
+        match self.rebuild() {
+            Ok(()) => {
+                self.shared.update(|info| info.restarts += 1);
+                tracing::info!(room = &*self.id, "room restored from its last checkpoint");
+                self.apply_effects();
+            }
+            Err(e) => self.close(format!("the game failed ({cause}) and the room could not be restored: {e}")),
+        }
+    }
+
+    /// A fresh instance from the checkpoint (or from `init` if none was taken yet), then
+    /// the members who came or went since are replayed as joins and leaves.
+    fn rebuild(&mut self) -> Result<(), String> {
+        let mut instance = self.rt.instantiate(&self.module, &self.init).map_err(|e| e.to_string())?;
+        let known = match &self.checkpoint {
+            Some(cp) => {
+                instance.restore(&self.init, &cp.state, &cp.version).map_err(|e| e.to_string())??;
+                cp.members.clone()
+            }
+            None => {
+                instance.init(&self.init).map_err(|e| e.to_string())??;
+                BTreeSet::new()
+            }
+        };
+        for &gone in known.iter().filter(|id| !self.members.contains_key(id)) {
+            instance.leave(gone, LeaveReason::Left).map_err(|e| e.to_string())?;
+        }
+        let mut refused = Vec::new();
+        for (&id, member) in self.members.iter().filter(|(id, _)| !known.contains(id)) {
+            if let Err(reason) = instance.join(id, &member.name).map_err(|e| e.to_string())? {
+                refused.push((id, reason));
+            }
+        }
+        self.instance = Some(instance);
+        for (id, reason) in refused {
+            self.remove(id, &format!("the restored room refused the player: {reason}"), None);
+        }
+        Ok(())
+    }
+
+    /// Applies what the guest asked for, in order. Removing a member calls the game's
+    /// `leave`, whose own effects are applied in turn.
+    fn apply_effects(&mut self) {
+        let mut effects = std::mem::take(&mut self.effects);
+        loop {
+            let Some(instance) = self.instance.as_mut() else { break };
+            effects.extend(instance.drain_effects());
+            if effects.is_empty() || self.closed {
+                break;
+            }
+            let mut gone: Vec<(u64, String, LeaveReason)> = Vec::new();
+            for effect in effects.drain(..) {
+                match effect {
+                    Effect::Send(to, bytes) => {
+                        if let Some(m) = self.members.get(&to) {
+                            deliver(&self.id, to, m, bytes, &mut gone);
+                        }
+                    }
+                    Effect::Broadcast(bytes) => {
+                        for (&id, m) in &self.members {
+                            deliver(&self.id, id, m, bytes.clone(), &mut gone);
+                        }
+                    }
+                    Effect::BroadcastExcept(except, bytes) => {
+                        for (&id, m) in self.members.iter().filter(|(id, _)| **id != except) {
+                            deliver(&self.id, id, m, bytes.clone(), &mut gone);
+                        }
+                    }
+                    Effect::Kick(player, reason) => gone.push((player, reason, LeaveReason::Kicked)),
+                    Effect::Close(reason) => {
+                        self.close(reason);
+                        break;
+                    }
+                    Effect::SetTickRate(hz) => self.set_tick_rate(hz),
+                    Effect::SetLabel(label) => self.shared.update(|info| info.label = label),
+                }
+            }
+            effects.clear();
+            for (player, reason, why) in gone {
+                if self.closed {
+                    break;
+                }
+                self.remove(player, &reason, Some(why));
+            }
+        }
+        effects.clear();
+        self.effects = effects;
+    }
+
+    /// Removes a member the host or the game threw out, tells it why, and (if `leave`
+    /// says so) tells the game.
+    fn remove(&mut self, player: u64, reason: &str, leave: Option<LeaveReason>) {
+        let Some(member) = self.members.remove(&player) else { return };
+        let _ = member.sink.try_send(RoomEvent::Kicked { room: self.id.clone(), reason: reason.to_owned() });
+        self.seats_changed();
+        if let Some(why) = leave {
+            let result = self.instance().leave(player, why);
+            if let Err(e) = result {
+                self.recover(e);
+            }
+        }
+    }
+
+    fn set_tick_rate(&mut self, hz: u32) {
+        let hz = hz.clamp(*TICK_HZ_RANGE.start(), *TICK_HZ_RANGE.end());
+        self.tick_period = period(hz);
+        self.next_tick = self.last_tick + self.tick_period;
+        self.shared.update(|info| info.tick_hz = hz);
+    }
+
+    fn seats_changed(&self) {
+        let seats = self.members.len();
+        self.shared.update(|info| info.seats = seats);
+    }
+
+    /// Closes the room: every member is told `reason`; the instance is dropped.
+    pub fn close(&mut self, reason: String) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.instance = None;
+        for (_, member) in std::mem::take(&mut self.members) {
+            let _ = member.sink.try_send(RoomEvent::Closed { room: self.id.clone(), reason: reason.clone() });
+        }
+        tracing::info!(room = &*self.id, "room closed: {reason}");
+        self.shared.update(|info| {
+            info.seats = 0;
+            info.closed = Some(reason);
+        });
+    }
+}
+
+/// Queues one event for a member; a full queue (a player too slow to follow) or a gone
+/// receiver marks the member for removal.
+fn deliver(
+    room: &Arc<str>,
+    id: u64,
+    member: &Member,
+    bytes: bytes::Bytes,
+    gone: &mut Vec<(u64, String, LeaveReason)>,
+) {
+    match member.sink.try_send(RoomEvent::Message { room: room.clone(), bytes }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            gone.push((id, "too slow: the player's queue is full".into(), LeaveReason::Removed))
+        }
+        Err(TrySendError::Closed(_)) => gone.push((id, "disconnected".into(), LeaveReason::Disconnected)),
+    }
+}

@@ -1,0 +1,198 @@
+//! Room worker threads. Each owns a set of rooms and runs them on its own OS thread:
+//! commands arrive on a channel, ticks come due from a timer queue. Guest code runs
+//! only here, never on the async runtime that serves the network, and a runaway call
+//! is cut off by its epoch deadline.
+
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+use super::config::RoomsConfig;
+use super::error::{CreateError, JoinError, SwapError};
+use super::events::PlayerSink;
+use super::handle::{RoomHandle, RoomShared, SwapOutcome};
+use super::room::Room;
+use crate::runtime::{LeaveReason, Module, RoomInit, Runtime};
+
+pub(super) enum Command {
+    Create {
+        key: u64,
+        module: Arc<Module>,
+        init: RoomInit,
+        shared: Arc<RoomShared>,
+        reply: oneshot::Sender<Result<(), CreateError>>,
+    },
+    Join { room: u64, player: u64, name: String, sink: PlayerSink, reply: oneshot::Sender<Result<(), JoinError>> },
+    Leave { room: u64, player: u64, reason: LeaveReason },
+    Message { room: u64, player: u64, bytes: Bytes },
+    Swap { room: u64, module: Arc<Module>, reply: oneshot::Sender<Result<SwapOutcome, SwapError>> },
+    Close { room: u64, reason: String, reply: Option<oneshot::Sender<()>> },
+    Shutdown { reason: String },
+}
+
+/// Room ids to handles, shared by the `Rooms` service and its workers (which remove a
+/// room once it has closed).
+pub(super) type Directory = Mutex<HashMap<Arc<str>, RoomHandle>>;
+
+pub(super) struct Worker {
+    rx: mpsc::Receiver<Command>,
+    rooms: HashMap<u64, Room>,
+    /// Due ticks: (when, room key). An entry whose time is not the room's `scheduled`
+    /// is stale (the tick rate changed) and is skipped.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    rt: Arc<Runtime>,
+    cfg: Arc<RoomsConfig>,
+    directory: Arc<Directory>,
+}
+
+impl Worker {
+    pub fn spawn(
+        index: usize,
+        rt: Arc<Runtime>,
+        cfg: Arc<RoomsConfig>,
+        directory: Arc<Directory>,
+    ) -> std::io::Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker { rx, rooms: HashMap::new(), timers: BinaryHeap::new(), rt, cfg, directory };
+        let thread = std::thread::Builder::new().name(format!("ludus-rooms-{index}")).spawn(move || worker.run())?;
+        Ok((tx, thread))
+    }
+
+    fn run(mut self) {
+        loop {
+            let received = match self.timers.peek() {
+                Some(Reverse((at, _))) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.rx.recv_timeout(wait).map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
+                }
+                None => self.rx.recv().map_err(|_| true),
+            };
+            match received {
+                Ok(command) => {
+                    if !self.handle(command) {
+                        return;
+                    }
+                    // Take whatever else is queued before looking at the clock.
+                    while let Ok(command) = self.rx.try_recv() {
+                        if !self.handle(command) {
+                            return;
+                        }
+                    }
+                }
+                Err(true) => return self.shutdown("the room host stopped"),
+                Err(false) => {}
+            }
+            self.run_due_ticks();
+        }
+    }
+
+    fn run_due_ticks(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(room) = self.rooms.get_mut(&key) else { continue };
+            if room.scheduled != Some(at) {
+                continue;
+            }
+            room.scheduled = None;
+            room.tick(now);
+            self.settle(key);
+        }
+    }
+
+    /// After anything happened to a room: drop it if it closed, else make sure its next
+    /// tick is queued.
+    fn settle(&mut self, key: u64) {
+        let Some(room) = self.rooms.get_mut(&key) else { return };
+        if room.is_closed() {
+            let id = room.id.clone();
+            self.rooms.remove(&key);
+            let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
+            if directory.get(&id).is_some_and(|h| h.key == key) {
+                directory.remove(&id);
+            }
+            return;
+        }
+        if room.scheduled != Some(room.next_tick) {
+            room.scheduled = Some(room.next_tick);
+            self.timers.push(Reverse((room.next_tick, key)));
+        }
+    }
+
+    /// Returns false when the worker must stop.
+    fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Create { key, module, init, shared, reply } => {
+                let result = Room::create(self.rt.clone(), self.cfg.clone(), module, init, shared);
+                match result {
+                    Ok(room) => {
+                        self.rooms.insert(key, room);
+                        let _ = reply.send(Ok(()));
+                        self.settle(key);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Join { room, player, name, sink, reply } => {
+                let result = match self.rooms.get_mut(&room) {
+                    Some(r) => r.join(player, name, sink),
+                    None => Err(JoinError::Closed("the room is closed".into())),
+                };
+                let _ = reply.send(result);
+                self.settle(room);
+            }
+            Command::Leave { room, player, reason } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.leave(player, reason);
+                    self.settle(room);
+                }
+            }
+            Command::Message { room, player, bytes } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.message(player, &bytes);
+                    self.settle(room);
+                }
+            }
+            Command::Swap { room, module, reply } => {
+                let result = match self.rooms.get_mut(&room) {
+                    Some(r) => r.swap(module),
+                    None => Err(SwapError::RoomClosed),
+                };
+                let _ = reply.send(result);
+                self.settle(room);
+            }
+            Command::Close { room, reason, reply } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.close(reason);
+                    self.settle(room);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            Command::Shutdown { reason } => {
+                self.shutdown(&reason);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn shutdown(&mut self, reason: &str) {
+        let keys: Vec<u64> = self.rooms.keys().copied().collect();
+        for key in keys {
+            if let Some(room) = self.rooms.get_mut(&key) {
+                room.close(reason.to_owned());
+            }
+            self.settle(key);
+        }
+    }
+}

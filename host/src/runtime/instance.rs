@@ -1,0 +1,218 @@
+//! One game instance: a store and the guest's exports, called one bounded call at a time.
+//!
+//! Every call gets an epoch deadline; the store has a memory cap. A call that traps,
+//! runs out of time or out of memory returns a [`GuestError`] and poisons the instance:
+//! a trapped instance is never entered again, the room builds a fresh one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Store, Trap};
+
+use super::bindings::Game;
+use super::bindings::exports::ludus::game::room::Guest;
+use super::bindings::ludus::game::types::{LeaveReason, Player};
+use super::epoch::epochs;
+use super::module::Module;
+use super::room_data::{Effect, RoomData, RoomInit};
+use super::runtime::Runtime;
+
+/// Which export was called.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Instantiate,
+    Describe,
+    Init,
+    Join,
+    Leave,
+    Message,
+    Tick,
+    Save,
+    Restore,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Instantiate => "instantiate",
+            Call::Describe => "describe",
+            Call::Init => "init",
+            Call::Join => "join",
+            Call::Leave => "leave",
+            Call::Message => "message",
+            Call::Tick => "tick",
+            Call::Save => "save",
+            Call::Restore => "restore",
+        })
+    }
+}
+
+/// How a guest call failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GuestErrorKind {
+    /// The call ran past its deadline.
+    Deadline,
+    /// The instance tried to grow its memory past the room's cap.
+    Memory,
+    /// The game panicked (its message is in the error's detail).
+    Panic,
+    /// Any other trap.
+    Trap,
+    /// The instance had already failed and cannot be entered again.
+    Poisoned,
+}
+
+/// A failed guest call. The instance it came from is dead.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{call} {}", self.describe())]
+pub struct GuestError {
+    pub call: Call,
+    pub kind: GuestErrorKind,
+    pub detail: String,
+}
+
+impl GuestError {
+    fn describe(&self) -> String {
+        match self.kind {
+            GuestErrorKind::Deadline => format!("ran past its deadline ({})", self.detail),
+            GuestErrorKind::Memory => format!("exceeded the room's memory cap ({})", self.detail),
+            GuestErrorKind::Panic => format!("panicked: {}", self.detail),
+            GuestErrorKind::Trap => format!("trapped: {}", self.detail),
+            GuestErrorKind::Poisoned => "called on an instance that already failed".to_owned(),
+        }
+    }
+
+    fn classify(call: Call, err: wasmtime::Error, panic_log: Option<String>, deadline: Duration) -> Self {
+        let (kind, detail) = match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => (GuestErrorKind::Deadline, format!("{} ms", deadline.as_millis())),
+            _ if format!("{err:#}").contains("memory growth failure") => {
+                (GuestErrorKind::Memory, "memory.grow refused".to_owned())
+            }
+            _ => match panic_log {
+                Some(msg) => (GuestErrorKind::Panic, msg),
+                None => (GuestErrorKind::Trap, format!("{err:#}")),
+            },
+        };
+        GuestError { call, kind, detail }
+    }
+}
+
+/// A live game instance of one module, owned by one room.
+pub struct GameInstance {
+    store: Store<RoomData>,
+    game: Game,
+    module: Arc<Module>,
+    deadlines: Deadlines,
+    poisoned: bool,
+}
+
+#[derive(Copy, Clone)]
+struct Deadlines {
+    message: Duration,
+    tick: Duration,
+    lifecycle: Duration,
+}
+
+impl GameInstance {
+    pub(super) fn new(rt: &Runtime, module: &Arc<Module>, room: &RoomInit) -> Result<Self, GuestError> {
+        let limits = rt.limits();
+        let data = RoomData::new(room.id.clone(), room.seed, limits.memory_bytes);
+        let mut store = Store::new(rt.engine(), data);
+        store.limiter(|data| &mut data.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(epochs(limits.lifecycle_deadline));
+        let game = module.pre.instantiate(&mut store).map_err(|e| {
+            GuestError::classify(Call::Instantiate, e, None, limits.lifecycle_deadline)
+        })?;
+        Ok(GameInstance {
+            store,
+            game,
+            module: module.clone(),
+            deadlines: Deadlines {
+                message: limits.message_deadline,
+                tick: limits.tick_deadline,
+                lifecycle: limits.lifecycle_deadline,
+            },
+            poisoned: false,
+        })
+    }
+
+    pub fn module(&self) -> &Arc<Module> {
+        &self.module
+    }
+
+    /// Runs one export under its deadline. On failure the instance is poisoned.
+    fn call<R>(
+        &mut self,
+        call: Call,
+        f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestError> {
+        if self.poisoned {
+            return Err(GuestError { call, kind: GuestErrorKind::Poisoned, detail: String::new() });
+        }
+        let deadline = match call {
+            Call::Join | Call::Leave | Call::Message => self.deadlines.message,
+            Call::Tick => self.deadlines.tick,
+            _ => self.deadlines.lifecycle,
+        };
+        self.store.set_epoch_deadline(epochs(deadline));
+        self.store.data_mut().last_error_log = None;
+        f(self.game.ludus_game_room(), &mut self.store).map_err(|err| {
+            self.poisoned = true;
+            let panic_log = self.store.data_mut().last_error_log.take();
+            GuestError::classify(call, err, panic_log, deadline)
+        })
+    }
+
+    /// The game's `(name, version)`.
+    pub fn describe(&mut self) -> Result<(String, String), GuestError> {
+        self.call(Call::Describe, |g, s| g.call_describe(s))
+    }
+
+    pub fn init(&mut self, room: &RoomInit) -> Result<Result<(), String>, GuestError> {
+        let room = room.to_wit();
+        self.call(Call::Init, |g, s| g.call_init(s, &room))
+    }
+
+    pub fn join(&mut self, id: u64, name: &str) -> Result<Result<(), String>, GuestError> {
+        let player = Player { id, name: name.to_owned() };
+        self.call(Call::Join, |g, s| g.call_join(s, &player))
+    }
+
+    pub fn leave(&mut self, id: u64, reason: LeaveReason) -> Result<(), GuestError> {
+        self.call(Call::Leave, |g, s| g.call_leave(s, id, reason))
+    }
+
+    pub fn message(&mut self, from: u64, msg: &[u8]) -> Result<(), GuestError> {
+        self.call(Call::Message, |g, s| g.call_message(s, from, msg))
+    }
+
+    pub fn tick(&mut self, dt: Duration) -> Result<(), GuestError> {
+        let micros = dt.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.call(Call::Tick, |g, s| g.call_tick(s, micros))
+    }
+
+    pub fn save(&mut self) -> Result<Result<Vec<u8>, String>, GuestError> {
+        self.call(Call::Save, |g, s| g.call_save(s))
+    }
+
+    pub fn restore(
+        &mut self,
+        room: &RoomInit,
+        state: &[u8],
+        from_version: &str,
+    ) -> Result<Result<(), String>, GuestError> {
+        let room = room.to_wit();
+        self.call(Call::Restore, |g, s| g.call_restore(s, &room, state, from_version))
+    }
+
+    /// The effects the guest asked for since the last drain, in order.
+    pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.store.data_mut().effects.drain(..)
+    }
+
+    /// Forgets effects asked for by a call whose outcome is discarded.
+    pub fn discard_effects(&mut self) {
+        self.store.data_mut().effects.clear();
+    }
+}

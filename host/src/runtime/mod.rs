@@ -1,0 +1,23 @@
+//! The WebAssembly runtime: one wasmtime engine and linker for the process, a store of
+//! compiled modules keyed by the sha256 of their bytes, and game instances that run one
+//! bounded call at a time.
+//!
+//! Rooms (`crate::rooms`) own [`GameInstance`]s; nothing here knows about players or
+//! ticks. Compilation ([`Runtime::load`]) is CPU-heavy and runs off the tick path.
+
+mod bindings;
+mod epoch;
+mod instance;
+mod limits;
+mod module;
+mod module_store;
+mod room_data;
+mod runtime;
+
+pub use bindings::CONTRACT;
+pub use bindings::ludus::game::types::LeaveReason;
+pub use instance::{Call, GameInstance, GuestError, GuestErrorKind};
+pub use limits::RuntimeLimits;
+pub use module::{Module, ModuleError};
+pub use room_data::{Effect, RoomInit};
+pub use runtime::Runtime;

@@ -1,0 +1,139 @@
+//! What a room's store holds: the effects a guest asked for during a call (drained by
+//! the room after each call), its seeded random stream, its memory limiter and a WASI
+//! context that grants nothing.
+//!
+//! Host functions never act directly: `send`, `kick`, `close`... append an [`Effect`],
+//! and the room applies them in order once the call returns. A guest call therefore
+//! cannot re-enter the room, and a trap mid-call leaves the room's members untouched.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::ludus::game::{host, types};
+
+/// Something a guest asked the host to do, in the order it asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Send(u64, Bytes),
+    Broadcast(Bytes),
+    BroadcastExcept(u64, Bytes),
+    Kick(u64, String),
+    Close(String),
+    SetTickRate(u32),
+    SetLabel(String),
+}
+
+/// A room's identity as the guest sees it on `init` and `restore`.
+#[derive(Clone, Debug)]
+pub struct RoomInit {
+    pub id: Arc<str>,
+    /// JSON text; `{}` when the room was created without a config.
+    pub config: Arc<str>,
+    pub seed: u64,
+}
+
+impl RoomInit {
+    /// The room a module's trial instance believes it is in.
+    pub(super) fn trial() -> Self {
+        RoomInit { id: "trial".into(), config: "{}".into(), seed: 0 }
+    }
+
+    pub(super) fn to_wit(&self) -> types::RoomInit {
+        types::RoomInit { id: self.id.to_string(), config: self.config.to_string(), seed: self.seed }
+    }
+}
+
+pub struct RoomData {
+    pub(super) effects: Vec<Effect>,
+    /// The last error-level line the guest logged during the current call: a panicking
+    /// guest logs its panic message there just before it traps.
+    pub(super) last_error_log: Option<String>,
+    room_id: Arc<str>,
+    rng: fastrand::Rng,
+    pub(super) limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl RoomData {
+    pub(super) fn new(room_id: Arc<str>, seed: u64, memory_bytes: usize) -> Self {
+        RoomData {
+            effects: Vec::new(),
+            last_error_log: None,
+            room_id,
+            rng: fastrand::Rng::with_seed(seed),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            // No preopened directories, environment, arguments, sockets or stdin: a
+            // game can read the clock and random bytes and write to a discarded stdout.
+            wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for RoomData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for RoomData {}
+
+impl host::Host for RoomData {
+    fn send(&mut self, to: u64, msg: Vec<u8>) {
+        self.effects.push(Effect::Send(to, Bytes::from(msg)));
+    }
+
+    fn broadcast(&mut self, msg: Vec<u8>) {
+        self.effects.push(Effect::Broadcast(Bytes::from(msg)));
+    }
+
+    fn broadcast_except(&mut self, except: u64, msg: Vec<u8>) {
+        self.effects.push(Effect::BroadcastExcept(except, Bytes::from(msg)));
+    }
+
+    fn kick(&mut self, player: u64, reason: String) {
+        self.effects.push(Effect::Kick(player, reason));
+    }
+
+    fn close(&mut self, reason: String) {
+        self.effects.push(Effect::Close(reason));
+    }
+
+    fn set_tick_rate(&mut self, hz: u32) {
+        self.effects.push(Effect::SetTickRate(hz));
+    }
+
+    fn set_label(&mut self, label: String) {
+        self.effects.push(Effect::SetLabel(label));
+    }
+
+    fn now_micros(&mut self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng.u64(..)
+    }
+
+    fn log(&mut self, level: types::LogLevel, msg: String) {
+        let room = &*self.room_id;
+        match level {
+            types::LogLevel::Trace => tracing::trace!(target: "ludus::guest", room, "{msg}"),
+            types::LogLevel::Debug => tracing::debug!(target: "ludus::guest", room, "{msg}"),
+            types::LogLevel::Info => tracing::info!(target: "ludus::guest", room, "{msg}"),
+            types::LogLevel::Warn => tracing::warn!(target: "ludus::guest", room, "{msg}"),
+            types::LogLevel::Error => {
+                tracing::error!(target: "ludus::guest", room, "{msg}");
+                self.last_error_log = Some(msg);
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Shared test setup: a runtime and rooms with the real example games, and a player
+//! that reads its room events.
+
+#![allow(dead_code)]
+
+use ludus::guest_build::example_game_bytes;
+use ludus::rooms::{RoomEvent, RoomHandle, Rooms, RoomsConfig};
+use ludus::runtime::{Module, Runtime, RuntimeLimits};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Rooms on a small runtime, checkpointing often so recovery tests need not wait.
+pub fn rooms() -> Rooms {
+    let limits = RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() };
+    let rt = Runtime::new(limits).expect("runtime");
+    let cfg = RoomsConfig { workers: 2, checkpoint_interval: Duration::from_millis(100), ..RoomsConfig::default() };
+    Rooms::new(rt, cfg).expect("rooms")
+}
+
+/// Compiles an example game (building the guests first if needed).
+pub async fn load(rooms: &Rooms, game: &str) -> Arc<Module> {
+    let bytes = example_game_bytes(game).expect("building the example games");
+    rooms.runtime().load(bytes).await.unwrap_or_else(|e| panic!("loading {game}: {e}"))
+}
+
+/// Loads and installs an example game; returns its module.
+pub async fn install(rooms: &Rooms, game: &str) -> Arc<Module> {
+    let module = load(rooms, game).await;
+    rooms.install(module.clone());
+    module
+}
+
+pub struct Player {
+    pub id: u64,
+    pub rx: mpsc::Receiver<RoomEvent>,
+}
+
+pub async fn join(room: &RoomHandle, id: u64) -> Player {
+    let (tx, rx) = mpsc::channel(1024);
+    room.join(id, &format!("player-{id}"), tx).await.unwrap_or_else(|e| panic!("join {id}: {e}"));
+    Player { id, rx }
+}
+
+impl Player {
+    /// The next event, failing the test after `wait`.
+    pub async fn event(&mut self, wait: Duration) -> RoomEvent {
+        tokio::time::timeout(wait, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("player {} got no event within {wait:?}", self.id))
+            .unwrap_or_else(|| panic!("player {}'s queue closed", self.id))
+    }
+
+    /// The next game message, decoded as JSON.
+    pub async fn json(&mut self) -> Value {
+        match self.event(Duration::from_secs(5)).await {
+            RoomEvent::Message { bytes, .. } => serde_json::from_slice(&bytes).expect("game sent JSON"),
+            other => panic!("player {} expected a message, got {other:?}", self.id),
+        }
+    }
+
+    /// Skips messages until one satisfies `pred`; fails after `wait`.
+    pub async fn until(&mut self, wait: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = tokio::time::timeout(left, self.json())
+                .await
+                .unwrap_or_else(|_| panic!("player {}: no matching message within {wait:?}", self.id));
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    /// Drops whatever is queued.
+    pub fn drain(&mut self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// Arena: this player's entry in a snapshot.
+pub fn avatar(snapshot: &Value, id: u64) -> Option<&Value> {
+    snapshot["players"].as_array()?.iter().find(|p| p["id"] == id)
+}
+
+pub fn input(seq: u64, dx: i64, dy: i64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "seq": seq, "dx": dx, "dy": dy })).unwrap()
+}
