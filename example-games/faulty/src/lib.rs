@@ -1,24 +1,27 @@
 //! Faulty: a small game that misbehaves on request, to test that a room survives its
 //! game's faults and that its neighbours never notice.
 //!
-//! Every tick it broadcasts `{"tick": n, "messages": m}`. Messages (raw text):
+//! Every tick it broadcasts `{"tick": n, "messages": m, "players": [ids]}`. Messages
+//! (raw text):
 //! - `panic`: panics (the instance traps);
 //! - `spin`: loops forever inside the message call (the call deadline stops it);
 //! - `spin-tick`: the next tick loops forever (the tick budget stops it);
 //! - `hog`: allocates memory without bound (the room's memory cap stops it);
-//! - anything else is counted and echoed back to its sender.
+//! - anything else is counted and echoed back to its sender as `{"echo": text}`.
 //!
 //! Room config: `{"trap_in_init": true}` panics in `init`; `{"spin_every_tick": true}`
 //! loops in every tick, so restoring the room never helps and the host gives up on it.
 
-use ludus_sdk::{Game, PlayerId, Room, export_game};
+use ludus_sdk::{Game, LeaveReason, Player, PlayerId, Reject, Room, export_game};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[derive(Default, Serialize, Deserialize)]
 struct Faulty {
     ticks: u64,
     messages: u64,
+    players: BTreeSet<PlayerId>,
     spin_every_tick: bool,
     /// Never saved: a restored room does not inherit the fault.
     #[serde(skip)]
@@ -51,6 +54,15 @@ impl Game for Faulty {
         Ok(Faulty { spin_every_tick: config.spin_every_tick, ..Faulty::default() })
     }
 
+    fn join(&mut self, _room: &mut Room, player: &Player) -> Result<(), Reject> {
+        self.players.insert(player.id);
+        Ok(())
+    }
+
+    fn leave(&mut self, _room: &mut Room, player: PlayerId, _reason: LeaveReason) {
+        self.players.remove(&player);
+    }
+
     fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
         match msg {
             b"panic" => panic!("asked to panic on a message"),
@@ -59,13 +71,16 @@ impl Game for Faulty {
             b"hog" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1; 1 << 20]);
+                    // Reserved, not written: memory grows fast enough to reach the cap
+                    // long before the call's deadline.
+                    hoard.push(Vec::with_capacity(4 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
             other => {
                 self.messages += 1;
-                room.send(from, other);
+                let echo = String::from_utf8_lossy(other);
+                room.send_json(from, &serde_json::json!({ "echo": echo }));
             }
         }
     }
@@ -75,7 +90,8 @@ impl Game for Faulty {
             spin();
         }
         self.ticks += 1;
-        room.broadcast_json(&serde_json::json!({ "tick": self.ticks, "messages": self.messages }));
+        let (ticks, messages, players) = (self.ticks, self.messages, &self.players);
+        room.broadcast_json(&serde_json::json!({ "tick": ticks, "messages": messages, "players": players }));
     }
 }
 

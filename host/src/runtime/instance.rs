@@ -85,7 +85,7 @@ impl GuestError {
     fn classify(call: Call, err: wasmtime::Error, panic_log: Option<String>, deadline: Duration) -> Self {
         let (kind, detail) = match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => (GuestErrorKind::Deadline, format!("{} ms", deadline.as_millis())),
-            _ if format!("{err:#}").contains("memory growth failure") => {
+            _ if format!("{err:#}").contains("growing memory") => {
                 (GuestErrorKind::Memory, "memory.grow refused".to_owned())
             }
             _ => match panic_log {

@@ -13,9 +13,15 @@ use tokio::sync::mpsc;
 
 /// Rooms on a small runtime, checkpointing often so recovery tests need not wait.
 pub fn rooms() -> Rooms {
+    rooms_with(RoomsConfig::default())
+}
+
+/// Like [`rooms`], with other settings (the worker count and checkpoint interval are
+/// always the test ones).
+pub fn rooms_with(cfg: RoomsConfig) -> Rooms {
     let limits = RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() };
     let rt = Runtime::new(limits).expect("runtime");
-    let cfg = RoomsConfig { workers: 2, checkpoint_interval: Duration::from_millis(100), ..RoomsConfig::default() };
+    let cfg = RoomsConfig { workers: 2, checkpoint_interval: Duration::from_millis(100), ..cfg };
     Rooms::new(rt, cfg).expect("rooms")
 }
 
