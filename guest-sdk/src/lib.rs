@@ -1,83 +1,4 @@
-//! # ludus-sdk: write game rules for Ludus
-//!
-//! A Ludus game is a Rust type that implements [`Game`] and is exported with
-//! [`export_game!`]. Ludus compiles it to a WebAssembly component (`wasm32-wasip2`), runs
-//! one instance per room, calls it when players join, leave and send messages and at
-//! every tick, and swaps in a new build live, keeping each room's state.
-//!
-//! You never touch the WebAssembly plumbing: the trait and the macro are the whole
-//! interface.
-//!
-//! ## A complete game
-//!
-//! A counter everyone in the room can bump; every tick the room sees the total.
-//!
-//! ```no_run
-//! use ludus_sdk::{Game, Player, PlayerId, Reject, Room, export_game};
-//! use serde::{Deserialize, Serialize};
-//! use std::collections::BTreeMap;
-//! use std::time::Duration;
-//!
-//! #[derive(Default, Serialize, Deserialize)]
-//! struct Counter {
-//!     total: u64,
-//!     by_player: BTreeMap<PlayerId, u64>,
-//! }
-//!
-//! impl Game for Counter {
-//!     fn join(&mut self, _room: &mut Room, p: &Player) -> Result<(), Reject> {
-//!         if self.by_player.len() >= 4 {
-//!             return Err("room is full".into());
-//!         }
-//!         self.by_player.insert(p.id, 0);
-//!         Ok(())
-//!     }
-//!
-//!     fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
-//!         match msg {
-//!             b"bump" => {
-//!                 self.total += 1;
-//!                 *self.by_player.entry(from).or_default() += 1;
-//!             }
-//!             _ => room.send(from, "unknown command"),
-//!         }
-//!     }
-//!
-//!     fn tick(&mut self, room: &mut Room, _dt: Duration) {
-//!         room.broadcast_json(&self.total);
-//!     }
-//! }
-//!
-//! export_game!(Counter);
-//! ```
-//!
-//! Build it with `cargo build --release --target wasm32-wasip2` (crate type `cdylib`);
-//! the `.wasm` file is the module Ludus loads. `ludus check file.wasm` tells you whether
-//! the host accepts it.
-//!
-//! ## State across live swaps
-//!
-//! A game's state is its `Game` value. When a new build is swapped into a running room
-//! the host calls [`Game::save`] on the old instance and [`Game::restore`] on the new one.
-//! Both default to JSON through serde, so:
-//!
-//! - a field added with `#[serde(default)]` just appears (with its default) after a swap;
-//! - a removed field is ignored;
-//! - anything else (a renamed field, a changed meaning) is a migration: override
-//!   `restore` and look at `from_version`, the version string of the build that saved
-//!   the state (`export_game!` takes it from your crate's `Cargo.toml` version, or
-//!   `export_game!(MyGame, version = "...")`).
-//!
-//! The same pair checkpoints a room: if an instance traps (a panic, a call that runs
-//! past its deadline, memory past its cap), the room comes back on a fresh instance from
-//! its last checkpoint, and players who joined or left since are replayed.
-//!
-//! ## Limits
-//!
-//! Every call has a deadline (a few milliseconds for `message`, a tick budget for
-//! `tick`) and a room has a memory cap. A game has no files, sockets or environment
-//! variables; time and randomness come from [`Room::now`] and [`Room::random`] (seeded
-//! per room, so a room can be replayed).
+#![doc = include_str!("../README.md")]
 
 // The generated bindings name the runtime as `::ludus_sdk::...` so that they resolve in
 // the designer's crate, where `export_game!` expands; this makes them resolve here too.
@@ -147,6 +68,20 @@ pub trait Game: Default + Serialize + DeserializeOwned + 'static {
 /// `export_game!(MyGame)` declares the game under the crate's package name and version;
 /// `export_game!(MyGame, version = "2.0.0")` sets the version passed to `restore`, and
 /// `export_game!(MyGame, name = "arena", version = "2.0.0")` both. Use it once per crate.
+///
+/// The type must implement [`Game`]:
+///
+/// ```compile_fail
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// struct NotAGame;
+/// ludus_sdk::export_game!(NotAGame);
+/// ```
+///
+/// and the macro takes a type, not an expression:
+///
+/// ```compile_fail
+/// ludus_sdk::export_game!("arena");
+/// ```
 #[macro_export]
 macro_rules! export_game {
     ($game:ty $(,)?) => {

@@ -11,8 +11,14 @@
 //! - [`rooms`]: rooms as actors on worker threads, their members, tick clock, checkpoints,
 //!   recovery after a guest failure, and live swaps per room or per game.
 //! - [`guest_build`]: builds guest crates for `wasm32-wasip2` (tests, benches, `ludus dev`).
-//! - `main.rs`: the `ludus` command line.
+//! - [`bench`]: `ludus bench`, measurements printed as a table and a JSON line.
+//! - [`demo`]: `ludus demo`, one arena room with bots, swapped live to v2.
+//! - [`check`]: `ludus check`, loads a module as a node would and reports on it.
+//! - `main.rs`: the `ludus` command line, which only parses flags and calls the above.
 
+pub mod bench;
+pub mod check;
+pub mod demo;
 pub mod guest_build;
 pub mod rooms;
 pub mod runtime;

@@ -179,6 +179,7 @@ impl Rooms {
             }
         }
         let report = GameSwapReport { game, from: previous.label(), to: module.label(), policy, results };
+        tracing::info!(game = %report.game, ?policy, "game swapped: {}", report.summary());
         self.inner.games.record(&report);
         Ok(report)
     }

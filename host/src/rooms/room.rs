@@ -224,7 +224,7 @@ impl Room {
             info.module_sha256 = self.module.sha256_hex();
         });
         self.apply_effects();
-        tracing::info!(room = &*self.id, %from, %to, ?pause, "swapped");
+        tracing::debug!(room = &*self.id, %from, %to, ?pause, "swapped");
         Ok(SwapOutcome { room: self.id.clone(), from, to, pause })
     }
 
