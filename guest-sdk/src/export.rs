@@ -37,7 +37,9 @@ fn room_of(init: wit::RoomInit) -> Room {
 fn with_game<G, R>(slot: &'static Slot<G>, f: impl FnOnce(&mut G, &mut Room) -> R) -> R {
     slot.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let loaded = cell.as_mut().expect("ludus: room called before init or restore");
+        let loaded = cell
+            .as_mut()
+            .expect("ludus: room called before init or restore");
         f(&mut loaded.game, &mut loaded.room)
     })
 }
@@ -60,7 +62,9 @@ pub fn join<G: Game>(slot: &'static Slot<G>, player: wit::Player) -> Result<(), 
 }
 
 pub fn leave<G: Game>(slot: &'static Slot<G>, player: u64, reason: wit::LeaveReason) {
-    with_game(slot, |game, room| game.leave(room, PlayerId(player), reason.into()))
+    with_game(slot, |game, room| {
+        game.leave(room, PlayerId(player), reason.into())
+    })
 }
 
 pub fn message<G: Game>(slot: &'static Slot<G>, from: u64, msg: Vec<u8>) {

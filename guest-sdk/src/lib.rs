@@ -88,7 +88,11 @@ macro_rules! export_game {
         $crate::export_game!($game, version = ::core::env!("CARGO_PKG_VERSION"));
     };
     ($game:ty, version = $version:expr $(,)?) => {
-        $crate::export_game!($game, name = ::core::env!("CARGO_PKG_NAME"), version = $version);
+        $crate::export_game!(
+            $game,
+            name = ::core::env!("CARGO_PKG_NAME"),
+            version = $version
+        );
     };
     ($game:ty, name = $name:expr, version = $version:expr $(,)?) => {
         const _: () = {
@@ -104,10 +108,14 @@ macro_rules! export_game {
                 fn describe() -> ($crate::__private::String, $crate::__private::String) {
                     $crate::__private::describe($name, $version)
                 }
-                fn init(room: $crate::__private::RoomInit) -> ::core::result::Result<(), $crate::__private::String> {
+                fn init(
+                    room: $crate::__private::RoomInit,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
                     $crate::__private::init::<$game>(&LUDUS_GAME, room)
                 }
-                fn join(player: $crate::__private::WitPlayer) -> ::core::result::Result<(), $crate::__private::String> {
+                fn join(
+                    player: $crate::__private::WitPlayer,
+                ) -> ::core::result::Result<(), $crate::__private::String> {
                     $crate::__private::join::<$game>(&LUDUS_GAME, player)
                 }
                 fn leave(player: u64, reason: $crate::__private::WitLeaveReason) {
@@ -119,7 +127,9 @@ macro_rules! export_game {
                 fn tick(dt_micros: u64) {
                     $crate::__private::tick::<$game>(&LUDUS_GAME, dt_micros)
                 }
-                fn save() -> ::core::result::Result<$crate::__private::Vec<u8>, $crate::__private::String> {
+                fn save()
+                -> ::core::result::Result<$crate::__private::Vec<u8>, $crate::__private::String>
+                {
                     $crate::__private::save::<$game>(&LUDUS_GAME)
                 }
                 fn restore(
@@ -131,7 +141,7 @@ macro_rules! export_game {
                 }
             }
 
-            $crate::__private::export_room!(LudusExport with_types_in $crate::__private::bindings);
+    $crate::__private::export_room!(LudusExport with_types_in $crate::__private::bindings);
         };
     };
 }
@@ -149,8 +159,8 @@ pub mod __private {
     }
 
     pub use crate::export::{Loaded, describe, init, join, leave, message, restore, save, tick};
-    pub use bindings::exports::ludus::game::room::Guest as RoomGuest;
     pub use bindings::export_room;
+    pub use bindings::exports::ludus::game::room::Guest as RoomGuest;
     pub use bindings::ludus::game::types::{
         LeaveReason as WitLeaveReason, Player as WitPlayer, RoomInit,
     };

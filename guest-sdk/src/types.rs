@@ -26,7 +26,10 @@ pub struct Player {
 
 impl From<wit::Player> for Player {
     fn from(p: wit::Player) -> Self {
-        Player { id: PlayerId(p.id), name: p.name }
+        Player {
+            id: PlayerId(p.id),
+            name: p.name,
+        }
     }
 }
 

@@ -7,8 +7,14 @@ use crate::runtime::{CONTRACT, Runtime, RuntimeLimits};
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let rt = Runtime::new(RuntimeLimits { max_instances: 4, ..RuntimeLimits::default() })?;
-    let module = rt.load(bytes).await.map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let rt = Runtime::new(RuntimeLimits {
+        max_instances: 4,
+        ..RuntimeLimits::default()
+    })?;
+    let module = rt
+        .load(bytes)
+        .await
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     println!("{}: ok", path.display());
     println!("  game:     {}", module.name);
     println!("  version:  {}", module.version);

@@ -24,14 +24,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let v2_bytes = example_game_bytes("arena-v2")?;
     let rt = Runtime::new(RuntimeLimits::default())?;
     let v1 = rt.load(v1_bytes).await.map_err(|e| anyhow!("arena: {e}"))?;
-    let v2 = rt.load(v2_bytes).await.map_err(|e| anyhow!("arena v2: {e}"))?;
+    let v2 = rt
+        .load(v2_bytes)
+        .await
+        .map_err(|e| anyhow!("arena v2: {e}"))?;
     println!("loaded {} and {}", v1.label(), v2.label());
 
     let rooms = Rooms::new(rt, RoomsConfig::default())?;
     rooms.install(v1);
     let config = format!(r#"{{"max_players": {}}}"#, args.bots.max(1));
-    let room = rooms.create(CreateRoom { game: "arena".into(), config: Some(config), ..Default::default() }).await?;
-    println!("room {} is ticking at {} Hz", room.id(), room.info().tick_hz);
+    let room = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            config: Some(config),
+            ..Default::default()
+        })
+        .await?;
+    println!(
+        "room {} is ticking at {} Hz",
+        room.id(),
+        room.info().tick_hz
+    );
 
     let (tx, mut watcher) = tokio::sync::mpsc::channel(1024);
     room.join(1, "bot-1", tx).await?;

@@ -30,13 +30,19 @@ pub fn ensure_target() -> anyhow::Result<()> {
                 .output()
                 .map_err(|e| format!("running rustc: {e}"))?;
             let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
-            if Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
+            if Path::new(&sysroot)
+                .join("lib/rustlib")
+                .join(TARGET)
+                .exists()
+            {
                 return Ok(());
             }
             let status = Command::new("rustup")
                 .args(["target", "add", TARGET])
                 .status()
-                .map_err(|e| format!("the {TARGET} target is missing and rustup could not run: {e}"))?;
+                .map_err(|e| {
+                    format!("the {TARGET} target is missing and rustup could not run: {e}")
+                })?;
             if status.success() {
                 Ok(())
             } else {
@@ -54,7 +60,14 @@ pub fn build_workspace(dir: &Path) -> anyhow::Result<PathBuf> {
     let target_dir = dir.join("target");
     let output = Command::new(cargo())
         .current_dir(dir)
-        .args(["build", "--release", "--workspace", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         // Flags meant for the host build must not leak into the guest build.
         .env_remove("RUSTFLAGS")
@@ -63,7 +76,11 @@ pub fn build_workspace(dir: &Path) -> anyhow::Result<PathBuf> {
         .output()
         .with_context(|| format!("running cargo in {}", dir.display()))?;
     if !output.status.success() {
-        bail!("building the guests in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "building the guests in {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(target_dir.join(TARGET).join("release"))
 }

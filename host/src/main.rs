@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ludus", version, about = "Ludus: a game server host for WebAssembly game rules")]
+#[command(
+    name = "ludus",
+    version,
+    about = "Ludus: a game server host for WebAssembly game rules"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,8 @@ enum Bench {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG").unwrap_or_else(|_| "warn,ludus=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG")
+                .unwrap_or_else(|_| "warn,ludus=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -13,18 +13,30 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
     let rooms = rooms();
     install(&rooms, "arena").await;
-    let room = rooms.create(CreateRoom { game: "arena".into(), ..Default::default() }).await.unwrap();
+    let room = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut a = join(&room, 1).await;
     let mut b = join(&room, 2).await;
 
     let snap = a.until(WAIT, |s| avatar(s, 2).is_some()).await;
-    assert_eq!(avatar(&snap, 1).unwrap()["x"], 500, "spawn at (500, 500): {snap}");
+    assert_eq!(
+        avatar(&snap, 1).unwrap()["x"],
+        500,
+        "spawn at (500, 500): {snap}"
+    );
     assert_eq!(avatar(&snap, 2).unwrap()["y"], 500);
 
     // A step is clamped to 10 per axis.
     room.message(1, input(1, 3, -4));
     room.message(1, input(2, 100, -100));
-    let snap = b.until(WAIT, |s| avatar(s, 1).is_some_and(|p| p["seq"] == 2)).await;
+    let snap = b
+        .until(WAIT, |s| avatar(s, 1).is_some_and(|p| p["seq"] == 2))
+        .await;
     assert_eq!(avatar(&snap, 1).unwrap()["x"], 513, "{snap}");
     assert_eq!(avatar(&snap, 1).unwrap()["y"], 486, "{snap}");
 
@@ -32,21 +44,34 @@ async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
     room.message(1, input(2, 10, 10));
     room.message(1, input(1, 10, 10));
     room.message(1, input(3, 0, 1));
-    let snap = b.until(WAIT, |s| avatar(s, 1).is_some_and(|p| p["seq"] == 3)).await;
-    assert_eq!((avatar(&snap, 1).unwrap()["x"].clone(), avatar(&snap, 1).unwrap()["y"].clone()), (json!(513), json!(487)));
+    let snap = b
+        .until(WAIT, |s| avatar(s, 1).is_some_and(|p| p["seq"] == 3))
+        .await;
+    assert_eq!(
+        (
+            avatar(&snap, 1).unwrap()["x"].clone(),
+            avatar(&snap, 1).unwrap()["y"].clone()
+        ),
+        (json!(513), json!(487))
+    );
 
     // The position is clamped to the field.
     for seq in 4..=60 {
         room.message(2, input(seq, 10, -10));
     }
-    let snap = a.until(WAIT, |s| avatar(s, 2).is_some_and(|p| p["seq"] == 60)).await;
+    let snap = a
+        .until(WAIT, |s| avatar(s, 2).is_some_and(|p| p["seq"] == 60))
+        .await;
     assert_eq!(avatar(&snap, 2).unwrap()["x"], 1000, "{snap}");
     assert_eq!(avatar(&snap, 2).unwrap()["y"], 0, "{snap}");
 
     // Malformed input gets an error back to its sender only.
     room.message(1, b"not json".to_vec());
     let err = a.until(WAIT, |m| m.get("error").is_some()).await;
-    assert!(err["error"].as_str().unwrap().contains("bad input"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("bad input"),
+        "{err}"
+    );
 
     // Every member gets one snapshot per tick, at 20 Hz on the wall clock.
     a.drain();
@@ -58,12 +83,20 @@ async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
             ticks.push(t);
         }
     }
-    assert!((16..=24).contains(&ticks.len()), "{} snapshots in 1 s at 20 Hz", ticks.len());
-    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "one snapshot per tick, in order: {ticks:?}");
+    assert!(
+        (16..=24).contains(&ticks.len()),
+        "{} snapshots in 1 s at 20 Hz",
+        ticks.len()
+    );
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "one snapshot per tick, in order: {ticks:?}"
+    );
 
     // Leaving removes the player from the snapshots.
     room.leave(2, ludus::rooms::LeaveReason::Left);
-    a.until(WAIT, |s| avatar(s, 1).is_some() && avatar(s, 2).is_none()).await;
+    a.until(WAIT, |s| avatar(s, 1).is_some() && avatar(s, 2).is_none())
+        .await;
     assert_eq!(room.info().seats, 1);
 }
 
@@ -72,7 +105,11 @@ async fn arena_refuses_players_past_its_configured_size() {
     let rooms = rooms();
     install(&rooms, "arena").await;
     let room = rooms
-        .create(CreateRoom { game: "arena".into(), config: Some(r#"{"max_players": 2}"#.into()), ..Default::default() })
+        .create(CreateRoom {
+            game: "arena".into(),
+            config: Some(r#"{"max_players": 2}"#.into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     join(&room, 1).await;
@@ -83,19 +120,64 @@ async fn arena_refuses_players_past_its_configured_size() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     let (tx, _rx) = tokio::sync::mpsc::channel(8);
-    assert!(matches!(room.join(1, "again", tx).await, Err(JoinError::AlreadyJoined(1))));
+    assert!(matches!(
+        room.join(1, "again", tx).await,
+        Err(JoinError::AlreadyJoined(1))
+    ));
 
-    let bad = rooms.create(CreateRoom { game: "arena".into(), config: Some("[1, 2]".into()), ..Default::default() }).await;
+    let bad = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            config: Some("[1, 2]".into()),
+            ..Default::default()
+        })
+        .await;
     assert!(bad.unwrap_err().to_string().contains("not a JSON object"));
-    let none = rooms.create(CreateRoom { game: "chess".into(), ..Default::default() }).await;
-    assert!(none.unwrap_err().to_string().contains("no game named `chess`"));
+    let slash = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            id: Some("a/b".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        slash
+            .unwrap_err()
+            .to_string()
+            .contains("`/` is not allowed")
+    );
+    let empty = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            id: Some(String::new()),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(empty, Err(ludus::rooms::CreateError::BadId(_))));
+    let none = rooms
+        .create(CreateRoom {
+            game: "chess".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        none.unwrap_err()
+            .to_string()
+            .contains("no game named `chess`")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
     let rooms = rooms();
     install(&rooms, "tictactoe").await;
-    let room = rooms.create(CreateRoom { game: "tictactoe".into(), ..Default::default() }).await.unwrap();
+    let room = rooms
+        .create(CreateRoom {
+            game: "tictactoe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(room.info().label, "waiting");
     assert_eq!(room.info().tick_hz, 1, "the game asked for 1 Hz");
     let mut x = join(&room, 10).await;
@@ -106,7 +188,10 @@ async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
     o.json().await;
 
     let (tx, _rx) = tokio::sync::mpsc::channel(8);
-    assert!(matches!(room.join(30, "third", tx).await, Err(JoinError::Rejected(_))));
+    assert!(matches!(
+        room.join(30, "third", tx).await,
+        Err(JoinError::Rejected(_))
+    ));
 
     let mv = |cell: i64| serde_json::to_vec(&json!({ "cell": cell })).unwrap();
     room.message(20, mv(4));
@@ -114,12 +199,20 @@ async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
     room.message(10, mv(9));
     assert_eq!(x.json().await["error"], "cell must be 0..=8");
     room.message(10, b"{\"cell\": \"middle\"}".to_vec());
-    assert!(x.json().await["error"].as_str().unwrap().contains("a move is"));
+    assert!(
+        x.json().await["error"]
+            .as_str()
+            .unwrap()
+            .contains("a move is")
+    );
 
     room.message(10, mv(0));
     assert_eq!(x.json().await["board"], "X........");
     room.message(20, mv(0));
-    assert_eq!(o.until(WAIT, |m| m.get("error").is_some()).await["error"], "cell is taken");
+    assert_eq!(
+        o.until(WAIT, |m| m.get("error").is_some()).await["error"],
+        "cell is taken"
+    );
     for (player, cell) in [(20, 3), (10, 1), (20, 4), (10, 2)] {
         room.message(player, mv(cell));
     }
@@ -128,7 +221,10 @@ async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
     assert_eq!(end["winner"], 10);
     assert_eq!(end["next"], serde_json::Value::Null);
     room.message(20, mv(8));
-    assert_eq!(o.until(WAIT, |m| m.get("error").is_some()).await["error"], "the game is over");
+    assert_eq!(
+        o.until(WAIT, |m| m.get("error").is_some()).await["error"],
+        "the game is over"
+    );
     assert_eq!(room.info().label, "finished");
 }
 
@@ -136,11 +232,27 @@ async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
 async fn tictactoe_draw_is_detected() {
     let rooms = rooms();
     install(&rooms, "tictactoe").await;
-    let room = rooms.create(CreateRoom { game: "tictactoe".into(), ..Default::default() }).await.unwrap();
+    let room = rooms
+        .create(CreateRoom {
+            game: "tictactoe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut x = join(&room, 1).await;
     let _o = join(&room, 2).await;
     // X O X / X O O / O X X
-    for (p, cell) in [(1, 0), (2, 1), (1, 2), (2, 4), (1, 3), (2, 5), (1, 7), (2, 6), (1, 8)] {
+    for (p, cell) in [
+        (1, 0),
+        (2, 1),
+        (1, 2),
+        (2, 4),
+        (1, 3),
+        (2, 5),
+        (1, 7),
+        (2, 6),
+        (1, 8),
+    ] {
         room.message(p, serde_json::to_vec(&json!({ "cell": cell })).unwrap());
     }
     let end = x.until(WAIT, |m| m["draw"] == true).await;
@@ -152,9 +264,25 @@ async fn tictactoe_draw_is_detected() {
 async fn a_closed_room_tells_its_players() {
     let rooms = rooms();
     install(&rooms, "arena").await;
-    let room = rooms.create(CreateRoom { game: "arena".into(), id: Some("r1".into()), ..Default::default() }).await.unwrap();
-    let dup = rooms.create(CreateRoom { game: "arena".into(), id: Some("r1".into()), ..Default::default() }).await;
-    assert!(matches!(dup, Err(ludus::rooms::CreateError::DuplicateId(_))));
+    let room = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            id: Some("r1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dup = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            id: Some("r1".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(
+        dup,
+        Err(ludus::rooms::CreateError::DuplicateId(_))
+    ));
     let mut p = join(&room, 1).await;
     room.close("maintenance").await;
     loop {
@@ -164,5 +292,8 @@ async fn a_closed_room_tells_its_players() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(rooms.get("r1").is_none(), "a closed room leaves the directory");
+    assert!(
+        rooms.get("r1").is_none(),
+        "a closed room leaves the directory"
+    );
 }

@@ -5,14 +5,22 @@
 mod common;
 
 use common::{Player, avatar, input, install, join, load, rooms};
-use ludus::rooms::{CreateError, CreateRoom, RoomEvent, RoomHandle, Rooms, RoomsConfig, SwapError, SwapPolicy};
+use ludus::rooms::{
+    CreateError, CreateRoom, RoomEvent, RoomHandle, Rooms, RoomsConfig, SwapError, SwapPolicy,
+};
 use ludus::runtime::{GuestErrorKind, ModuleError};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn arena_room(rooms: &Rooms) -> RoomHandle {
-    rooms.create(CreateRoom { game: "arena".into(), ..Default::default() }).await.unwrap()
+    rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,10 +36,17 @@ async fn swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_ne
     for id in 1..=8u64 {
         room.message(id, input(id, id as i64, -(id as i64)));
     }
-    let before = players[0].until(WAIT, |s| (1..=8).all(|id| avatar(s, id).is_some_and(|p| p["seq"] == id))).await;
+    let before = players[0]
+        .until(WAIT, |s| {
+            (1..=8).all(|id| avatar(s, id).is_some_and(|p| p["seq"] == id))
+        })
+        .await;
     assert_eq!(before["rules"], 1);
 
-    let report = rooms.swap_game(v2.clone(), SwapPolicy::AllRooms).await.unwrap();
+    let report = rooms
+        .swap_game(v2.clone(), SwapPolicy::AllRooms)
+        .await
+        .unwrap();
     assert_eq!(report.results.len(), 1);
     let outcome = report.results[0].result.as_ref().expect("swap succeeds");
     assert!(outcome.to.contains("2.0.0"), "{}", outcome.to);
@@ -40,13 +55,22 @@ async fn swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_ne
     let after = players[0].until(WAIT, |s| s["rules"] == 2).await;
     for id in 1..=8u64 {
         let (b, a) = (avatar(&before, id).unwrap(), avatar(&after, id).unwrap());
-        assert_eq!((&a["x"], &a["y"], &a["seq"]), (&b["x"], &b["y"], &b["seq"]), "player {id} kept its state");
+        assert_eq!(
+            (&a["x"], &a["y"], &a["seq"]),
+            (&b["x"], &b["y"], &b["seq"]),
+            "player {id} kept its state"
+        );
         assert_eq!(a["moves"], 0, "the new v2 field appears with its default");
     }
     // v2 allows steps of 20.
     room.message(3, input(100, 50, 0));
-    let moved = players[2].until(WAIT, |s| avatar(s, 3).is_some_and(|p| p["seq"] == 100)).await;
-    assert_eq!(avatar(&moved, 3).unwrap()["x"], avatar(&before, 3).unwrap()["x"].as_i64().unwrap() + 20);
+    let moved = players[2]
+        .until(WAIT, |s| avatar(s, 3).is_some_and(|p| p["seq"] == 100))
+        .await;
+    assert_eq!(
+        avatar(&moved, 3).unwrap()["x"],
+        avatar(&before, 3).unwrap()["x"].as_i64().unwrap() + 20
+    );
     assert_eq!(avatar(&moved, 3).unwrap()["moves"], 1);
     // Nobody was dropped.
     assert_eq!(room.info().seats, 8);
@@ -81,20 +105,31 @@ async fn a_swap_whose_restore_fails_keeps_the_old_version_running() {
     let room = arena_room(&rooms).await;
     let mut p = join(&room, 1).await;
     room.message(1, input(1, 5, 5));
-    p.until(WAIT, |s| avatar(s, 1).is_some_and(|a| a["seq"] == 1)).await;
+    p.until(WAIT, |s| avatar(s, 1).is_some_and(|a| a["seq"] == 1))
+        .await;
 
     match room.swap(bad).await {
         Err(e @ SwapError::Restore(_)) => {
             assert_eq!(e.step(), "restore");
-            assert!(e.to_string().contains("refuses state saved by version 1.0.0"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("refuses state saved by version 1.0.0"),
+                "{e}"
+            );
         }
         other => panic!("expected a restore failure, got {other:?}"),
     }
     assert_eq!(room.info().version, "1.0.0");
     room.message(1, input(2, 5, 5));
-    let s = p.until(WAIT, |s| avatar(s, 1).is_some_and(|a| a["seq"] == 2)).await;
+    let s = p
+        .until(WAIT, |s| avatar(s, 1).is_some_and(|a| a["seq"] == 2))
+        .await;
     assert_eq!(s["rules"], 1);
-    assert_eq!(avatar(&s, 1).unwrap()["x"], 510, "the old instance kept its state");
+    assert_eq!(
+        avatar(&s, 1).unwrap()["x"],
+        510,
+        "the old instance kept its state"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,17 +140,26 @@ async fn modules_for_another_contract_or_not_components_are_refused_by_name() {
     match rt.load(old).await {
         Err(e @ ModuleError::ContractMismatch { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("ludus:game@0.0.1") && msg.contains("ludus:game@0.1.0"), "{msg}");
+            assert!(
+                msg.contains("ludus:game@0.0.1") && msg.contains("ludus:game@0.1.0"),
+                "{msg}"
+            );
         }
         other => panic!("expected a contract mismatch, got {other:?}"),
     }
     let garbage = rt.load(b"definitely not wasm".to_vec()).await.unwrap_err();
-    assert!(matches!(garbage, ModuleError::NotAComponent(_)), "{garbage}");
+    assert!(
+        matches!(garbage, ModuleError::NotAComponent(_)),
+        "{garbage}"
+    );
     let core = rt.load(b"\0asm\x01\0\0\0".to_vec()).await.unwrap_err();
     assert!(core.to_string().contains("core module"), "{core}");
     let mut truncated = ludus::guest_build::example_game_bytes("arena").unwrap();
     truncated.truncate(truncated.len() / 2);
-    assert!(matches!(rt.load(truncated).await, Err(ModuleError::Compile(_))));
+    assert!(matches!(
+        rt.load(truncated).await,
+        Err(ModuleError::Compile(_))
+    ));
     assert_eq!(rt.module_count(), 0, "nothing refused is kept");
 }
 
@@ -129,7 +173,10 @@ impl Neighbour {
     async fn start(rooms: &Rooms) -> Self {
         let room = arena_room(rooms).await;
         let player = join(&room, 1000).await;
-        Neighbour { player, _room: room }
+        Neighbour {
+            player,
+            _room: room,
+        }
     }
 
     /// Reads snapshots for `span` and asserts they kept coming at 20 Hz.
@@ -146,13 +193,25 @@ impl Neighbour {
             count += 1;
         }
         let expected = (span.as_millis() / 50) as usize;
-        assert!(count + 3 >= expected, "neighbour ticked {count} times in {span:?}, expected ~{expected}");
-        assert!(worst < Duration::from_millis(120), "neighbour's longest gap between ticks: {worst:?}");
+        assert!(
+            count + 3 >= expected,
+            "neighbour ticked {count} times in {span:?}, expected ~{expected}"
+        );
+        assert!(
+            worst < Duration::from_millis(120),
+            "neighbour's longest gap between ticks: {worst:?}"
+        );
     }
 }
 
 async fn faulty_room(rooms: &Rooms, config: &str) -> Result<RoomHandle, CreateError> {
-    rooms.create(CreateRoom { game: "faulty".into(), config: Some(config.into()), ..Default::default() }).await
+    rooms
+        .create(CreateRoom {
+            game: "faulty".into(),
+            config: Some(config.into()),
+            ..Default::default()
+        })
+        .await
 }
 
 /// Sends `n` counted messages and waits until a checkpoint has surely been taken.
@@ -167,7 +226,11 @@ async fn count_and_checkpoint(room: &RoomHandle, p: &mut Player, n: u64) {
 async fn wait_for_restart(room: &RoomHandle, restarts: u32) {
     let deadline = Instant::now() + WAIT;
     while room.info().restarts < restarts {
-        assert!(Instant::now() < deadline, "room did not restart: {:?}", room.info());
+        assert!(
+            Instant::now() < deadline,
+            "room did not restart: {:?}",
+            room.info()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -191,7 +254,10 @@ async fn a_trap_in_init_refuses_the_room_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_deadline_and_memory_failures_restore_the_room_from_its_checkpoint() {
-    let rooms = common::rooms_with(RoomsConfig { max_restarts: 10, ..RoomsConfig::default() });
+    let rooms = common::rooms_with(RoomsConfig {
+        max_restarts: 10,
+        ..RoomsConfig::default()
+    });
     install(&rooms, "faulty").await;
     install(&rooms, "arena").await;
     let mut neighbour = Neighbour::start(&rooms).await;
@@ -199,22 +265,35 @@ async fn panic_deadline_and_memory_failures_restore_the_room_from_its_checkpoint
     let mut p = join(&room, 1).await;
     count_and_checkpoint(&room, &mut p, 3).await;
 
-    let cases: [(&[u8], &str); 4] = [
+    let cases: [(&[u8], &str); 5] = [
         (b"panic", "asked to panic on a message"),
         (b"spin", "message ran past its deadline (5 ms)"),
         (b"spin-tick", "tick ran past its deadline (20 ms)"),
         (b"hog", "exceeded the room's memory cap"),
+        (
+            b"flood",
+            "tick trapped: the game queued more than 4 MiB of messages in one call",
+        ),
     ];
     for (i, (msg, expected)) in cases.into_iter().enumerate() {
         room.message(1, msg.to_vec());
         wait_for_restart(&room, i as u32 + 1).await;
         let info = room.info();
         let error = info.last_error.unwrap();
-        assert!(error.contains(expected), "after {:?}: {error}", String::from_utf8_lossy(msg));
+        assert!(
+            error.contains(expected),
+            "after {:?}: {error}",
+            String::from_utf8_lossy(msg)
+        );
         assert!(info.closed.is_none());
         // Back from the checkpoint: the counted messages survived, the player is still in.
         let s = p.until(WAIT, |m| m["tick"].is_u64()).await;
-        assert_eq!(s["messages"], 3, "state after {:?}: {s}", String::from_utf8_lossy(msg));
+        assert_eq!(
+            s["messages"],
+            3,
+            "state after {:?}: {s}",
+            String::from_utf8_lossy(msg)
+        );
         assert_eq!(info.seats, 1);
     }
     neighbour.assert_on_time(Duration::from_millis(500)).await;
@@ -234,7 +313,11 @@ async fn players_who_came_and_went_since_the_checkpoint_are_replayed_after_a_res
     wait_for_restart(&room, 1).await;
     a.drain();
     let s = a.until(WAIT, |m| m["tick"].is_u64()).await;
-    assert_eq!(s["players"], serde_json::json!([1, 3]), "the game sees who is really in the room: {s}");
+    assert_eq!(
+        s["players"],
+        serde_json::json!([1, 3]),
+        "the game sees who is really in the room: {s}"
+    );
     assert_eq!(s["messages"], 1);
     assert_eq!(room.info().seats, 2);
 }
@@ -245,7 +328,9 @@ async fn a_game_that_fails_on_every_tick_is_closed_with_the_reason_while_its_nei
     install(&rooms, "faulty").await;
     install(&rooms, "arena").await;
     let mut neighbour = Neighbour::start(&rooms).await;
-    let room = faulty_room(&rooms, r#"{"spin_every_tick": true}"#).await.unwrap();
+    let room = faulty_room(&rooms, r#"{"spin_every_tick": true}"#)
+        .await
+        .unwrap();
     let mut p = join(&room, 1).await;
     let watch = tokio::spawn(async move {
         neighbour.assert_on_time(Duration::from_millis(600)).await;
@@ -256,7 +341,10 @@ async fn a_game_that_fails_on_every_tick_is_closed_with_the_reason_while_its_nei
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert!(reason.contains("failed 4 times") && reason.contains("tick ran past its deadline"), "{reason}");
+    assert!(
+        reason.contains("failed 4 times") && reason.contains("tick ran past its deadline"),
+        "{reason}"
+    );
     assert!(room.is_closed());
     watch.await.expect("the neighbour kept ticking on time");
 }

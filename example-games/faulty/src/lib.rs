@@ -7,6 +7,8 @@
 //! - `spin`: loops forever inside the message call (the call deadline stops it);
 //! - `spin-tick`: the next tick loops forever (the tick budget stops it);
 //! - `hog`: allocates memory without bound (the room's memory cap stops it);
+//! - `flood`: the next tick broadcasts without end (the host's per-call output cap
+//!   stops it);
 //! - anything else is counted and echoed back to its sender as `{"echo": text}`.
 //!
 //! Room config: `{"trap_in_init": true}` panics in `init`; `{"spin_every_tick": true}`
@@ -26,6 +28,8 @@ struct Faulty {
     /// Never saved: a restored room does not inherit the fault.
     #[serde(skip)]
     spin_next_tick: bool,
+    #[serde(skip)]
+    flood_next_tick: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -77,6 +81,7 @@ impl Game for Faulty {
                     std::hint::black_box(&hoard);
                 }
             }
+            b"flood" => self.flood_next_tick = true,
             other => {
                 self.messages += 1;
                 let echo = String::from_utf8_lossy(other);
@@ -88,6 +93,12 @@ impl Game for Faulty {
     fn tick(&mut self, room: &mut Room, _dt: Duration) {
         if self.spin_every_tick || self.spin_next_tick {
             spin();
+        }
+        if self.flood_next_tick {
+            let chunk = vec![b'x'; 1 << 20];
+            loop {
+                room.broadcast(&chunk);
+            }
         }
         self.ticks += 1;
         let (ticks, messages, players) = (self.ticks, self.messages, &self.players);

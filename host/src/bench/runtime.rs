@@ -50,7 +50,11 @@ fn read(path: Option<&std::path::Path>, example: &str) -> anyhow::Result<Vec<u8>
 
 /// A room id and config as a designer's game sees them.
 fn init(i: usize) -> RoomInit {
-    RoomInit { id: format!("bench-{i}").into(), config: "{}".into(), seed: i as u64 }
+    RoomInit {
+        id: format!("bench-{i}").into(),
+        config: "{}".into(),
+        seed: i as u64,
+    }
 }
 
 /// Distinct bytes with the same code: the module plus a custom section.
@@ -75,11 +79,16 @@ pub async fn run(args: RuntimeBench) -> anyhow::Result<RuntimeReport> {
     for i in 0..5 {
         let bytes = with_custom_section(&v1_bytes, i);
         let start = Instant::now();
-        rt.load_blocking(&bytes).map_err(|e| anyhow!("compiling arena: {e}"))?;
+        rt.load_blocking(&bytes)
+            .map_err(|e| anyhow!("compiling arena: {e}"))?;
         compile.push(start.elapsed());
     }
-    let v1 = rt.load_blocking(&v1_bytes).map_err(|e| anyhow!("arena: {e}"))?;
-    let v2 = rt.load_blocking(&v2_bytes).map_err(|e| anyhow!("arena v2: {e}"))?;
+    let v1 = rt
+        .load_blocking(&v1_bytes)
+        .map_err(|e| anyhow!("arena: {e}"))?;
+    let v2 = rt
+        .load_blocking(&v2_bytes)
+        .map_err(|e| anyhow!("arena v2: {e}"))?;
 
     let create_samples = (args.samples / 10).max(100);
     let mut create = Vec::with_capacity(create_samples);
@@ -105,7 +114,11 @@ pub async fn run(args: RuntimeBench) -> anyhow::Result<RuntimeReport> {
     })
 }
 
-fn call_costs(rt: &Arc<Runtime>, module: &Arc<Module>, samples: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+fn call_costs(
+    rt: &Arc<Runtime>,
+    module: &Arc<Module>,
+    samples: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let room = init(0);
     let mut instance = rt.instantiate(module, &room)?;
     instance.init(&room)?.map_err(anyhow::Error::msg)?;
@@ -113,7 +126,14 @@ fn call_costs(rt: &Arc<Runtime>, module: &Arc<Module>, samples: usize) -> anyhow
         instance.join(id, "bench")?.map_err(anyhow::Error::msg)?;
     }
     let inputs: Vec<Vec<u8>> = (1..=samples as u64)
-        .map(|seq| format!(r#"{{"seq":{seq},"dx":{},"dy":{}}}"#, (seq % 21) as i64 - 10, 3).into_bytes())
+        .map(|seq| {
+            format!(
+                r#"{{"seq":{seq},"dx":{},"dy":{}}}"#,
+                (seq % 21) as i64 - 10,
+                3
+            )
+            .into_bytes()
+        })
         .collect();
     let mut message = Vec::with_capacity(samples);
     for (i, input) in inputs.iter().enumerate() {
@@ -142,11 +162,21 @@ async fn service_costs(
     let mut create = Vec::with_capacity(samples);
     for _ in 0..samples {
         let start = Instant::now();
-        let room = rooms.create(CreateRoom { game: v1.name.clone(), ..Default::default() }).await?;
+        let room = rooms
+            .create(CreateRoom {
+                game: v1.name.clone(),
+                ..Default::default()
+            })
+            .await?;
         create.push(start.elapsed());
         room.close("bench").await;
     }
-    let room = rooms.create(CreateRoom { game: v1.name.clone(), ..Default::default() }).await?;
+    let room = rooms
+        .create(CreateRoom {
+            game: v1.name.clone(),
+            ..Default::default()
+        })
+        .await?;
     let mut sinks = Vec::new();
     for id in 1..=8 {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
@@ -168,7 +198,10 @@ async fn service_costs(
 
 pub fn print(report: &RuntimeReport) {
     println!("arena module: {} bytes", report.module_bytes);
-    println!("{:<34} {:>10} {:>10} {:>10} {:>10} {:>8}", "measurement", "mean", "p50", "p99", "max", "samples");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "measurement", "mean", "p50", "p99", "max", "samples"
+    );
     let rows = [
         ("compile (cranelift, uncached)", &report.compile),
         ("room create: instantiate + init", &report.create),

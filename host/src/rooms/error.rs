@@ -7,6 +7,8 @@ use crate::runtime::{GuestError, ModuleError};
 pub enum CreateError {
     #[error("no game named `{0}` is installed")]
     UnknownGame(String),
+    #[error("invalid room id: {0}")]
+    BadId(String),
     #[error("a room with id `{0}` already exists")]
     DuplicateId(String),
     #[error("room config is not a JSON object: {0}")]

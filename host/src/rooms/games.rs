@@ -37,7 +37,9 @@ pub struct GameSwapReport {
 
 impl GameSwapReport {
     pub fn failures(&self) -> impl Iterator<Item = (&str, &SwapError)> {
-        self.results.iter().filter_map(|r| r.result.as_ref().err().map(|e| (&*r.room, e)))
+        self.results
+            .iter()
+            .filter_map(|r| r.result.as_ref().err().map(|e| (&*r.room, e)))
     }
 
     /// One line for logs and listings: `arena 1.0.0 -> 2.0.0: 12 rooms swapped, 0 failed`.
@@ -83,17 +85,32 @@ impl Games {
         match games.get_mut(&module.name) {
             Some(entry) => entry.active = module,
             None => {
-                games.insert(module.name.clone(), Entry { active: module, last_swap: None });
+                games.insert(
+                    module.name.clone(),
+                    Entry {
+                        active: module,
+                        last_swap: None,
+                    },
+                );
             }
         }
     }
 
     pub fn active(&self, game: &str) -> Option<Arc<Module>> {
-        self.games.lock().unwrap_or_else(|e| e.into_inner()).get(game).map(|e| e.active.clone())
+        self.games
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(game)
+            .map(|e| e.active.clone())
     }
 
     pub fn record(&self, report: &GameSwapReport) {
-        if let Some(entry) = self.games.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&report.game) {
+        if let Some(entry) = self
+            .games
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&report.game)
+        {
             entry.last_swap = Some(report.summary());
         }
     }

@@ -95,7 +95,11 @@ impl RoomHandle {
     }
 
     pub fn info(&self) -> RoomInfo {
-        self.shared.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Ticks run so far.
@@ -114,21 +118,36 @@ impl RoomHandle {
     /// Adds a player; the game may refuse it. Events for the player go to `sink`.
     pub async fn join(&self, player: u64, name: &str, sink: PlayerSink) -> Result<(), JoinError> {
         let (reply, rx) = oneshot::channel();
-        let command = Command::Join { room: self.key, player, name: name.to_owned(), sink, reply };
+        let command = Command::Join {
+            room: self.key,
+            player,
+            name: name.to_owned(),
+            sink,
+            reply,
+        };
         if !self.send(command) {
             return Err(JoinError::Closed("the room host stopped".into()));
         }
-        rx.await.unwrap_or_else(|_| Err(JoinError::Closed("the room host stopped".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(JoinError::Closed("the room host stopped".into())))
     }
 
     /// Removes a player; unknown players are ignored.
     pub fn leave(&self, player: u64, reason: LeaveReason) {
-        self.send(Command::Leave { room: self.key, player, reason });
+        self.send(Command::Leave {
+            room: self.key,
+            player,
+            reason,
+        });
     }
 
     /// Delivers a player's message to the game. Messages from non-members are dropped.
     pub fn message(&self, player: u64, bytes: impl Into<Bytes>) {
-        self.send(Command::Message { room: self.key, player, bytes: bytes.into() });
+        self.send(Command::Message {
+            room: self.key,
+            player,
+            bytes: bytes.into(),
+        });
     }
 
     /// Swaps the room's game for `module` at the next tick boundary, keeping its state.
@@ -139,7 +158,11 @@ impl RoomHandle {
         module: Arc<Module>,
     ) -> impl std::future::Future<Output = Result<SwapOutcome, SwapError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Command::Swap { room: self.key, module, reply });
+        let sent = self.send(Command::Swap {
+            room: self.key,
+            module,
+            reply,
+        });
         async move {
             if !sent {
                 return Err(SwapError::RoomClosed);
@@ -151,7 +174,11 @@ impl RoomHandle {
     /// Closes the room, telling every member `reason`. Returns once it is closed.
     pub async fn close(&self, reason: &str) {
         let (reply, rx) = oneshot::channel();
-        if self.send(Command::Close { room: self.key, reason: reason.to_owned(), reply: Some(reply) }) {
+        if self.send(Command::Close {
+            room: self.key,
+            reason: reason.to_owned(),
+            reply: Some(reply),
+        }) {
             let _ = rx.await;
         }
     }

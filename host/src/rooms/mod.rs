@@ -110,30 +110,66 @@ impl Rooms {
 
     /// Creates a room running the active version of `req.game`.
     pub async fn create(&self, req: CreateRoom) -> Result<RoomHandle, CreateError> {
-        let module = self.active_module(&req.game).ok_or_else(|| CreateError::UnknownGame(req.game.clone()))?;
+        let module = self
+            .active_module(&req.game)
+            .ok_or_else(|| CreateError::UnknownGame(req.game.clone()))?;
         let config = match req.config.as_deref().map(str::trim) {
             None | Some("") => "{}".to_owned(),
             Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(_)) => text.to_owned(),
-                Ok(other) => return Err(CreateError::BadConfig(format!("expected an object, got `{other}`"))),
+                Ok(other) => {
+                    return Err(CreateError::BadConfig(format!(
+                        "expected an object, got `{other}`"
+                    )));
+                }
                 Err(e) => return Err(CreateError::BadConfig(e.to_string())),
             },
         };
+        if let Some(id) = &req.id {
+            check_room_id(id)?;
+        }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
-        let id: Arc<str> = req.id.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))).into();
-        let shared = Arc::new(RoomShared::new(id.clone(), &module, self.inner.cfg.default_tick_hz));
-        let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
-        let handle = RoomHandle { key, id: id.clone(), tx: self.inner.workers[worker].clone(), shared };
+        let id: Arc<str> = req
+            .id
+            .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
+            .into();
+        let shared = Arc::new(RoomShared::new(
+            id.clone(),
+            &module,
+            self.inner.cfg.default_tick_hz,
+        ));
+        let worker =
+            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
+        let handle = RoomHandle {
+            key,
+            id: id.clone(),
+            tx: self.inner.workers[worker].clone(),
+            shared,
+        };
         {
-            let mut directory = self.inner.directory.lock().unwrap_or_else(|e| e.into_inner());
+            let mut directory = self
+                .inner
+                .directory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if directory.contains_key(&id) {
                 return Err(CreateError::DuplicateId(id.to_string()));
             }
             directory.insert(id.clone(), handle.clone());
         }
-        let init = RoomInit { id: id.clone(), config: config.into(), seed: req.seed.unwrap_or_else(|| fastrand::u64(..)) };
+        let init = RoomInit {
+            id: id.clone(),
+            config: config.into(),
+            seed: req.seed.unwrap_or_else(|| fastrand::u64(..)),
+        };
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let sent = handle.tx.send(Command::Create { key, module, init, shared: handle.shared.clone(), reply });
+        let sent = handle.tx.send(Command::Create {
+            key,
+            module,
+            init,
+            shared: handle.shared.clone(),
+            reply,
+        });
         let result = match sent {
             Ok(()) => rx.await.unwrap_or(Err(CreateError::ShuttingDown)),
             Err(_) => Err(CreateError::ShuttingDown),
@@ -141,7 +177,11 @@ impl Rooms {
         match result {
             Ok(()) => Ok(handle),
             Err(e) => {
-                self.inner.directory.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                self.inner
+                    .directory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 Err(e)
             }
         }
@@ -149,36 +189,79 @@ impl Rooms {
 
     /// The open room with this id.
     pub fn get(&self, id: &str) -> Option<RoomHandle> {
-        self.inner.directory.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Every open room.
     pub fn list(&self) -> Vec<RoomInfo> {
-        let handles: Vec<RoomHandle> =
-            self.inner.directory.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        handles.iter().map(RoomHandle::info).filter(|info| info.closed.is_none()).collect()
+        let handles: Vec<RoomHandle> = self
+            .inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        handles
+            .iter()
+            .map(RoomHandle::info)
+            .filter(|info| info.closed.is_none())
+            .collect()
     }
 
     /// Swaps `module` in as the active version of its game. With
     /// [`SwapPolicy::AllRooms`] every running room of the game is swapped at its next
     /// tick boundary (rooms on different workers in parallel) and the report holds each
     /// room's result; with [`SwapPolicy::NewRoomsOnly`] running rooms keep their version.
-    pub async fn swap_game(&self, module: Arc<Module>, policy: SwapPolicy) -> Result<GameSwapReport, GameSwapError> {
+    pub async fn swap_game(
+        &self,
+        module: Arc<Module>,
+        policy: SwapPolicy,
+    ) -> Result<GameSwapReport, GameSwapError> {
         let game = module.name.clone();
-        let previous = self.inner.games.active(&game).ok_or_else(|| GameSwapError::UnknownGame(game.clone()))?;
+        let previous = self
+            .inner
+            .games
+            .active(&game)
+            .ok_or_else(|| GameSwapError::UnknownGame(game.clone()))?;
         self.inner.games.install(module.clone());
         let mut results = Vec::new();
         if policy == SwapPolicy::AllRooms {
             let handles: Vec<RoomHandle> = {
-                let directory = self.inner.directory.lock().unwrap_or_else(|e| e.into_inner());
-                directory.values().filter(|h| h.info().game == game).cloned().collect()
+                let directory = self
+                    .inner
+                    .directory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                directory
+                    .values()
+                    .filter(|h| h.info().game == game)
+                    .cloned()
+                    .collect()
             };
-            let pending: Vec<_> = handles.iter().map(|h| (h.id.clone(), h.swap(module.clone()))).collect();
+            let pending: Vec<_> = handles
+                .iter()
+                .map(|h| (h.id.clone(), h.swap(module.clone())))
+                .collect();
             for (room, swap) in pending {
-                results.push(RoomSwapResult { room, result: swap.await });
+                results.push(RoomSwapResult {
+                    room,
+                    result: swap.await,
+                });
             }
         }
-        let report = GameSwapReport { game, from: previous.label(), to: module.label(), policy, results };
+        let report = GameSwapReport {
+            game,
+            from: previous.label(),
+            to: module.label(),
+            policy,
+            results,
+        };
         tracing::info!(game = %report.game, ?policy, "game swapped: {}", report.summary());
         self.inner.games.record(&report);
         Ok(report)
@@ -187,19 +270,43 @@ impl Rooms {
     /// Closes every room (telling players `reason`) and stops the workers.
     pub fn shutdown(&self, reason: &str) {
         for tx in &self.inner.workers {
-            let _ = tx.send(Command::Shutdown { reason: reason.to_owned() });
+            let _ = tx.send(Command::Shutdown {
+                reason: reason.to_owned(),
+            });
         }
-        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for thread in threads {
             let _ = thread.join();
         }
     }
 }
 
+/// Room ids appear in URLs, logs and etcd keys: 1 to 128 characters from
+/// `[A-Za-z0-9._:-]`.
+fn check_room_id(id: &str) -> Result<(), CreateError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    if id.is_empty() || id.len() > 128 {
+        return Err(CreateError::BadId(format!(
+            "must be 1 to 128 characters, got {}",
+            id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| !ok_char(*c)) {
+        return Err(CreateError::BadId(format!(
+            "`{}` is not allowed (use letters, digits, . _ : -)",
+            c.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         for tx in &self.workers {
-            let _ = tx.send(Command::Shutdown { reason: "the room host stopped".to_owned() });
+            let _ = tx.send(Command::Shutdown {
+                reason: "the room host stopped".to_owned(),
+            });
         }
     }
 }

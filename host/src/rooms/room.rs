@@ -104,7 +104,9 @@ impl Room {
     }
 
     fn instance(&mut self) -> &mut GameInstance {
-        self.instance.as_mut().expect("an open room always has an instance")
+        self.instance
+            .as_mut()
+            .expect("an open room always has an instance")
     }
 
     pub fn join(&mut self, player: u64, name: String, sink: PlayerSink) -> Result<(), JoinError> {
@@ -164,7 +166,8 @@ impl Room {
         let result = self.instance().tick(dt);
         self.shared.ticks.fetch_add(1, Ordering::Relaxed);
         self.after_call(result);
-        if !self.closed && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval {
+        if !self.closed && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval
+        {
             self.checkpoint(now);
         }
     }
@@ -174,9 +177,16 @@ impl Room {
         match self.instance().save() {
             Ok(Ok(state)) => {
                 let members = self.members.keys().copied().collect();
-                self.checkpoint = Some(Checkpoint { state, version: self.module.version.clone(), members });
+                self.checkpoint = Some(Checkpoint {
+                    state,
+                    version: self.module.version.clone(),
+                    members,
+                });
             }
-            Ok(Err(reason)) => tracing::warn!(room = &*self.id, "checkpoint skipped: save refused: {reason}"),
+            Ok(Err(reason)) => tracing::warn!(
+                room = &*self.id,
+                "checkpoint skipped: save refused: {reason}"
+            ),
             Err(e) => self.recover(e),
         }
     }
@@ -205,7 +215,10 @@ impl Room {
             }
         };
         let old_version = self.module.version.clone();
-        let mut new = self.rt.instantiate(&module, &self.init).map_err(|e| SwapError::Instantiate(e.to_string()))?;
+        let mut new = self
+            .rt
+            .instantiate(&module, &self.init)
+            .map_err(|e| SwapError::Instantiate(e.to_string()))?;
         match new.restore(&self.init, &state, &old_version) {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(SwapError::Restore(reason)),
@@ -216,7 +229,11 @@ impl Room {
         self.instance = Some(new);
         self.module = module;
         let members = self.members.keys().copied().collect();
-        self.checkpoint = Some(Checkpoint { state, version: old_version, members });
+        self.checkpoint = Some(Checkpoint {
+            state,
+            version: old_version,
+            members,
+        });
         let pause = started.elapsed();
         self.shared.update(|info| {
             info.game = self.module.name.clone();
@@ -225,7 +242,12 @@ impl Room {
         });
         self.apply_effects();
         tracing::debug!(room = &*self.id, %from, %to, ?pause, "swapped");
-        Ok(SwapOutcome { room: self.id.clone(), from, to, pause })
+        Ok(SwapOutcome {
+            room: self.id.clone(),
+            from,
+            to,
+            pause,
+        })
     }
 
     /// Brings the room back on a fresh instance after its game failed, or closes it if
@@ -237,11 +259,14 @@ impl Room {
         self.failures.retain(|t| now.duration_since(*t) < window);
         self.failures.push_back(now);
         let cause = cause.to_string();
-        self.shared.update(|info| info.last_error = Some(cause.clone()));
+        self.shared
+            .update(|info| info.last_error = Some(cause.clone()));
         tracing::warn!(room = &*self.id, game = %self.module.label(), "game failed: {cause}");
         if self.failures.len() > self.cfg.max_restarts as usize {
             let n = self.failures.len();
-            self.close(format!("the game failed {n} times within {window:?}; last failure: {cause}"));
+            self.close(format!(
+                "the game failed {n} times within {window:?}; last failure: {cause}"
+            ));
             return;
         }
         match self.rebuild() {
@@ -250,17 +275,24 @@ impl Room {
                 tracing::info!(room = &*self.id, "room restored from its last checkpoint");
                 self.apply_effects();
             }
-            Err(e) => self.close(format!("the game failed ({cause}) and the room could not be restored: {e}")),
+            Err(e) => self.close(format!(
+                "the game failed ({cause}) and the room could not be restored: {e}"
+            )),
         }
     }
 
     /// A fresh instance from the checkpoint (or from `init` if none was taken yet), then
     /// the members who came or went since are replayed as joins and leaves.
     fn rebuild(&mut self) -> Result<(), String> {
-        let mut instance = self.rt.instantiate(&self.module, &self.init).map_err(|e| e.to_string())?;
+        let mut instance = self
+            .rt
+            .instantiate(&self.module, &self.init)
+            .map_err(|e| e.to_string())?;
         let known = match &self.checkpoint {
             Some(cp) => {
-                instance.restore(&self.init, &cp.state, &cp.version).map_err(|e| e.to_string())??;
+                instance
+                    .restore(&self.init, &cp.state, &cp.version)
+                    .map_err(|e| e.to_string())??;
                 cp.members.clone()
             }
             None => {
@@ -269,7 +301,9 @@ impl Room {
             }
         };
         for &gone in known.iter().filter(|id| !self.members.contains_key(id)) {
-            instance.leave(gone, LeaveReason::Left).map_err(|e| e.to_string())?;
+            instance
+                .leave(gone, LeaveReason::Left)
+                .map_err(|e| e.to_string())?;
         }
         let mut refused = Vec::new();
         for (&id, member) in self.members.iter().filter(|(id, _)| !known.contains(id)) {
@@ -279,7 +313,11 @@ impl Room {
         }
         self.instance = Some(instance);
         for (id, reason) in refused {
-            self.remove(id, &format!("the restored room refused the player: {reason}"), None);
+            self.remove(
+                id,
+                &format!("the restored room refused the player: {reason}"),
+                None,
+            );
         }
         Ok(())
     }
@@ -289,7 +327,9 @@ impl Room {
     fn apply_effects(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
         loop {
-            let Some(instance) = self.instance.as_mut() else { break };
+            let Some(instance) = self.instance.as_mut() else {
+                break;
+            };
             effects.extend(instance.drain_effects());
             if effects.is_empty() || self.closed {
                 break;
@@ -312,7 +352,9 @@ impl Room {
                             deliver(&self.id, id, m, bytes.clone(), &mut gone);
                         }
                     }
-                    Effect::Kick(player, reason) => gone.push((player, reason, LeaveReason::Kicked)),
+                    Effect::Kick(player, reason) => {
+                        gone.push((player, reason, LeaveReason::Kicked))
+                    }
                     Effect::Close(reason) => {
                         self.close(reason);
                         break;
@@ -336,8 +378,13 @@ impl Room {
     /// Removes a member the host or the game threw out, tells it why, and (if `leave`
     /// says so) tells the game.
     fn remove(&mut self, player: u64, reason: &str, leave: Option<LeaveReason>) {
-        let Some(member) = self.members.remove(&player) else { return };
-        let _ = member.sink.try_send(RoomEvent::Kicked { room: self.id.clone(), reason: reason.to_owned() });
+        let Some(member) = self.members.remove(&player) else {
+            return;
+        };
+        let _ = member.sink.try_send(RoomEvent::Kicked {
+            room: self.id.clone(),
+            reason: reason.to_owned(),
+        });
         self.seats_changed();
         if let Some(why) = leave {
             let result = self.instance().leave(player, why);
@@ -366,14 +413,18 @@ impl Room {
         }
         self.closed = true;
         self.instance = None;
-        for (_, member) in std::mem::take(&mut self.members) {
-            let _ = member.sink.try_send(RoomEvent::Closed { room: self.id.clone(), reason: reason.clone() });
-        }
         tracing::info!(room = &*self.id, "room closed: {reason}");
+        // Public info first: whoever hears of the close from the event sees it there too.
         self.shared.update(|info| {
             info.seats = 0;
-            info.closed = Some(reason);
+            info.closed = Some(reason.clone());
         });
+        for (_, member) in std::mem::take(&mut self.members) {
+            let _ = member.sink.try_send(RoomEvent::Closed {
+                room: self.id.clone(),
+                reason: reason.clone(),
+            });
+        }
     }
 }
 
@@ -386,11 +437,18 @@ fn deliver(
     bytes: bytes::Bytes,
     gone: &mut Vec<(u64, String, LeaveReason)>,
 ) {
-    match member.sink.try_send(RoomEvent::Message { room: room.clone(), bytes }) {
+    match member.sink.try_send(RoomEvent::Message {
+        room: room.clone(),
+        bytes,
+    }) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            gone.push((id, "too slow: the player's queue is full".into(), LeaveReason::Removed))
+        Err(TrySendError::Full(_)) => gone.push((
+            id,
+            "too slow: the player's queue is full".into(),
+            LeaveReason::Removed,
+        )),
+        Err(TrySendError::Closed(_)) => {
+            gone.push((id, "disconnected".into(), LeaveReason::Disconnected))
         }
-        Err(TrySendError::Closed(_)) => gone.push((id, "disconnected".into(), LeaveReason::Disconnected)),
     }
 }

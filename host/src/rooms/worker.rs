@@ -25,12 +25,36 @@ pub(super) enum Command {
         shared: Arc<RoomShared>,
         reply: oneshot::Sender<Result<(), CreateError>>,
     },
-    Join { room: u64, player: u64, name: String, sink: PlayerSink, reply: oneshot::Sender<Result<(), JoinError>> },
-    Leave { room: u64, player: u64, reason: LeaveReason },
-    Message { room: u64, player: u64, bytes: Bytes },
-    Swap { room: u64, module: Arc<Module>, reply: oneshot::Sender<Result<SwapOutcome, SwapError>> },
-    Close { room: u64, reason: String, reply: Option<oneshot::Sender<()>> },
-    Shutdown { reason: String },
+    Join {
+        room: u64,
+        player: u64,
+        name: String,
+        sink: PlayerSink,
+        reply: oneshot::Sender<Result<(), JoinError>>,
+    },
+    Leave {
+        room: u64,
+        player: u64,
+        reason: LeaveReason,
+    },
+    Message {
+        room: u64,
+        player: u64,
+        bytes: Bytes,
+    },
+    Swap {
+        room: u64,
+        module: Arc<Module>,
+        reply: oneshot::Sender<Result<SwapOutcome, SwapError>>,
+    },
+    Close {
+        room: u64,
+        reason: String,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    Shutdown {
+        reason: String,
+    },
 }
 
 /// Room ids to handles, shared by the `Rooms` service and its workers (which remove a
@@ -56,8 +80,17 @@ impl Worker {
         directory: Arc<Directory>,
     ) -> std::io::Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel();
-        let worker = Worker { rx, rooms: HashMap::new(), timers: BinaryHeap::new(), rt, cfg, directory };
-        let thread = std::thread::Builder::new().name(format!("ludus-rooms-{index}")).spawn(move || worker.run())?;
+        let worker = Worker {
+            rx,
+            rooms: HashMap::new(),
+            timers: BinaryHeap::new(),
+            rt,
+            cfg,
+            directory,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ludus-rooms-{index}"))
+            .spawn(move || worker.run())?;
         Ok((tx, thread))
     }
 
@@ -66,7 +99,9 @@ impl Worker {
             let received = match self.timers.peek() {
                 Some(Reverse((at, _))) => {
                     let wait = at.saturating_duration_since(Instant::now());
-                    self.rx.recv_timeout(wait).map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
+                    self.rx
+                        .recv_timeout(wait)
+                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
                 }
                 None => self.rx.recv().map_err(|_| true),
             };
@@ -96,7 +131,9 @@ impl Worker {
                 break;
             }
             self.timers.pop();
-            let Some(room) = self.rooms.get_mut(&key) else { continue };
+            let Some(room) = self.rooms.get_mut(&key) else {
+                continue;
+            };
             if room.scheduled != Some(at) {
                 continue;
             }
@@ -109,7 +146,9 @@ impl Worker {
     /// After anything happened to a room: drop it if it closed, else make sure its next
     /// tick is queued.
     fn settle(&mut self, key: u64) {
-        let Some(room) = self.rooms.get_mut(&key) else { return };
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
         if room.is_closed() {
             let id = room.id.clone();
             self.rooms.remove(&key);
@@ -128,7 +167,13 @@ impl Worker {
     /// Returns false when the worker must stop.
     fn handle(&mut self, command: Command) -> bool {
         match command {
-            Command::Create { key, module, init, shared, reply } => {
+            Command::Create {
+                key,
+                module,
+                init,
+                shared,
+                reply,
+            } => {
                 let result = Room::create(self.rt.clone(), self.cfg.clone(), module, init, shared);
                 match result {
                     Ok(room) => {
@@ -141,7 +186,13 @@ impl Worker {
                     }
                 }
             }
-            Command::Join { room, player, name, sink, reply } => {
+            Command::Join {
+                room,
+                player,
+                name,
+                sink,
+                reply,
+            } => {
                 let result = match self.rooms.get_mut(&room) {
                     Some(r) => r.join(player, name, sink),
                     None => Err(JoinError::Closed("the room is closed".into())),
@@ -149,19 +200,31 @@ impl Worker {
                 let _ = reply.send(result);
                 self.settle(room);
             }
-            Command::Leave { room, player, reason } => {
+            Command::Leave {
+                room,
+                player,
+                reason,
+            } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.leave(player, reason);
                     self.settle(room);
                 }
             }
-            Command::Message { room, player, bytes } => {
+            Command::Message {
+                room,
+                player,
+                bytes,
+            } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.message(player, &bytes);
                     self.settle(room);
                 }
             }
-            Command::Swap { room, module, reply } => {
+            Command::Swap {
+                room,
+                module,
+                reply,
+            } => {
                 let result = match self.rooms.get_mut(&room) {
                     Some(r) => r.swap(module),
                     None => Err(SwapError::RoomClosed),
@@ -169,7 +232,11 @@ impl Worker {
                 let _ = reply.send(result);
                 self.settle(room);
             }
-            Command::Close { room, reason, reply } => {
+            Command::Close {
+                room,
+                reason,
+                reply,
+            } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.close(reason);
                     self.settle(room);

@@ -3,10 +3,15 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "game",
+    // Host functions may trap the guest (a game flooding the host with messages).
+    imports: { default: trappable },
 });
 
 /// The contract this host speaks: the package name and version of `wit/game.wit`.
-pub const CONTRACT: Contract = Contract { package: "ludus:game", version: "0.1.0" };
+pub const CONTRACT: Contract = Contract {
+    package: "ludus:game",
+    version: "0.1.0",
+};
 
 /// A contract version.
 #[derive(Copy, Clone, Debug)]

@@ -82,15 +82,25 @@ impl GuestError {
         }
     }
 
-    fn classify(call: Call, err: wasmtime::Error, panic_log: Option<String>, deadline: Duration) -> Self {
+    fn classify(
+        call: Call,
+        err: wasmtime::Error,
+        panic_log: Option<String>,
+        deadline: Duration,
+    ) -> Self {
+        // The full error carries the guest's wasm backtrace: log it, and keep the root
+        // cause (the trap or the host's reason) for the message people see.
+        tracing::debug!(%call, "guest call failed: {err:?}");
+        let cause = err.root_cause().to_string();
         let (kind, detail) = match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => (GuestErrorKind::Deadline, format!("{} ms", deadline.as_millis())),
-            _ if format!("{err:#}").contains("growing memory") => {
-                (GuestErrorKind::Memory, "memory.grow refused".to_owned())
-            }
+            Some(Trap::Interrupt) => (
+                GuestErrorKind::Deadline,
+                format!("{} ms", deadline.as_millis()),
+            ),
+            _ if cause.contains("growing memory") => (GuestErrorKind::Memory, cause),
             _ => match panic_log {
                 Some(msg) => (GuestErrorKind::Panic, msg),
-                None => (GuestErrorKind::Trap, format!("{err:#}")),
+                None => (GuestErrorKind::Trap, cause),
             },
         };
         GuestError { call, kind, detail }
@@ -114,7 +124,11 @@ struct Deadlines {
 }
 
 impl GameInstance {
-    pub(super) fn new(rt: &Runtime, module: &Arc<Module>, room: &RoomInit) -> Result<Self, GuestError> {
+    pub(super) fn new(
+        rt: &Runtime,
+        module: &Arc<Module>,
+        room: &RoomInit,
+    ) -> Result<Self, GuestError> {
         let limits = rt.limits();
         let data = RoomData::new(room.id.clone(), room.seed, limits.memory_bytes);
         let mut store = Store::new(rt.engine(), data);
@@ -148,7 +162,11 @@ impl GameInstance {
         f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
         if self.poisoned {
-            return Err(GuestError { call, kind: GuestErrorKind::Poisoned, detail: String::new() });
+            return Err(GuestError {
+                call,
+                kind: GuestErrorKind::Poisoned,
+                detail: String::new(),
+            });
         }
         let deadline = match call {
             Call::Join | Call::Leave | Call::Message => self.deadlines.message,
@@ -156,7 +174,9 @@ impl GameInstance {
             _ => self.deadlines.lifecycle,
         };
         self.store.set_epoch_deadline(epochs(deadline));
-        self.store.data_mut().last_error_log = None;
+        let data = self.store.data_mut();
+        data.last_error_log = None;
+        data.output_bytes = 0;
         f(self.game.ludus_game_room(), &mut self.store).map_err(|err| {
             self.poisoned = true;
             let panic_log = self.store.data_mut().last_error_log.take();
@@ -175,7 +195,10 @@ impl GameInstance {
     }
 
     pub fn join(&mut self, id: u64, name: &str) -> Result<Result<(), String>, GuestError> {
-        let player = Player { id, name: name.to_owned() };
+        let player = Player {
+            id,
+            name: name.to_owned(),
+        };
         self.call(Call::Join, |g, s| g.call_join(s, &player))
     }
 
@@ -203,7 +226,9 @@ impl GameInstance {
         from_version: &str,
     ) -> Result<Result<(), String>, GuestError> {
         let room = room.to_wit();
-        self.call(Call::Restore, |g, s| g.call_restore(s, &room, state, from_version))
+        self.call(Call::Restore, |g, s| {
+            g.call_restore(s, &room, state, from_version)
+        })
     }
 
     /// The effects the guest asked for since the last drain, in order.

@@ -46,7 +46,12 @@ impl Module {
 
     /// `name version (sha256 prefix)`, for logs and error messages.
     pub fn label(&self) -> String {
-        format!("{} {} ({})", self.name, self.version, &self.sha256_hex()[..12])
+        format!(
+            "{} {} ({})",
+            self.name,
+            self.version,
+            &self.sha256_hex()[..12]
+        )
     }
 }
 
@@ -60,22 +65,32 @@ impl fmt::Debug for Module {
     }
 }
 
-
 /// Checks that a component exports the room interface of this host's contract. A game
 /// built for another version is refused with both versions named.
 pub(super) fn check_contract(component: &Component) -> Result<(), ModuleError> {
     let engine = component.engine();
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     let wanted = CONTRACT.room_export();
     if exports.iter().any(|e| *e == wanted) {
         return Ok(());
     }
     let room_prefix = format!("{}/room", CONTRACT.package);
     if let Some(found) = exports.iter().find(|e| e.starts_with(&room_prefix)) {
-        let version = found.split_once('@').map_or("an unversioned contract", |(_, v)| v);
-        return Err(ModuleError::ContractMismatch { found: format!("{}@{version}", CONTRACT.package) });
+        let version = found
+            .split_once('@')
+            .map_or("an unversioned contract", |(_, v)| v);
+        return Err(ModuleError::ContractMismatch {
+            found: format!("{}@{version}", CONTRACT.package),
+        });
     }
-    let exports = if exports.is_empty() { "none".to_owned() } else { exports.join(", ") };
+    let exports = if exports.is_empty() {
+        "none".to_owned()
+    } else {
+        exports.join(", ")
+    };
     Err(ModuleError::NotAGame { exports })
 }

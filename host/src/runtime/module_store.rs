@@ -13,7 +13,11 @@ pub(super) struct ModuleStore {
 
 impl ModuleStore {
     pub fn get(&self, sha256: &[u8; 32]) -> Option<Arc<Module>> {
-        self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(sha256).cloned()
+        self.modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+            .cloned()
     }
 
     /// Keeps `module` unless a module with the same hash got there first; returns the

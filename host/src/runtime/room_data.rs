@@ -15,6 +15,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ludus::game::{host, types};
 
+/// Message bytes one guest call may queue. Past it the call traps: a game cannot make
+/// the host buffer without bound inside one call's deadline.
+pub const MAX_OUTPUT_PER_CALL: usize = 4 << 20;
+
 /// Something a guest asked the host to do, in the order it asked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
@@ -39,16 +43,26 @@ pub struct RoomInit {
 impl RoomInit {
     /// The room a module's trial instance believes it is in.
     pub(super) fn trial() -> Self {
-        RoomInit { id: "trial".into(), config: "{}".into(), seed: 0 }
+        RoomInit {
+            id: "trial".into(),
+            config: "{}".into(),
+            seed: 0,
+        }
     }
 
     pub(super) fn to_wit(&self) -> types::RoomInit {
-        types::RoomInit { id: self.id.to_string(), config: self.config.to_string(), seed: self.seed }
+        types::RoomInit {
+            id: self.id.to_string(),
+            config: self.config.to_string(),
+            seed: self.seed,
+        }
     }
 }
 
 pub struct RoomData {
     pub(super) effects: Vec<Effect>,
+    /// Message bytes queued in `effects` during the current call.
+    pub(super) output_bytes: usize,
     /// The last error-level line the guest logged during the current call: a panicking
     /// guest logs its panic message there just before it traps.
     pub(super) last_error_log: Option<String>,
@@ -63,6 +77,7 @@ impl RoomData {
     pub(super) fn new(room_id: Arc<str>, seed: u64, memory_bytes: usize) -> Self {
         RoomData {
             effects: Vec::new(),
+            output_bytes: 0,
             last_error_log: None,
             room_id,
             rng: fastrand::Rng::with_seed(seed),
@@ -72,7 +87,11 @@ impl RoomData {
                 .build(),
             // No preopened directories, environment, arguments, sockets or stdin: a
             // game can read the clock and random bytes and write to a discarded stdout.
-            wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
+            wasi: WasiCtx::builder()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
             table: ResourceTable::new(),
         }
     }
@@ -80,50 +99,79 @@ impl RoomData {
 
 impl WasiView for RoomData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl RoomData {
+    /// Counts a message against the per-call output cap.
+    fn output(&mut self, msg: Vec<u8>) -> wasmtime::Result<Bytes> {
+        self.output_bytes += msg.len();
+        if self.output_bytes > MAX_OUTPUT_PER_CALL {
+            wasmtime::bail!(
+                "the game queued more than {} MiB of messages in one call",
+                MAX_OUTPUT_PER_CALL >> 20
+            );
+        }
+        Ok(Bytes::from(msg))
     }
 }
 
 impl types::Host for RoomData {}
 
 impl host::Host for RoomData {
-    fn send(&mut self, to: u64, msg: Vec<u8>) {
-        self.effects.push(Effect::Send(to, Bytes::from(msg)));
+    fn send(&mut self, to: u64, msg: Vec<u8>) -> wasmtime::Result<()> {
+        let msg = self.output(msg)?;
+        self.effects.push(Effect::Send(to, msg));
+        Ok(())
     }
 
-    fn broadcast(&mut self, msg: Vec<u8>) {
-        self.effects.push(Effect::Broadcast(Bytes::from(msg)));
+    fn broadcast(&mut self, msg: Vec<u8>) -> wasmtime::Result<()> {
+        let msg = self.output(msg)?;
+        self.effects.push(Effect::Broadcast(msg));
+        Ok(())
     }
 
-    fn broadcast_except(&mut self, except: u64, msg: Vec<u8>) {
-        self.effects.push(Effect::BroadcastExcept(except, Bytes::from(msg)));
+    fn broadcast_except(&mut self, except: u64, msg: Vec<u8>) -> wasmtime::Result<()> {
+        let msg = self.output(msg)?;
+        self.effects.push(Effect::BroadcastExcept(except, msg));
+        Ok(())
     }
 
-    fn kick(&mut self, player: u64, reason: String) {
+    fn kick(&mut self, player: u64, reason: String) -> wasmtime::Result<()> {
         self.effects.push(Effect::Kick(player, reason));
+        Ok(())
     }
 
-    fn close(&mut self, reason: String) {
+    fn close(&mut self, reason: String) -> wasmtime::Result<()> {
         self.effects.push(Effect::Close(reason));
+        Ok(())
     }
 
-    fn set_tick_rate(&mut self, hz: u32) {
+    fn set_tick_rate(&mut self, hz: u32) -> wasmtime::Result<()> {
         self.effects.push(Effect::SetTickRate(hz));
+        Ok(())
     }
 
-    fn set_label(&mut self, label: String) {
+    fn set_label(&mut self, label: String) -> wasmtime::Result<()> {
         self.effects.push(Effect::SetLabel(label));
+        Ok(())
     }
 
-    fn now_micros(&mut self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    fn now_micros(&mut self) -> wasmtime::Result<u64> {
+        Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64))
     }
 
-    fn random(&mut self) -> u64 {
-        self.rng.u64(..)
+    fn random(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.rng.u64(..))
     }
 
-    fn log(&mut self, level: types::LogLevel, msg: String) {
+    fn log(&mut self, level: types::LogLevel, msg: String) -> wasmtime::Result<()> {
         let room = &*self.room_id;
         match level {
             types::LogLevel::Trace => tracing::trace!(target: "ludus::guest", room, "{msg}"),
@@ -135,5 +183,6 @@ impl host::Host for RoomData {
                 self.last_error_log = Some(msg);
             }
         }
+        Ok(())
     }
 }

@@ -40,15 +40,22 @@ impl Runtime {
             .epoch_interruption(true)
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| anyhow!("creating the wasmtime engine: {e:#}"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow!("creating the wasmtime engine: {e:#}"))?;
         start_ticker(&engine);
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("linking WASI: {e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow!("linking WASI: {e:#}"))?;
         Game::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)
             .map_err(|e| anyhow!("linking the ludus:game host interface: {e:#}"))?;
 
-        Ok(Arc::new(Runtime { engine, linker, modules: ModuleStore::default(), limits }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            modules: ModuleStore::default(),
+            limits,
+        }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -78,17 +85,29 @@ impl Runtime {
             return Err(ModuleError::NotAComponent("it is a core module".into()));
         }
         if !bytes.starts_with(b"\0asm") {
-            return Err(ModuleError::NotAComponent("it does not start with the wasm magic bytes".into()));
+            return Err(ModuleError::NotAComponent(
+                "it does not start with the wasm magic bytes".into(),
+            ));
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
         check_contract(&component)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| ModuleError::Link(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::Link(format!("{e:#}")))?;
         let pre = GamePre::new(pre).map_err(|e| ModuleError::Link(format!("{e:#}")))?;
 
         // The trial instance needs the module; its name and version come from the trial.
-        let shell = Arc::new(Module { sha256, name: String::new(), version: String::new(), size: bytes.len(), pre });
-        let described = GameInstance::new(self, &shell, &RoomInit::trial()).and_then(|mut i| i.describe());
+        let shell = Arc::new(Module {
+            sha256,
+            name: String::new(),
+            version: String::new(),
+            size: bytes.len(),
+            pre,
+        });
+        let described =
+            GameInstance::new(self, &shell, &RoomInit::trial()).and_then(|mut i| i.describe());
         let mut module = Arc::into_inner(shell).expect("the trial instance is dropped by now");
         (module.name, module.version) = described.map_err(|e| ModuleError::Trial(e.to_string()))?;
         Ok(self.modules.insert(Arc::new(module)))
@@ -99,11 +118,19 @@ impl Runtime {
         let rt = self.clone();
         tokio::task::spawn_blocking(move || rt.load_blocking(&bytes))
             .await
-            .unwrap_or_else(|e| Err(ModuleError::Compile(format!("compilation task failed: {e}"))))
+            .unwrap_or_else(|e| {
+                Err(ModuleError::Compile(format!(
+                    "compilation task failed: {e}"
+                )))
+            })
     }
 
     /// A fresh instance of `module` for the room `room` (not yet initialised).
-    pub fn instantiate(&self, module: &Arc<Module>, room: &RoomInit) -> Result<GameInstance, crate::runtime::GuestError> {
+    pub fn instantiate(
+        &self,
+        module: &Arc<Module>,
+        room: &RoomInit,
+    ) -> Result<GameInstance, crate::runtime::GuestError> {
         GameInstance::new(self, module, room)
     }
 }

@@ -19,16 +19,27 @@ pub fn rooms() -> Rooms {
 /// Like [`rooms`], with other settings (the worker count and checkpoint interval are
 /// always the test ones).
 pub fn rooms_with(cfg: RoomsConfig) -> Rooms {
-    let limits = RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() };
+    let limits = RuntimeLimits {
+        max_instances: 64,
+        ..RuntimeLimits::default()
+    };
     let rt = Runtime::new(limits).expect("runtime");
-    let cfg = RoomsConfig { workers: 2, checkpoint_interval: Duration::from_millis(100), ..cfg };
+    let cfg = RoomsConfig {
+        workers: 2,
+        checkpoint_interval: Duration::from_millis(100),
+        ..cfg
+    };
     Rooms::new(rt, cfg).expect("rooms")
 }
 
 /// Compiles an example game (building the guests first if needed).
 pub async fn load(rooms: &Rooms, game: &str) -> Arc<Module> {
     let bytes = example_game_bytes(game).expect("building the example games");
-    rooms.runtime().load(bytes).await.unwrap_or_else(|e| panic!("loading {game}: {e}"))
+    rooms
+        .runtime()
+        .load(bytes)
+        .await
+        .unwrap_or_else(|e| panic!("loading {game}: {e}"))
 }
 
 /// Loads and installs an example game; returns its module.
@@ -45,7 +56,9 @@ pub struct Player {
 
 pub async fn join(room: &RoomHandle, id: u64) -> Player {
     let (tx, rx) = mpsc::channel(1024);
-    room.join(id, &format!("player-{id}"), tx).await.unwrap_or_else(|e| panic!("join {id}: {e}"));
+    room.join(id, &format!("player-{id}"), tx)
+        .await
+        .unwrap_or_else(|e| panic!("join {id}: {e}"));
     Player { id, rx }
 }
 
@@ -61,7 +74,9 @@ impl Player {
     /// The next game message, decoded as JSON.
     pub async fn json(&mut self) -> Value {
         match self.event(Duration::from_secs(5)).await {
-            RoomEvent::Message { bytes, .. } => serde_json::from_slice(&bytes).expect("game sent JSON"),
+            RoomEvent::Message { bytes, .. } => {
+                serde_json::from_slice(&bytes).expect("game sent JSON")
+            }
             other => panic!("player {} expected a message, got {other:?}", self.id),
         }
     }
@@ -73,7 +88,9 @@ impl Player {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let msg = tokio::time::timeout(left, self.json())
                 .await
-                .unwrap_or_else(|_| panic!("player {}: no matching message within {wait:?}", self.id));
+                .unwrap_or_else(|_| {
+                    panic!("player {}: no matching message within {wait:?}", self.id)
+                });
             if pred(&msg) {
                 return msg;
             }
@@ -88,7 +105,10 @@ impl Player {
 
 /// Arena: this player's entry in a snapshot.
 pub fn avatar(snapshot: &Value, id: u64) -> Option<&Value> {
-    snapshot["players"].as_array()?.iter().find(|p| p["id"] == id)
+    snapshot["players"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == id)
 }
 
 pub fn input(seq: u64, dx: i64, dy: i64) -> Vec<u8> {
