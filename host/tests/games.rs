@@ -13,13 +13,7 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
     let rooms = rooms();
     install(&rooms, "arena").await;
-    let room = rooms
-        .create(CreateRoom {
-            game: "arena".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let room = common::room(&rooms, "arena").await;
     let mut a = join(&room, 1).await;
     let mut b = join(&room, 2).await;
 
@@ -171,13 +165,7 @@ async fn arena_refuses_players_past_its_configured_size() {
 async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
     let rooms = rooms();
     install(&rooms, "tictactoe").await;
-    let room = rooms
-        .create(CreateRoom {
-            game: "tictactoe".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let room = common::room(&rooms, "tictactoe").await;
     assert_eq!(room.info().label, "waiting");
     assert_eq!(room.info().tick_hz, 1, "the game asked for 1 Hz");
     let mut x = join(&room, 10).await;
@@ -232,13 +220,7 @@ async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
 async fn tictactoe_draw_is_detected() {
     let rooms = rooms();
     install(&rooms, "tictactoe").await;
-    let room = rooms
-        .create(CreateRoom {
-            game: "tictactoe".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let room = common::room(&rooms, "tictactoe").await;
     let mut x = join(&room, 1).await;
     let _o = join(&room, 2).await;
     // X O X / X O O / O X X

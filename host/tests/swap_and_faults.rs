@@ -13,22 +13,12 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn arena_room(rooms: &Rooms) -> RoomHandle {
-    rooms
-        .create(CreateRoom {
-            game: "arena".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_new_rule() {
     let rooms = rooms();
     install(&rooms, "arena").await;
     let v2 = load(&rooms, "arena-v2").await;
-    let room = arena_room(&rooms).await;
+    let room = common::room(&rooms, "arena").await;
     let mut players = Vec::new();
     for id in 1..=8u64 {
         players.push(join(&room, id).await);
@@ -79,19 +69,19 @@ async fn swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_ne
         assert!(matches!(p.event(WAIT).await, RoomEvent::Message { .. }));
     }
     // New rooms get v2 too.
-    assert_eq!(arena_room(&rooms).await.info().version, "2.0.0");
+    assert_eq!(common::room(&rooms, "arena").await.info().version, "2.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_rooms_only_policy_leaves_running_rooms_on_their_version() {
     let rooms = rooms();
     install(&rooms, "arena").await;
-    let old = arena_room(&rooms).await;
+    let old = common::room(&rooms, "arena").await;
     let v2 = load(&rooms, "arena-v2").await;
     let report = rooms.swap_game(v2, SwapPolicy::NewRoomsOnly).await.unwrap();
     assert!(report.results.is_empty());
     assert_eq!(old.info().version, "1.0.0");
-    assert_eq!(arena_room(&rooms).await.info().version, "2.0.0");
+    assert_eq!(common::room(&rooms, "arena").await.info().version, "2.0.0");
     let games = rooms.games();
     assert_eq!(games[0].rooms_per_version.get("1.0.0"), Some(&1));
     assert_eq!(games[0].rooms_per_version.get("2.0.0"), Some(&1));
@@ -102,7 +92,7 @@ async fn a_swap_whose_restore_fails_keeps_the_old_version_running() {
     let rooms = rooms();
     install(&rooms, "arena").await;
     let bad = load(&rooms, "bad-restore").await;
-    let room = arena_room(&rooms).await;
+    let room = common::room(&rooms, "arena").await;
     let mut p = join(&room, 1).await;
     room.message(1, input(1, 5, 5));
     p.until(WAIT, |s| avatar(s, 1).is_some_and(|a| a["seq"] == 1))
@@ -171,7 +161,7 @@ struct Neighbour {
 
 impl Neighbour {
     async fn start(rooms: &Rooms) -> Self {
-        let room = arena_room(rooms).await;
+        let room = common::room(rooms, "arena").await;
         let player = join(&room, 1000).await;
         Neighbour {
             player,

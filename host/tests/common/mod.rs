@@ -49,6 +49,18 @@ pub async fn install(rooms: &Rooms, game: &str) -> Arc<Module> {
     module
 }
 
+/// A new room of an installed game, with the default config.
+pub async fn room(rooms: &Rooms, game: &str) -> RoomHandle {
+    let req = ludus::rooms::CreateRoom {
+        game: game.into(),
+        ..Default::default()
+    };
+    rooms
+        .create(req)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {game} room: {e}"))
+}
+
 pub struct Player {
     pub id: u64,
     pub rx: mpsc::Receiver<RoomEvent>,
