@@ -31,7 +31,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("loaded {} and {}", v1.label(), v2.label());
 
     let rooms = Rooms::new(rt, RoomsConfig::default())?;
-    rooms.install(v1);
+    rooms.install("arena", v1);
     let config = format!(r#"{{"max_players": {}}}"#, args.bots.max(1));
     let room = rooms
         .create(CreateRoom {
@@ -82,7 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 }
                 if !swapped && start.elapsed() >= args.duration / 2 {
                     swapped = true;
-                    let report = rooms.swap_game(v2.clone(), SwapPolicy::AllRooms).await?;
+                    let report = rooms.swap_game("arena", v2.clone(), SwapPolicy::AllRooms).await?;
                     for r in &report.results {
                         match &r.result {
                             Ok(o) => println!("live swap: {} -> {} in {:?}, nobody dropped", o.from, o.to, o.pause),

@@ -105,3 +105,69 @@ pub fn example_game_bytes(name: &str) -> anyhow::Result<Vec<u8>> {
     let path = example_game(name)?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
+
+/// A guest crate built by [`build_crate`].
+#[derive(Clone, Debug)]
+pub struct BuiltCrate {
+    /// The package name (the game's name by default).
+    pub package: String,
+    pub wasm: PathBuf,
+}
+
+/// Builds the guest crate at `dir` (release, `wasm32-wasip2`) and returns its `.wasm`.
+/// On failure the error holds the compiler's messages.
+pub fn build_crate(dir: &Path) -> anyhow::Result<BuiltCrate> {
+    ensure_target()?;
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("{} is not a crate (no Cargo.toml)", dir.display());
+    }
+    let manifest = manifest.canonicalize()?;
+    let output = Command::new(cargo())
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .with_context(|| format!("running cargo in {}", dir.display()))?;
+    if !output.status.success() {
+        bail!("build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    for line in output.stdout.split(|b| *b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || msg["manifest_path"].as_str().map(Path::new) != Some(&manifest)
+        {
+            continue;
+        }
+        let wasm = msg["filenames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .find(|f| f.ends_with(".wasm"));
+        if let Some(wasm) = wasm {
+            let package = msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .replace('_', "-");
+            return Ok(BuiltCrate {
+                package,
+                wasm: PathBuf::from(wasm),
+            });
+        }
+    }
+    bail!(
+        "{} built no .wasm: is its crate-type `cdylib`?",
+        dir.display()
+    )
+}

@@ -10,6 +10,12 @@
 //!   runs one bounded guest call at a time (deadline, memory cap, no WASI capabilities).
 //! - [`rooms`]: rooms as actors on worker threads, their members, tick clock, checkpoints,
 //!   recovery after a guest failure, and live swaps per room or per game.
+//! - [`gateway`]: axum HTTP + WebSocket for clients: auth, frames, sessions that survive
+//!   a dropped connection, room and game listings, the browser page.
+//! - [`server`]: a running node (runtime, rooms, gateway, [`reload`] watcher) and its
+//!   one shutdown path; [`config`] is its TOML/env configuration.
+//! - [`dev`]: `ludus dev`, build + serve + watch one game.
+//! - [`client`]: a Rust client (login, frames, resume with backoff).
 //! - [`guest_build`]: builds guest crates for `wasm32-wasip2` (tests, benches, `ludus dev`).
 //! - [`bench`]: `ludus bench`, measurements printed as a table and a JSON line.
 //! - [`demo`]: `ludus demo`, one arena room with bots, swapped live to v2.
@@ -18,7 +24,13 @@
 
 pub mod bench;
 pub mod check;
+pub mod client;
+pub mod config;
 pub mod demo;
+pub mod dev;
+pub mod gateway;
 pub mod guest_build;
+pub mod reload;
 pub mod rooms;
 pub mod runtime;
+pub mod server;

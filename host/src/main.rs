@@ -17,6 +17,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: the gateway and the games in the config, swapped live when their
+    /// module files change.
+    Serve {
+        /// TOML config file (every key can also be set as LUDUS_<SECTION>__<KEY>).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Gateway address (overrides `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// A game to serve, as NAME=FILE.wasm (repeatable; adds to the config's games).
+        #[arg(long = "game", value_parser = parse_game)]
+        games: Vec<(String, PathBuf)>,
+    },
+    /// Build a game, serve it with the browser page, rebuild and swap it live on save.
+    Dev(ludus::dev::DevArgs),
     /// Run the arena game with bots in one room and swap it live to v2 halfway.
     Demo(ludus::demo::DemoArgs),
     /// Check that a module is a game this host accepts, and show what it declares.
@@ -60,6 +75,25 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            games,
+        } => {
+            let mut config = ludus::config::Config::load(config.as_deref())?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            for (name, module) in games {
+                let game = ludus::config::GameConfig {
+                    module,
+                    policy: ludus::rooms::SwapPolicy::AllRooms,
+                };
+                config.games.insert(name, game);
+            }
+            ludus::server::run(config, ludus::server::shutdown_signal()).await
+        }
+        Command::Dev(args) => ludus::dev::run(args, ludus::server::shutdown_signal()).await,
         Command::Demo(args) => ludus::demo::run(args).await,
         Command::Check { module } => ludus::check::run(&module).await,
         Command::Build { dir } => {
@@ -74,4 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_game(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=FILE.wasm, got `{s}`"))?;
+    Ok((name.to_owned(), PathBuf::from(path)))
 }

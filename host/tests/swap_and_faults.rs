@@ -34,7 +34,7 @@ async fn swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_ne
     assert_eq!(before["rules"], 1);
 
     let report = rooms
-        .swap_game(v2.clone(), SwapPolicy::AllRooms)
+        .swap_game("arena", v2.clone(), SwapPolicy::AllRooms)
         .await
         .unwrap();
     assert_eq!(report.results.len(), 1);
@@ -78,7 +78,10 @@ async fn new_rooms_only_policy_leaves_running_rooms_on_their_version() {
     install(&rooms, "arena").await;
     let old = common::room(&rooms, "arena").await;
     let v2 = load(&rooms, "arena-v2").await;
-    let report = rooms.swap_game(v2, SwapPolicy::NewRoomsOnly).await.unwrap();
+    let report = rooms
+        .swap_game("arena", v2, SwapPolicy::NewRoomsOnly)
+        .await
+        .unwrap();
     assert!(report.results.is_empty());
     assert_eq!(old.info().version, "1.0.0");
     assert_eq!(common::room(&rooms, "arena").await.info().version, "2.0.0");

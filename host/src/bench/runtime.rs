@@ -158,7 +158,7 @@ async fn service_costs(
     samples: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let rooms = Rooms::new(rt, RoomsConfig::default())?;
-    rooms.install(v1.clone());
+    rooms.install(&v1.name, v1.clone());
     let mut create = Vec::with_capacity(samples);
     for _ in 0..samples {
         let start = Instant::now();

@@ -67,11 +67,15 @@ pub struct GameInfo {
     /// Open rooms per game version.
     pub rooms_per_version: BTreeMap<String, usize>,
     pub last_swap: Option<String>,
+    /// Why the last new version was refused, if it was (the active one kept running).
+    pub last_error: Option<String>,
 }
 
 struct Entry {
     active: Arc<Module>,
     last_swap: Option<String>,
+    /// Why the last attempt to replace the active module failed, if it did.
+    last_error: Option<String>,
 }
 
 #[derive(Default)]
@@ -80,19 +84,26 @@ pub(super) struct Games {
 }
 
 impl Games {
-    pub fn install(&self, module: Arc<Module>) {
+    pub fn install(&self, game: &str, module: Arc<Module>) {
         let mut games = self.games.lock().unwrap_or_else(|e| e.into_inner());
-        match games.get_mut(&module.name) {
-            Some(entry) => entry.active = module,
-            None => {
-                games.insert(
-                    module.name.clone(),
-                    Entry {
-                        active: module,
-                        last_swap: None,
-                    },
-                );
-            }
+        let entry = games.entry(game.to_owned()).or_insert_with(|| Entry {
+            active: module.clone(),
+            last_swap: None,
+            last_error: None,
+        });
+        entry.active = module;
+        entry.last_error = None;
+    }
+
+    /// Records why a new version of `game` was not taken (the active one stays).
+    pub fn record_error(&self, game: &str, error: String) {
+        if let Some(entry) = self
+            .games
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(game)
+        {
+            entry.last_error = Some(error);
         }
     }
 
@@ -130,6 +141,7 @@ impl Games {
                     module_sha256: entry.active.sha256_hex(),
                     rooms_per_version,
                     last_swap: entry.last_swap.clone(),
+                    last_error: entry.last_error.clone(),
                 }
             })
             .collect();

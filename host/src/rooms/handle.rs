@@ -18,6 +18,7 @@ pub use crate::runtime::LeaveReason;
 #[derive(Clone, Debug, Serialize)]
 pub struct RoomInfo {
     pub id: Arc<str>,
+    /// The game's name as installed (the key of `Rooms::install`).
     pub game: String,
     /// The game version running in the room, as the game declares it.
     pub version: String,
@@ -39,11 +40,11 @@ pub(super) struct RoomShared {
 }
 
 impl RoomShared {
-    pub fn new(id: Arc<str>, module: &Module, tick_hz: u32) -> Self {
+    pub fn new(id: Arc<str>, game: &str, module: &Module, tick_hz: u32) -> Self {
         RoomShared {
             info: Mutex::new(RoomInfo {
                 id,
-                game: module.name.clone(),
+                game: game.to_owned(),
                 version: module.version.clone(),
                 module_sha256: module.sha256_hex(),
                 label: String::new(),

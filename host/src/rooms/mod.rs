@@ -91,11 +91,15 @@ impl Rooms {
         &self.inner.cfg
     }
 
-    /// Installs `module` as the active version of its game (by the name the module
-    /// declares) for rooms created from now on. Running rooms are untouched; use
-    /// [`Rooms::swap_game`] to change them.
-    pub fn install(&self, module: Arc<Module>) {
-        self.inner.games.install(module);
+    /// Installs `module` as the active version of `game` for rooms created from now on.
+    /// Running rooms are untouched; use [`Rooms::swap_game`] to change them.
+    pub fn install(&self, game: &str, module: Arc<Module>) {
+        self.inner.games.install(game, module);
+    }
+
+    /// Records that a new version of `game` was refused (shown in [`Rooms::games`]).
+    pub fn record_game_error(&self, game: &str, error: String) {
+        self.inner.games.record_error(game, error);
     }
 
     /// The active module of a game.
@@ -135,6 +139,7 @@ impl Rooms {
             .into();
         let shared = Arc::new(RoomShared::new(
             id.clone(),
+            &req.game,
             &module,
             self.inner.cfg.default_tick_hz,
         ));
@@ -220,16 +225,17 @@ impl Rooms {
     /// room's result; with [`SwapPolicy::NewRoomsOnly`] running rooms keep their version.
     pub async fn swap_game(
         &self,
+        game: &str,
         module: Arc<Module>,
         policy: SwapPolicy,
     ) -> Result<GameSwapReport, GameSwapError> {
-        let game = module.name.clone();
+        let game = game.to_owned();
         let previous = self
             .inner
             .games
             .active(&game)
             .ok_or_else(|| GameSwapError::UnknownGame(game.clone()))?;
-        self.inner.games.install(module.clone());
+        self.inner.games.install(&game, module.clone());
         let mut results = Vec::new();
         if policy == SwapPolicy::AllRooms {
             let handles: Vec<RoomHandle> = {

@@ -236,7 +236,6 @@ impl Room {
         });
         let pause = started.elapsed();
         self.shared.update(|info| {
-            info.game = self.module.name.clone();
             info.version = self.module.version.clone();
             info.module_sha256 = self.module.sha256_hex();
         });

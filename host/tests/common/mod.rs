@@ -45,7 +45,7 @@ pub async fn load(rooms: &Rooms, game: &str) -> Arc<Module> {
 /// Loads and installs an example game; returns its module.
 pub async fn install(rooms: &Rooms, game: &str) -> Arc<Module> {
     let module = load(rooms, game).await;
-    rooms.install(module.clone());
+    rooms.install(game, module.clone());
     module
 }
 
@@ -125,4 +125,43 @@ pub fn avatar(snapshot: &Value, id: u64) -> Option<&Value> {
 
 pub fn input(seq: u64, dx: i64, dy: i64) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "seq": seq, "dx": dx, "dy": dy })).unwrap()
+}
+
+/// A real node on 127.0.0.1 with example games copied into a temp dir (so a test can
+/// rewrite a module file). Returns the server and the dir holding `<game>.wasm`.
+pub async fn serve(
+    games: &[&str],
+    tweak: impl FnOnce(&mut ludus::config::Config),
+) -> (ludus::server::Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = ludus::config::Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.runtime.max_instances = 64;
+    config.rooms.workers = 2;
+    config.auth.secret = Some("a test secret of enough length".into());
+    for game in games {
+        let path = dir.path().join(format!("{game}.wasm"));
+        std::fs::write(
+            &path,
+            example_game_bytes(game).expect("building the example games"),
+        )
+        .unwrap();
+        config.games.insert(
+            game.to_string(),
+            ludus::config::GameConfig {
+                module: path,
+                policy: ludus::rooms::SwapPolicy::AllRooms,
+            },
+        );
+    }
+    tweak(&mut config);
+    let server = ludus::server::start(config).await.expect("server starts");
+    (server, dir)
+}
+
+/// Replaces a file the way a build or an editor does: write aside, then rename.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }

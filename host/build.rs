@@ -1,0 +1,27 @@
+//! Generates the client protocol types from `proto/client.proto`. protoc comes from the
+//! `protoc-bin-vendored` crate, so a machine needs nothing installed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "../proto/client.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let mut config = prost_build::Config::new();
+    config
+        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
+        // Game payloads are shared, not copied, between the players of a room.
+        .bytes([".ludus.client.v1.RoomMessage.payload"])
+        // The JSON text mode mirrors the Protobuf frames (see src/gateway/json.rs).
+        .message_attribute(
+            ".",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .enum_attribute(
+            ".",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"snake_case\")]",
+        )
+        .field_attribute(
+            "RoomMessage.payload",
+            "#[serde(with = \"crate::gateway::json::payload\")]",
+        )
+        .compile_protos(&[proto], &["../proto"])?;
+    Ok(())
+}

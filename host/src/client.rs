@@ -1,0 +1,335 @@
+//! A Rust client for Ludus: guest login, a WebSocket in binary or JSON mode, numbered
+//! frames, and automatic resume with exponential backoff after a dropped connection.
+//! Tests and the load generator use it.
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::gateway::frames::Mode;
+use crate::gateway::pb::{
+    self, ClientFrame, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
+};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub mode: Mode,
+    /// First reconnect delay; doubled after each failure up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Give up resuming after this many failed attempts in a row.
+    pub max_attempts: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            mode: Mode::Binary,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// Logs in as a guest: `(token, player id)`.
+pub async fn guest_login(addr: SocketAddr, name: &str) -> anyhow::Result<(String, u64)> {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/auth/guest"))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .context("guest login")?;
+    if !resp.status().is_success() {
+        bail!(
+            "guest login refused: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let body: serde_json::Value = resp.json().await?;
+    let token = body["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no token in {body}"))?
+        .to_owned();
+    Ok((token, body["player_id"].as_u64().unwrap_or_default()))
+}
+
+pub struct Client {
+    addr: SocketAddr,
+    token: String,
+    opts: ClientOptions,
+    ws: Option<Ws>,
+    pub player_id: u64,
+    pub session_id: String,
+    resume_token: String,
+    /// Highest server frame number seen.
+    last_seen: u64,
+    /// Number of the last frame sent.
+    out_seq: u64,
+    /// Sent frames the server has not acknowledged yet, resent after a resume.
+    unacked: VecDeque<ClientFrame>,
+    /// Frames received while resuming, delivered before anything newer.
+    pending: VecDeque<ServerFrame>,
+}
+
+impl Client {
+    /// Guest login and connect.
+    pub async fn guest(
+        addr: SocketAddr,
+        name: &str,
+        opts: ClientOptions,
+    ) -> anyhow::Result<Client> {
+        let (token, _) = guest_login(addr, name).await?;
+        Client::connect(addr, &token, opts).await
+    }
+
+    /// Connects with a token and waits for the welcome.
+    pub async fn connect(
+        addr: SocketAddr,
+        token: &str,
+        opts: ClientOptions,
+    ) -> anyhow::Result<Client> {
+        let mut client = Client {
+            addr,
+            token: token.to_owned(),
+            opts,
+            ws: None,
+            player_id: 0,
+            session_id: String::new(),
+            resume_token: String::new(),
+            last_seen: 0,
+            out_seq: 0,
+            unacked: VecDeque::new(),
+            pending: VecDeque::new(),
+        };
+        client.open(false).await?;
+        Ok(client)
+    }
+
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
+    fn url(&self, resume: bool) -> String {
+        let format = match self.opts.mode {
+            Mode::Binary => "binary",
+            Mode::Json => "json",
+        };
+        let mut url = format!(
+            "ws://{}/v1/ws?token={}&format={format}",
+            self.addr, self.token
+        );
+        if resume {
+            url.push_str(&format!(
+                "&resume={}&last_seen={}",
+                self.resume_token, self.last_seen
+            ));
+        }
+        url
+    }
+
+    async fn open(&mut self, resume: bool) -> anyhow::Result<()> {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url(resume))
+            .await
+            .context("connecting")?;
+        self.ws = Some(ws);
+        let welcome = self.read_frame().await?;
+        match welcome.body {
+            Some(Out::Welcome(w)) => {
+                self.player_id = w.player_id;
+                self.session_id = w.session_id;
+                self.resume_token = w.resume_token;
+                if welcome.seq != 0 {
+                    self.last_seen = welcome.seq;
+                }
+                // Drop what the server processed; resend the rest, in order.
+                self.acknowledged(welcome.ack);
+                let resend: Vec<ClientFrame> = self.unacked.iter().cloned().collect();
+                for frame in resend {
+                    self.write(&frame).await?;
+                }
+                Ok(())
+            }
+            Some(Out::Error(e)) => bail!("connection refused: {}", e.message),
+            other => bail!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    fn acknowledged(&mut self, ack: u64) {
+        while self.unacked.front().is_some_and(|f| f.seq <= ack) {
+            self.unacked.pop_front();
+        }
+    }
+
+    async fn write(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
+        let ws = self.ws.as_mut().ok_or_else(|| anyhow!("not connected"))?;
+        let msg = match self.opts.mode {
+            Mode::Binary => Message::Binary(frame.encode_to_vec().into()),
+            Mode::Json => Message::Text(serde_json::to_string(frame)?.into()),
+        };
+        ws.send(msg).await.context("sending")
+    }
+
+    /// Reads one frame from the socket as it comes (no dedupe, no resume).
+    async fn read_frame(&mut self) -> anyhow::Result<ServerFrame> {
+        let ws = self.ws.as_mut().ok_or_else(|| anyhow!("not connected"))?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    return ServerFrame::decode(&b[..]).context("decoding a server frame");
+                }
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(&t).context("decoding a JSON server frame");
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map_or((0, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    return Err(Closed { code, reason }.into());
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(anyhow!(e).context("reading")),
+                None => {
+                    return Err(Closed {
+                        code: 0,
+                        reason: "connection ended".into(),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+
+    /// Sends a numbered frame; returns its number. Kept until the server acknowledges
+    /// it, and resent after a resume.
+    pub async fn send(&mut self, body: In) -> anyhow::Result<u64> {
+        self.out_seq += 1;
+        let frame = ClientFrame {
+            seq: self.out_seq,
+            ack: self.last_seen,
+            body: Some(body),
+        };
+        self.unacked.push_back(frame.clone());
+        if let Err(e) = self.write(&frame).await {
+            self.resume_after(e).await?;
+        }
+        Ok(frame.seq)
+    }
+
+    pub async fn join(&mut self, room: &str) -> anyhow::Result<u64> {
+        self.send(In::Join(pb::JoinRoom {
+            room_id: room.to_owned(),
+        }))
+        .await
+    }
+
+    pub async fn create(&mut self, game: &str, room: &str, config: &str) -> anyhow::Result<u64> {
+        let create = pb::CreateRoom {
+            game: game.to_owned(),
+            room_id: room.to_owned(),
+            config: config.to_owned(),
+        };
+        self.send(In::Create(create)).await
+    }
+
+    pub async fn message(&mut self, room: &str, payload: impl Into<Bytes>) -> anyhow::Result<u64> {
+        self.send(In::Message(pb::RoomMessage {
+            room_id: room.to_owned(),
+            payload: payload.into(),
+        }))
+        .await
+    }
+
+    /// Tells the server which frames arrived (it then stops holding them for replay).
+    pub async fn ack(&mut self) -> anyhow::Result<()> {
+        let frame = ClientFrame {
+            seq: 0,
+            ack: self.last_seen,
+            body: None,
+        };
+        self.write(&frame).await
+    }
+
+    /// The next new server frame. After a dropped connection it resumes (with backoff)
+    /// and carries on: every frame arrives once, in order.
+    pub async fn recv(&mut self) -> anyhow::Result<ServerFrame> {
+        loop {
+            let frame = match self.pending.pop_front() {
+                Some(frame) => frame,
+                None => match self.read_frame().await {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        self.resume_after(e).await?;
+                        continue;
+                    }
+                },
+            };
+            self.acknowledged(frame.ack);
+            if frame.seq == 0 {
+                return Ok(frame);
+            }
+            if frame.seq <= self.last_seen {
+                continue; // already delivered
+            }
+            self.last_seen = frame.seq;
+            return Ok(frame);
+        }
+    }
+
+    /// Drops the connection abruptly, as a network failure would (for tests).
+    pub fn drop_connection(&mut self) {
+        self.ws = None;
+    }
+
+    /// Reconnects with resume after `cause`, unless the server closed the session for
+    /// good (replaced, expired).
+    async fn resume_after(&mut self, cause: anyhow::Error) -> anyhow::Result<()> {
+        if let Some(closed) = cause.downcast_ref::<Closed>() {
+            if closed.code == crate::gateway::session::close_code::REPLACED
+                || closed.code == crate::gateway::session::close_code::SESSION_ENDED
+            {
+                return Err(cause);
+            }
+        }
+        let mut delay = self.opts.backoff_initial;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            tokio::time::sleep(delay).await;
+            match self.open(true).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempts >= self.opts.max_attempts => {
+                    return Err(
+                        e.context(format!("resume failed {attempts} times after: {cause:#}"))
+                    );
+                }
+                Err(_) => delay = (delay * 2).min(self.opts.backoff_max),
+            }
+        }
+    }
+
+    /// Closes the connection cleanly (the session then waits out its grace period).
+    pub async fn close(mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+}
+
+/// The server closed the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("closed by the server ({code}): {reason}")]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}

@@ -1,0 +1,85 @@
+//! The node's configuration: one TOML file, every key overridable by a `LUDUS_*`
+//! environment variable (nested keys joined by `__`, e.g.
+//! `LUDUS_GATEWAY__GRACE_PERIOD=10s`) and by flags. The defaults work on one machine
+//! with nothing else installed.
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::gateway::GatewayConfig;
+use crate::gateway::auth::AuthConfig;
+use crate::rooms::{RoomsConfig, SwapPolicy};
+use crate::runtime::RuntimeLimits;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP/WebSocket gateway.
+    pub listen: SocketAddr,
+    pub auth: AuthConfig,
+    pub gateway: GatewayConfig,
+    pub runtime: RuntimeLimits,
+    pub rooms: RoomsConfig,
+    /// Games served by this node, by name.
+    pub games: BTreeMap<String, GameConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7350)),
+            auth: AuthConfig::default(),
+            gateway: GatewayConfig::default(),
+            runtime: RuntimeLimits::default(),
+            rooms: RoomsConfig::default(),
+            games: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameConfig {
+    /// The game's `.wasm` file. It is watched: a changed file is compiled in the
+    /// background and swapped into the game's rooms; a broken one is refused.
+    pub module: PathBuf,
+    /// Which rooms a new version reaches.
+    #[serde(default = "default_policy")]
+    pub policy: SwapPolicy,
+}
+
+fn default_policy() -> SwapPolicy {
+    SwapPolicy::AllRooms
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `LUDUS_*` variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        // LUDUS_LOG is the log filter, not a config key.
+        figment = figment.merge(Env::prefixed("LUDUS_").ignore(&["log"]).split("__"));
+        figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| match file {
+                Some(f) => format!(
+                    "reading the configuration ({} and LUDUS_* variables)",
+                    f.display()
+                ),
+                None => "reading the configuration (LUDUS_* variables)".to_owned(),
+            })
+    }
+}

@@ -1,0 +1,86 @@
+//! `ludus dev <game dir>`: the designer's loop. Builds the game for `wasm32-wasip2`,
+//! serves it with the browser page, watches its sources, rebuilds on save; the rebuilt
+//! module is swapped live into running rooms by the server's module watcher. A build
+//! error is printed and the running version stays.
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{Config, GameConfig};
+use crate::guest_build::build_crate;
+use crate::rooms::SwapPolicy;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevArgs {
+    /// The game crate (e.g. example-games/arena).
+    pub dir: PathBuf,
+    /// Where to serve.
+    #[arg(long, default_value = "127.0.0.1:7350")]
+    pub listen: SocketAddr,
+}
+
+async fn build(dir: &Path) -> anyhow::Result<crate::guest_build::BuiltCrate> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || build_crate(&dir)).await?
+}
+
+pub async fn run(
+    args: DevArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("game directory {}", args.dir.display()))?;
+    println!("building {} for wasm32-wasip2 ...", dir.display());
+    let built = build(&dir).await?;
+    let mut config = Config::load(None)?;
+    config.listen = args.listen;
+    config.games = BTreeMap::from([(
+        built.package.clone(),
+        GameConfig {
+            module: built.wasm.clone(),
+            policy: SwapPolicy::AllRooms,
+        },
+    )]);
+    let server = crate::server::start(config).await?;
+    println!(
+        "serving `{}`: open {}/ in a browser to play",
+        built.package,
+        server.url()
+    );
+    println!(
+        "watching {}/src: save a change to rebuild and swap it live",
+        dir.display()
+    );
+
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| e.kind.is_modify() || e.kind.is_create() || e.kind.is_remove()) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir.join("src"), RecursiveMode::Recursive)?;
+    watcher.watch(&dir.join("Cargo.toml"), RecursiveMode::NonRecursive)?;
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = changes.recv() => {
+                while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), changes.recv()).await {}
+                println!("change seen, rebuilding ...");
+                match build(&dir).await {
+                    Ok(_) => println!("built; the server swaps it into running rooms (see {}/v1/games)", server.url()),
+                    Err(e) => println!("{e:#}\nthe running version stays"),
+                }
+            }
+        }
+    }
+    server.stop().await;
+    Ok(())
+}

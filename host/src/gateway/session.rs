@@ -1,0 +1,537 @@
+//! A player's session: the rooms it is in, its numbered frame streams, and its seat kept
+//! through a dropped connection for a grace period.
+//!
+//! Each session is a task. Connections attach to it (a new one, a resumed one, or one
+//! that takes over from an older connection) and detach when they drop. While detached
+//! the session keeps numbering and buffering the room's frames; a connection that
+//! resumes with the last frame number it saw gets every later frame again, and client
+//! frames the session already processed are dropped by their number. When the grace
+//! period runs out the player leaves its rooms (the game sees `disconnected`) and the
+//! session ends.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Identity;
+use super::pb::{
+    self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
+};
+use crate::rooms::{CreateError, CreateRoom, LeaveReason, RoomEvent, RoomHandle, Rooms};
+
+/// Close codes sent to a connection by its session.
+pub mod close_code {
+    pub const REPLACED: u16 = 4000;
+    pub const RESUME_FAILED: u16 = 4001;
+    pub const SESSION_ENDED: u16 = 4002;
+    pub const TOO_SLOW: u16 = 4003;
+    pub const SHUTTING_DOWN: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub grace_period: Duration,
+    /// Sent frames kept until the client acknowledges them, for replay after a resume.
+    pub replay_frames: usize,
+    /// Room events queued for the session before a room removes the player as too slow.
+    pub player_queue: usize,
+}
+
+/// What a session sends its connection.
+#[derive(Debug)]
+pub enum ToConn {
+    Frame(Arc<ServerFrame>),
+    Close { code: u16, reason: String },
+}
+
+/// A connection as its session sees it.
+pub struct ConnLink {
+    pub id: u64,
+    pub tx: mpsc::Sender<ToConn>,
+}
+
+enum Control {
+    Attach {
+        conn: ConnLink,
+        last_seen: Option<u64>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Frame {
+        conn: u64,
+        frame: ClientFrame,
+    },
+    Detach {
+        conn: u64,
+    },
+}
+
+#[derive(Clone)]
+pub struct SessionHandle {
+    id: Arc<str>,
+    resume_token: Arc<str>,
+    tx: mpsc::Sender<Control>,
+}
+
+impl SessionHandle {
+    /// Passes a decoded client frame to the session; false if the session is gone.
+    pub async fn frame(&self, conn: u64, frame: ClientFrame) -> bool {
+        self.tx.send(Control::Frame { conn, frame }).await.is_ok()
+    }
+
+    pub async fn detach(&self, conn: u64) {
+        let _ = self.tx.send(Control::Detach { conn }).await;
+    }
+
+    async fn attach(&self, conn: ConnLink, last_seen: Option<u64>) -> Result<(), AttachError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Control::Attach {
+                conn,
+                last_seen,
+                reply,
+            })
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(AttachError::Refused(reason)),
+            Err(_) => Err(AttachError::Gone),
+        }
+    }
+}
+
+enum AttachError {
+    Gone,
+    Refused(String),
+}
+
+/// Every live session of this node, by player.
+pub struct Sessions {
+    map: Mutex<HashMap<u64, SessionHandle>>,
+    rooms: Rooms,
+    cfg: SessionConfig,
+    shutdown: CancellationToken,
+}
+
+impl Sessions {
+    pub fn new(rooms: Rooms, cfg: SessionConfig, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Sessions {
+            map: Mutex::new(HashMap::new()),
+            rooms,
+            cfg,
+            shutdown,
+        })
+    }
+
+    fn get(&self, player: u64) -> Option<SessionHandle> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&player)
+            .cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Attaches a connection to the player's session: resumes it (`resume` = resume
+    /// token and last server frame seen), takes it over from an older connection, or
+    /// starts a new one.
+    pub async fn connect(
+        self: &Arc<Self>,
+        who: &Identity,
+        resume: Option<(String, u64)>,
+        conn: ConnLink,
+    ) -> Result<SessionHandle, String> {
+        let existing = self.get(who.player_id);
+        match (resume, existing) {
+            (Some((token, last_seen)), Some(session)) => {
+                if *session.resume_token != token {
+                    return Err("the resume token does not belong to this player's session".into());
+                }
+                match session.attach(conn, Some(last_seen)).await {
+                    Ok(()) => Ok(session),
+                    Err(AttachError::Refused(reason)) => Err(reason),
+                    Err(AttachError::Gone) => {
+                        Err("the session has ended; connect without resume".into())
+                    }
+                }
+            }
+            (Some(_), None) => Err(
+                "no session to resume: it expired or never existed; connect without resume".into(),
+            ),
+            (None, Some(session)) => match session.attach(conn, None).await {
+                Ok(()) => Ok(session),
+                Err(AttachError::Refused(reason)) => Err(reason),
+                Err(AttachError::Gone) => {
+                    Err("the session ended while connecting; try again".into())
+                }
+            },
+            (None, None) => {
+                let session = self.start(who);
+                match session.attach(conn, None).await {
+                    Ok(()) => Ok(session),
+                    Err(_) => Err("the new session could not start".into()),
+                }
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, who: &Identity) -> SessionHandle {
+        let (tx, ctl) = mpsc::channel(256);
+        let (sink, events) = mpsc::channel(self.cfg.player_queue.max(1));
+        let handle = SessionHandle {
+            id: format!("{:016x}", fastrand::u64(..)).into(),
+            resume_token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into(),
+            tx,
+        };
+        let session = Session {
+            who: who.clone(),
+            id: handle.id.clone(),
+            resume_token: handle.resume_token.clone(),
+            rooms: self.rooms.clone(),
+            joined: HashMap::new(),
+            sink,
+            events,
+            conn: None,
+            out_seq: 0,
+            in_seq: 0,
+            unacked: VecDeque::new(),
+            expires: None,
+            cfg: self.cfg.clone(),
+        };
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(who.player_id, handle.clone());
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            let (player, id) = (session.who.player_id, session.id.clone());
+            session.run(ctl, sessions.shutdown.clone()).await;
+            let mut map = sessions.map.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&player).is_some_and(|h| h.id == id) {
+                map.remove(&player);
+            }
+        });
+        handle
+    }
+}
+
+struct Session {
+    who: Identity,
+    id: Arc<str>,
+    resume_token: Arc<str>,
+    rooms: Rooms,
+    joined: HashMap<String, RoomHandle>,
+    /// Rooms deliver this player's events here; `events` is its other end.
+    sink: mpsc::Sender<RoomEvent>,
+    events: mpsc::Receiver<RoomEvent>,
+    conn: Option<ConnLink>,
+    /// Number of the last frame sent to the client.
+    out_seq: u64,
+    /// Number of the last client frame processed.
+    in_seq: u64,
+    /// Frames sent but not yet acknowledged, oldest first.
+    unacked: VecDeque<Arc<ServerFrame>>,
+    /// When the grace period of a detached session ends.
+    expires: Option<Instant>,
+    cfg: SessionConfig,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>, in_reply_to: u64) -> Out {
+    Out::Error(pb::Error {
+        code: code as i32,
+        message: message.into(),
+        in_reply_to,
+    })
+}
+
+impl Session {
+    async fn run(mut self, mut ctl: mpsc::Receiver<Control>, shutdown: CancellationToken) {
+        loop {
+            let expires = self.expires;
+            let can_buffer = self.conn.is_some() || self.unacked.len() < self.cfg.replay_frames;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.close_conn(close_code::SHUTTING_DOWN, "the server is shutting down");
+                    break;
+                }
+                command = ctl.recv() => match command {
+                    Some(Control::Attach { conn, last_seen, reply }) => {
+                        let result = self.attach(conn, last_seen);
+                        let _ = reply.send(result);
+                    }
+                    Some(Control::Frame { conn, frame }) => {
+                        if self.conn.as_ref().is_some_and(|c| c.id == conn) {
+                            self.client_frame(frame).await;
+                        }
+                    }
+                    Some(Control::Detach { conn }) => {
+                        if self.conn.as_ref().is_some_and(|c| c.id == conn) {
+                            self.detach();
+                        }
+                    }
+                    None => break,
+                },
+                Some(event) = self.events.recv(), if can_buffer => self.room_event(event),
+                _ = sleep_until(expires), if expires.is_some() => {
+                    tracing::info!(player = self.who.player_id, "session expired after its grace period");
+                    break;
+                }
+            }
+        }
+        for (_, room) in self.joined.drain() {
+            room.leave(self.who.player_id, LeaveReason::Disconnected);
+        }
+    }
+
+    fn attach(&mut self, conn: ConnLink, last_seen: Option<u64>) -> Result<(), String> {
+        let replay = match last_seen {
+            Some(n) => {
+                if n > self.out_seq {
+                    return Err(format!(
+                        "last_seen {n} is ahead of the server, which sent up to {}",
+                        self.out_seq
+                    ));
+                }
+                self.acknowledged(n);
+                let first_held = self.unacked.front().map_or(self.out_seq + 1, |f| f.seq);
+                if first_held > n + 1 {
+                    return Err(format!(
+                        "frames {}..{} are no longer held for replay; connect without resume",
+                        n + 1,
+                        first_held - 1
+                    ));
+                }
+                true
+            }
+            None => false,
+        };
+        self.close_conn(
+            close_code::REPLACED,
+            "another connection took over this session",
+        );
+        let welcome = |resumed| {
+            Out::Welcome(pb::Welcome {
+                player_id: self.who.player_id,
+                session_id: self.id.to_string(),
+                resume_token: self.resume_token.to_string(),
+                resumed,
+            })
+        };
+        self.expires = None;
+        if replay {
+            let frame = Arc::new(ServerFrame {
+                seq: 0,
+                ack: self.in_seq,
+                body: Some(welcome(true)),
+            });
+            let _ = conn.tx.try_send(ToConn::Frame(frame));
+            for frame in &self.unacked {
+                if conn.tx.try_send(ToConn::Frame(frame.clone())).is_err() {
+                    return Err("too many frames to replay for the connection's queue".into());
+                }
+            }
+            self.conn = Some(conn);
+        } else {
+            // A fresh client: it numbers its frames from 1 and cannot resume older ones.
+            self.in_seq = 0;
+            self.unacked.clear();
+            self.conn = Some(conn);
+            self.send(welcome(false));
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self) {
+        self.conn = None;
+        self.expires = Some(Instant::now() + self.cfg.grace_period);
+    }
+
+    fn close_conn(&mut self, code: u16, reason: &str) {
+        if let Some(old) = self.conn.take() {
+            let _ = old.tx.try_send(ToConn::Close {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Drops frames the client has seen.
+    fn acknowledged(&mut self, ack: u64) {
+        while self.unacked.front().is_some_and(|f| f.seq <= ack) {
+            self.unacked.pop_front();
+        }
+    }
+
+    /// Numbers a frame, keeps it for replay, and sends it if a connection is attached.
+    fn send(&mut self, body: Out) {
+        self.out_seq += 1;
+        let frame = Arc::new(ServerFrame {
+            seq: self.out_seq,
+            ack: self.in_seq,
+            body: Some(body),
+        });
+        self.unacked.push_back(frame.clone());
+        if self.unacked.len() > self.cfg.replay_frames {
+            self.unacked.pop_front();
+        }
+        self.push(ToConn::Frame(frame));
+    }
+
+    /// Sends outside the numbered stream (pongs).
+    fn send_unnumbered(&mut self, body: Out) {
+        let frame = Arc::new(ServerFrame {
+            seq: 0,
+            ack: self.in_seq,
+            body: Some(body),
+        });
+        self.push(ToConn::Frame(frame));
+    }
+
+    fn push(&mut self, msg: ToConn) {
+        let Some(conn) = &self.conn else { return };
+        if conn.tx.try_send(msg).is_err() {
+            // The connection cannot keep up (or is gone): drop it; the client may resume.
+            self.close_conn(close_code::TOO_SLOW, "the connection fell too far behind");
+            self.detach();
+        }
+    }
+
+    fn room_event(&mut self, event: RoomEvent) {
+        match event {
+            RoomEvent::Message { room, bytes } => self.send(Out::Message(pb::RoomMessage {
+                room_id: room.to_string(),
+                payload: bytes,
+            })),
+            RoomEvent::Kicked { room, reason } => {
+                self.joined.remove(&*room);
+                self.send(Out::Kicked(pb::Kicked {
+                    room_id: room.to_string(),
+                    reason,
+                }));
+            }
+            RoomEvent::Closed { room, reason } => {
+                self.joined.remove(&*room);
+                self.send(Out::Closed(pb::Closed {
+                    room_id: room.to_string(),
+                    reason,
+                }));
+            }
+        }
+    }
+
+    async fn client_frame(&mut self, frame: ClientFrame) {
+        self.acknowledged(frame.ack);
+        if frame.seq != 0 {
+            if frame.seq <= self.in_seq {
+                return; // already processed: a resend after a resume
+            }
+            self.in_seq = frame.seq;
+        }
+        let seq = frame.seq;
+        match frame.body {
+            None => {}
+            Some(In::Ping(ping)) => self.send_unnumbered(Out::Pong(pb::Pong { nonce: ping.nonce })),
+            Some(In::Message(msg)) => match self.joined.get(&msg.room_id) {
+                Some(room) => room.message(self.who.player_id, msg.payload),
+                None => self.send(error(
+                    ErrorCode::NotInRoom,
+                    format!("not in room `{}`", msg.room_id),
+                    seq,
+                )),
+            },
+            Some(In::Join(join)) => {
+                let result = match self.rooms.get(&join.room_id) {
+                    Some(room) => self.join(room).await,
+                    None => Err(error(
+                        ErrorCode::NoSuchRoom,
+                        format!("no room `{}`", join.room_id),
+                        seq,
+                    )),
+                };
+                self.reply(result, seq);
+            }
+            Some(In::Create(create)) => {
+                let req = CreateRoom {
+                    game: create.game,
+                    id: Some(create.room_id).filter(|id| !id.is_empty()),
+                    config: Some(create.config).filter(|c| !c.is_empty()),
+                    seed: None,
+                };
+                let result = match self.rooms.create(req).await {
+                    Ok(room) => self.join(room).await,
+                    Err(e @ CreateError::UnknownGame(_)) => {
+                        Err(error(ErrorCode::NoSuchGame, e.to_string(), seq))
+                    }
+                    Err(e) => Err(error(ErrorCode::Refused, e.to_string(), seq)),
+                };
+                self.reply(result, seq);
+            }
+            Some(In::Leave(leave)) => match self.joined.remove(&leave.room_id) {
+                Some(room) => {
+                    room.leave(self.who.player_id, LeaveReason::Left);
+                    self.send(Out::Left(pb::Left {
+                        room_id: leave.room_id,
+                    }));
+                }
+                None => self.send(error(
+                    ErrorCode::NotInRoom,
+                    format!("not in room `{}`", leave.room_id),
+                    seq,
+                )),
+            },
+        }
+    }
+
+    fn reply(&mut self, result: Result<Out, Out>, seq: u64) {
+        let body = match result {
+            Ok(body) => body,
+            Err(Out::Error(mut e)) => {
+                e.in_reply_to = seq;
+                Out::Error(e)
+            }
+            Err(other) => other,
+        };
+        self.send(body);
+    }
+
+    async fn join(&mut self, room: RoomHandle) -> Result<Out, Out> {
+        let id = room.id().to_owned();
+        if self.joined.contains_key(&id) {
+            return Err(error(
+                ErrorCode::Refused,
+                format!("already in room `{id}`"),
+                0,
+            ));
+        }
+        match room
+            .join(self.who.player_id, &self.who.name, self.sink.clone())
+            .await
+        {
+            Ok(()) => {
+                let info = room.info();
+                self.joined.insert(id.clone(), room);
+                Ok(Out::Joined(pb::Joined {
+                    room_id: id,
+                    game: info.game,
+                    version: info.version,
+                }))
+            }
+            Err(e) => Err(error(ErrorCode::Refused, e.to_string(), 0)),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,475 @@
+//! Real WebSocket clients against a real node on 127.0.0.1.
+
+mod common;
+
+use common::{replace_file, serve};
+use futures_util::{SinkExt, StreamExt};
+use ludus::client::{Client, ClientOptions};
+use ludus::gateway::frames::Mode;
+use ludus::gateway::pb::{ErrorCode, ServerFrame, server_frame::Body as Out};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn opts(mode: Mode) -> ClientOptions {
+    ClientOptions {
+        mode,
+        backoff_initial: Duration::from_millis(50),
+        ..ClientOptions::default()
+    }
+}
+
+/// The next frame matching `pred`, failing after `WAIT`.
+async fn until(client: &mut Client, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, client.recv())
+            .await
+            .expect("no matching frame in time")
+            .expect("connection failed");
+        if pred(&frame) {
+            return frame;
+        }
+    }
+}
+
+fn snapshot(frame: &ServerFrame) -> Option<Value> {
+    match &frame.body {
+        Some(Out::Message(m)) => serde_json::from_slice::<Value>(&m.payload)
+            .ok()
+            .filter(|v| v.get("tick").is_some()),
+        _ => None,
+    }
+}
+
+fn me<'a>(snap: &'a Value, id: u64) -> Option<&'a Value> {
+    snap["players"].as_array()?.iter().find(|p| p["id"] == id)
+}
+
+async fn joined_arena(addr: SocketAddr, mode: Mode, room: &str) -> Client {
+    let mut c = Client::guest(addr, "tester", opts(mode))
+        .await
+        .expect("login + connect");
+    c.create("arena", room, "").await.unwrap();
+    let frame = until(&mut c, |f| {
+        matches!(f.body, Some(Out::Joined(_)) | Some(Out::Error(_)))
+    })
+    .await;
+    if let Some(Out::Error(e)) = &frame.body {
+        assert_eq!(e.code, ErrorCode::Refused as i32, "{e:?}");
+        c.join(room).await.unwrap();
+        until(&mut c, |f| matches!(f.body, Some(Out::Joined(_)))).await;
+    }
+    c
+}
+
+fn input(seq: u64, dx: i64, dy: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "seq": seq, "dx": dx, "dy": dy })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_join_move_and_see_snapshots_in_binary_and_json_modes() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    for (mode, room) in [(Mode::Binary, "bin"), (Mode::Json, "json")] {
+        let mut c = joined_arena(server.addr, mode, room).await;
+        let id = c.player_id;
+        c.message(room, input(1, 7, -3)).await.unwrap();
+        let snap = until(&mut c, |f| {
+            snapshot(f).is_some_and(|s| me(&s, id).is_some_and(|p| p["seq"] == 1))
+        })
+        .await;
+        let snap = snapshot(&snap).unwrap();
+        assert_eq!(
+            (
+                me(&snap, id).unwrap()["x"].as_i64(),
+                me(&snap, id).unwrap()["y"].as_i64()
+            ),
+            (Some(507), Some(497))
+        );
+    }
+    let rooms: Value = reqwest::get(format!("{}/v1/rooms", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rooms.as_array().unwrap().len(), 2, "{rooms}");
+    assert!(
+        rooms
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["game"] == "arena" && r["seats"] == 1),
+        "{rooms}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_text_frames_embed_the_game_payload_as_json() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let (token, _) = ludus::client::guest_login(server.addr, "raw")
+        .await
+        .unwrap();
+    let url = format!("ws://{}/v1/ws?token={token}&format=json", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let welcome: Value = match ws.next().await.unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str(&t).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(welcome["seq"], 1);
+    assert!(
+        welcome["body"]["welcome"]["resume_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{welcome}"
+    );
+    let create = json!({ "seq": 1, "body": { "create": { "game": "arena", "room_id": "text" } } });
+    ws.send(Message::Text(create.to_string().into()))
+        .await
+        .unwrap();
+    let mv = json!({ "seq": 2, "body": { "message": { "room_id": "text", "payload": { "seq": 1, "dx": 2, "dy": 2 } } } });
+    ws.send(Message::Text(mv.to_string().into())).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no snapshot with the move");
+        let Message::Text(t) = ws.next().await.unwrap().unwrap() else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&t).unwrap();
+        let payload = &frame["body"]["message"]["payload"];
+        if payload["players"][0]["seq"] == 1 {
+            assert_eq!(
+                payload["players"][0]["x"], 502,
+                "payload is embedded JSON: {frame}"
+            );
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_the_module_file_swaps_live_under_eight_players() {
+    let (server, dir) = serve(&["arena"], |_| {}).await;
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let mode = if i % 2 == 0 { Mode::Binary } else { Mode::Json };
+        clients.push(joined_arena(server.addr, mode, "live").await);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.message("live", input(1, i as i64 + 1, 1)).await.unwrap();
+    }
+    let ids: Vec<u64> = clients.iter().map(|c| c.player_id).collect();
+    let before = until(&mut clients[0], |f| {
+        snapshot(f).is_some_and(|s| {
+            ids.iter()
+                .all(|id| me(&s, *id).is_some_and(|p| p["seq"] == 1))
+        })
+    })
+    .await;
+    let before = snapshot(&before).unwrap();
+
+    let v2 = ludus::guest_build::example_game_bytes("arena-v2").unwrap();
+    replace_file(&dir.path().join("arena.wasm"), &v2);
+
+    for c in &mut clients {
+        let after = until(c, |f| snapshot(f).is_some_and(|s| s["rules"] == 2)).await;
+        let after = snapshot(&after).unwrap();
+        for id in &ids {
+            let (b, a) = (me(&before, *id).unwrap(), me(&after, *id).unwrap());
+            assert_eq!((&a["x"], &a["y"], &a["seq"]), (&b["x"], &b["y"], &b["seq"]));
+        }
+    }
+    // The new rule: steps of 20.
+    let first = ids[0];
+    clients[0].message("live", input(2, 20, 0)).await.unwrap();
+    let moved = until(&mut clients[0], |f| {
+        snapshot(f).is_some_and(|s| me(&s, first).is_some_and(|p| p["seq"] == 2))
+    })
+    .await;
+    let x0 = me(&before, first).unwrap()["x"].as_i64().unwrap();
+    assert_eq!(
+        me(&snapshot(&moved).unwrap(), first).unwrap()["x"].as_i64(),
+        Some(x0 + 20)
+    );
+
+    assert_eq!(
+        server.gateway.connections(),
+        8,
+        "no client was disconnected"
+    );
+    let games: Value = reqwest::get(format!("{}/v1/games", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(games[0]["version"], "2.0.0", "{games}");
+    assert!(
+        games[0]["last_swap"]
+            .as_str()
+            .unwrap()
+            .contains("1 rooms swapped, 0 failed"),
+        "{games}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_module_file_leaves_the_old_version_running_and_is_reported() {
+    let (server, dir) = serve(&["arena"], |_| {}).await;
+    let mut c = joined_arena(server.addr, Mode::Binary, "r").await;
+    replace_file(
+        &dir.path().join("arena.wasm"),
+        b"\0asm this is not a module",
+    );
+    let deadline = Instant::now() + WAIT;
+    let games = loop {
+        let games: Value = reqwest::get(format!("{}/v1/games", server.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if games[0]["last_error"].is_string() {
+            break games;
+        }
+        assert!(Instant::now() < deadline, "no error reported: {games}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        games[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused, the running version stays"),
+        "{games}"
+    );
+    assert_eq!(games[0]["version"], "1.0.0");
+    let id = c.player_id;
+    c.message("r", input(1, 1, 1)).await.unwrap();
+    let snap = until(&mut c, |f| {
+        snapshot(f).is_some_and(|s| me(&s, id).is_some_and(|p| p["seq"] == 1))
+    })
+    .await;
+    assert_eq!(snapshot(&snap).unwrap()["rules"], 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_dropped_connection_replays_every_missed_frame_exactly_once() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let mut c = joined_arena(server.addr, Mode::Binary, "resume").await;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(c.recv().await.unwrap().seq);
+    }
+    let before_drop = c.last_seen();
+    c.drop_connection();
+    // Frames keep coming while nobody is connected; send an input meanwhile too.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let id = c.player_id;
+    c.message("resume", input(1, 3, 3)).await.unwrap(); // reconnects and resumes
+    let mut after = Vec::new();
+    let frame = loop {
+        let f = c.recv().await.unwrap();
+        after.push(f.seq);
+        if snapshot(&f).is_some_and(|s| me(&s, id).is_some_and(|p| p["seq"] == 1)) {
+            break f;
+        }
+    };
+    assert!(
+        after.len() >= 5,
+        "the ~8 snapshots sent while dropped were replayed: {after:?}"
+    );
+    assert_eq!(
+        after[0],
+        before_drop + 1,
+        "replay starts right after the last frame seen"
+    );
+    assert!(
+        after.windows(2).all(|w| w[1] == w[0] + 1),
+        "no frame lost or doubled: {after:?}"
+    );
+    assert_eq!(
+        me(&snapshot(&frame).unwrap(), id).unwrap()["x"],
+        503,
+        "the input was applied once"
+    );
+    // Sending the same input frame again (as a resend would) is dropped by its number.
+    assert_eq!(server.gateway.sessions(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_replaces_the_first_with_a_reason() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let (token, _) = ludus::client::guest_login(server.addr, "twice")
+        .await
+        .unwrap();
+    let mut first = Client::connect(server.addr, &token, opts(Mode::Binary))
+        .await
+        .unwrap();
+    let _second = Client::connect(server.addr, &token, opts(Mode::Binary))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, first.recv())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let closed = err
+        .downcast_ref::<ludus::client::Closed>()
+        .expect("closed by the server");
+    assert_eq!(closed.code, ludus::gateway::session::close_code::REPLACED);
+    assert!(
+        closed.reason.contains("another connection took over"),
+        "{closed}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_forged_and_missing_tokens_are_refused() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let expired = server.gateway.auth().sign_for_test("42", 1_000);
+    let (good, _) = ludus::client::guest_login(server.addr, "x").await.unwrap();
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let forged_claims =
+        "eyJzdWIiOiIxIiwiaXNzIjoibHVkdXMiLCJhdWQiOiJsdWR1cyIsImV4cCI6OTk5OTk5OTk5OX0";
+    parts[1] = forged_claims;
+    let forged = parts.join(".");
+    for (token, why) in [
+        (expired.as_str(), "ExpiredSignature"),
+        (forged.as_str(), "InvalidSignature"),
+        ("nonsense", "invalid token"),
+    ] {
+        let url = format!("ws://{}/v1/ws?token={token}", server.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401);
+                let body =
+                    String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+                assert!(body.contains(why), "{why}: {body}");
+            }
+            other => panic!("{why}: expected 401, got {other:?}"),
+        }
+    }
+    let url = format!("ws://{}/v1/ws", server.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    server.stop().await;
+}
+
+/// Decodes a raw WebSocket message as a server frame, in either mode.
+fn server_frame(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> ServerFrame {
+    match msg {
+        Some(Ok(Message::Binary(b))) => {
+            prost::Message::decode(&b[..]).expect("a Protobuf ServerFrame")
+        }
+        Some(Ok(Message::Text(t))) => serde_json::from_str(&t).expect("a JSON ServerFrame"),
+        other => panic!("expected a server frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_malformed_and_flooding_input_is_answered_while_others_keep_playing() {
+    let (server, _dir) = serve(&["arena"], |c| {
+        c.gateway.max_frame_bytes = 1024;
+        c.gateway.max_messages_per_second = 50;
+        c.gateway.max_strikes = 30;
+    })
+    .await;
+    let mut bystander = joined_arena(server.addr, Mode::Binary, "shared").await;
+    let (token, _) = ludus::client::guest_login(server.addr, "abuser")
+        .await
+        .unwrap();
+    let url = format!("ws://{}/v1/ws?token={token}", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // welcome
+
+    // Errors come back in the mode of the frame they answer.
+    let error = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> (i32, String) {
+        loop {
+            if let Some(Out::Error(e)) = server_frame(ws.next().await).body {
+                return (e.code, e.message);
+            }
+        }
+    };
+    ws.send(Message::Binary(vec![0u8; 4096].into()))
+        .await
+        .unwrap();
+    let (code, msg) = error(&mut ws).await;
+    assert_eq!(code, ErrorCode::TooLarge as i32, "{msg}");
+    ws.send(Message::Binary(vec![0xff, 0x01, 0x02].into()))
+        .await
+        .unwrap();
+    let (code, msg) = error(&mut ws).await;
+    assert_eq!(code, ErrorCode::Malformed as i32, "{msg}");
+    ws.send(Message::Text("{\"seq\": \"one\"}".into()))
+        .await
+        .unwrap();
+    let (code, msg) = error(&mut ws).await;
+    assert_eq!(code, ErrorCode::Malformed as i32, "{msg}");
+
+    // Flooding: rate-limited errors, then the connection is closed with 1008.
+    for _ in 0..200 {
+        if ws.send(Message::Text("{}".into())).await.is_err() {
+            break;
+        }
+    }
+    let mut rate_limited = 0;
+    let close_code = loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("server answered the flood")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            m @ Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                if let Some(Out::Error(e)) = server_frame(m).body {
+                    rate_limited += usize::from(e.code == ErrorCode::RateLimited as i32);
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    };
+    assert!(rate_limited > 0);
+    assert_eq!(close_code, 1008);
+
+    // The bystander kept playing throughout.
+    let id = bystander.player_id;
+    bystander.message("shared", input(1, 4, 0)).await.unwrap();
+    until(&mut bystander, |f| {
+        snapshot(f).is_some_and(|s| me(&s, id).is_some_and(|p| p["x"] == 504))
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_game_learns_of_a_drop_only_when_the_grace_period_ends() {
+    let (server, _dir) = serve(&["arena"], |c| {
+        c.gateway.grace_period = Duration::from_millis(600)
+    })
+    .await;
+    let mut watcher = joined_arena(server.addr, Mode::Binary, "grace").await;
+    let mut leaver = joined_arena(server.addr, Mode::Binary, "grace").await;
+    let gone = leaver.player_id;
+    leaver.drop_connection();
+    let dropped_at = Instant::now();
+    until(&mut watcher, |f| {
+        snapshot(f).is_some_and(|s| me(&s, gone).is_none())
+    })
+    .await;
+    assert!(
+        dropped_at.elapsed() >= Duration::from_millis(550),
+        "left after {:?}",
+        dropped_at.elapsed()
+    );
+    server.stop().await;
+}
