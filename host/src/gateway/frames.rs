@@ -59,7 +59,7 @@ mod tests {
             ack: 2,
             body: Some(client_frame::Body::Message(RoomMessage {
                 room_id: "x".into(),
-                payload: b"[1,2]".to_vec(),
+                payload: bytes::Bytes::from_static(b"[1,2]"),
             })),
         };
         let via_binary = decode_binary(&prost::Message::encode_to_vec(&frame)).unwrap();
