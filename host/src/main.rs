@@ -53,6 +53,8 @@ enum Command {
 enum Bench {
     /// Compile, room creation, call costs and swap pause with the arena game.
     Runtime(ludus::bench::runtime::RuntimeBench),
+    /// Server memory per idle connection and per arena room (starts `ludus serve`).
+    Memory(ludus::bench::memory::MemoryBench),
 }
 
 #[tokio::main]
@@ -102,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("built into {}", out.display());
             Ok(())
         }
+        Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {
             let report = ludus::bench::runtime::run(args).await?;
             ludus::bench::runtime::print(&report);

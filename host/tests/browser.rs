@@ -45,8 +45,13 @@ async fn the_page_moves_a_player_with_keys_across_a_live_swap() {
         }
         node.wait().await.unwrap()
     };
-    let status = tokio::time::timeout(Duration::from_secs(120), run).await.expect("browser test finished in time");
-    assert!(status.success(), "the browser checks failed (see FAIL above)");
+    let status = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("browser test finished in time");
+    assert!(
+        status.success(),
+        "the browser checks failed (see FAIL above)"
+    );
     let done = done.expect("the script reported its result");
     assert!(done.contains("rules v2"), "{done}");
     server.stop().await;

@@ -237,7 +237,13 @@ async fn websocket(
         sessions: inner.sessions.clone(),
         cfg: inner.cfg.clone(),
     };
-    let ws = ws.max_message_size(inner.cfg.max_frame_bytes.saturating_mul(4).max(1024));
+    // Game frames are small: 8 KiB buffers instead of tungstenite's 128 KiB default keep
+    // an idle connection cheap (larger frames still work, the buffer grows).
+    let ws = ws
+        .max_message_size(inner.cfg.max_frame_bytes.saturating_mul(4).max(1024))
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(inner.cfg.max_frame_bytes.saturating_mul(64).max(1 << 20));
     let ws = if via_protocol.is_some() {
         ws.protocols(["ludus"])
     } else {

@@ -1,0 +1,116 @@
+//! `ludus bench memory`: the server's resident memory per idle connection and per arena
+//! room, read from /proc of a `ludus serve` child process.
+
+use anyhow::{Context, anyhow, bail};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::client::{Client, ClientOptions};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct MemoryBench {
+    /// Idle connections to open.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Arena rooms to create (one player each, from the connections above).
+    #[arg(long, default_value_t = 200)]
+    pub rooms: usize,
+}
+
+/// Resident set size of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rooms <= args.connections,
+        "--rooms must not exceed --connections"
+    );
+    let arena = crate::guest_build::example_game("arena")?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--game"])
+        .arg(format!("arena={}", arena.display()))
+        .env(
+            "LUDUS_GATEWAY__MAX_CONNECTIONS",
+            (args.connections + 10).to_string(),
+        )
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow!("server exited at once"))?;
+    let mut lines =
+        BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).lines();
+    let addr: SocketAddr = loop {
+        let Some(line) = lines.next_line().await? else {
+            bail!("the server stopped before listening")
+        };
+        if let Some(rest) = line.strip_prefix("ludus is serving on ") {
+            break rest.split_whitespace().next().unwrap_or_default().parse()?;
+        }
+    };
+    settle().await;
+    let base = rss_bytes(pid)?;
+
+    let opts = ClientOptions::default();
+    let mut clients = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        clients.push(Client::guest(addr, &format!("idle-{i}"), opts.clone()).await?);
+    }
+    settle().await;
+    let connected = rss_bytes(pid)?;
+
+    for (i, c) in clients.iter_mut().take(args.rooms).enumerate() {
+        c.create("arena", &format!("mem-{i}"), "").await?;
+    }
+    settle().await;
+    let with_rooms = rss_bytes(pid)?;
+
+    let per_conn = connected.saturating_sub(base) as f64 / args.connections as f64;
+    let per_room = with_rooms.saturating_sub(connected) as f64 / args.rooms.max(1) as f64;
+    println!(
+        "server RSS at start:              {:>8.1} MiB",
+        base as f64 / 1048576.0
+    );
+    println!(
+        "after {:>5} idle connections:     {:>8.1} MiB",
+        args.connections,
+        connected as f64 / 1048576.0
+    );
+    println!(
+        "after {:>5} arena rooms:          {:>8.1} MiB",
+        args.rooms,
+        with_rooms as f64 / 1048576.0
+    );
+    println!(
+        "per idle connection (+session):   {:>8.1} KiB",
+        per_conn / 1024.0
+    );
+    println!(
+        "per arena room (1 player, 20 Hz): {:>8.1} KiB",
+        per_room / 1024.0
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "connections": args.connections, "rooms": args.rooms, "rss_start": base,
+            "rss_connected": connected, "rss_rooms": with_rooms,
+            "bytes_per_idle_connection": per_conn as u64, "bytes_per_room": per_room as u64,
+        })
+    );
+    drop(clients);
+    let _ = child.kill().await;
+    Ok(())
+}
