@@ -83,3 +83,35 @@ impl Config {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration reference in README.md is a valid config.
+    #[test]
+    fn the_readme_config_reference_parses() {
+        let readme = include_str!("../../README.md");
+        let start =
+            readme.find("```toml\n").expect("a toml block in README.md") + "```toml\n".len();
+        let block = &readme[start..start + readme[start..].find("```").unwrap()];
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(block))
+            .extract()
+            .unwrap_or_else(|e| panic!("README config: {e}"));
+        assert_eq!(
+            config.gateway.grace_period,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(config.games["arena"].policy, SwapPolicy::AllRooms);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[gateway]\ngrace = \"1s\"\n"))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("grace"), "{err}");
+    }
+}

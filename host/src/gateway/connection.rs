@@ -15,6 +15,8 @@ use super::pb::{self, ErrorCode, ServerFrame, server_frame::Body as Out};
 use super::rate::RateLimit;
 use super::session::{ConnLink, Sessions, ToConn, close_code};
 
+const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Everything a connection needs besides its socket.
 pub struct ConnParams {
     pub id: u64,
@@ -74,7 +76,10 @@ where
         }
     };
     let mut rate = RateLimit::new(p.cfg.max_messages_per_second);
+    // Error frames earned in the current window; the count starts over after a quiet
+    // `STRIKE_WINDOW`, so a long session is not closed for rare mistakes.
     let mut strikes = 0u32;
+    let mut window_start = Instant::now();
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -106,6 +111,10 @@ where
                         }
                     }
                     Err((code, reason)) => {
+                        if window_start.elapsed() > STRIKE_WINDOW {
+                            strikes = 0;
+                            window_start = Instant::now();
+                        }
                         strikes += 1;
                         if strikes > p.cfg.max_strikes {
                             let _ = sink.send(close(close_code::POLICY, "too many bad or excess frames")).await;

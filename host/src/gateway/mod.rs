@@ -48,8 +48,8 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Client frames per second per connection (bursts up to the same number).
     pub max_messages_per_second: u32,
-    /// Error frames (oversize, malformed, over the rate) a connection may earn before it
-    /// is closed with code 1008.
+    /// Error frames (oversize, malformed, over the rate) a connection may earn within
+    /// 10 s before it is closed with code 1008.
     pub max_strikes: u32,
     pub max_connections: usize,
     /// How long a dropped player keeps its seat and session.
