@@ -473,3 +473,45 @@ async fn the_game_learns_of_a_drop_only_when_the_grace_period_ends() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_configured_external_issuer_are_accepted_in_the_subprotocol_header() {
+    let (server, _dir) = serve(&["arena"], |c| {
+        c.auth.external.push(ludus::gateway::auth::ExternalIssuer {
+            issuer: "https://id.example".into(),
+            audience: "my-game".into(),
+            algorithm: "HS256".into(),
+            secret: Some("the identity provider's shared secret".into()),
+            public_key_pem: None,
+        });
+    })
+    .await;
+    let sign = |aud: &str| {
+        let claims = json!({ "sub": "user-7", "name": "Ada", "iss": "https://id.example", "aud": aud, "exp": 4_000_000_000u64 });
+        let key = jsonwebtoken::EncodingKey::from_secret(b"the identity provider's shared secret");
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    };
+    let connect = |token: String| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}/v1/ws", server.addr),
+            )
+            .unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("ludus, {token}").parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(req)
+    };
+    let (mut ws, resp) = connect(sign("my-game"))
+        .await
+        .expect("an external token is accepted");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "ludus");
+    let welcome = server_frame(ws.next().await);
+    assert!(matches!(welcome.body, Some(Out::Welcome(w)) if w.player_id > 0));
+    match connect(sign("another-game")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("a token for another audience must be refused, got {other:?}"),
+    }
+    server.stop().await;
+}
