@@ -53,6 +53,8 @@ enum Command {
 enum Bench {
     /// Compile, room creation, call costs and swap pause with the arena game.
     Runtime(ludus::bench::runtime::RuntimeBench),
+    /// The arena load test against a running node (127.0.0.1 only).
+    Arena(ludus::bench::arena::ArenaBench),
     /// Server memory per idle connection and per arena room (starts `ludus serve`).
     Memory(ludus::bench::memory::MemoryBench),
 }
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("built into {}", out.display());
             Ok(())
         }
+        Command::Bench(Bench::Arena(args)) => ludus::bench::arena::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {
             let report = ludus::bench::runtime::run(args).await?;

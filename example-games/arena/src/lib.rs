@@ -10,7 +10,7 @@
 //! `{"tick": 12, "rules": 1, "players": [{"id": 1, "x": 503, "y": 498, "seq": 7}]}`.
 //! A malformed input gets `{"error": "..."}` back to its sender.
 //!
-//! Room config: `{"max_players": 8}` (default 8).
+//! Room config: `{"max_players": 8, "tick_hz": 20}` (defaults 8 and the host's rate).
 //!
 //! The same source builds version 2 (`../arena-v2`, feature `v2`): steps up to 20 per
 //! axis, and each player carries a count of applied inputs (`moves`), a state field that
@@ -55,6 +55,9 @@ struct Avatar {
 struct Config {
     #[serde(default = "default_max_players")]
     max_players: usize,
+    /// Ticks per second; the host's default when absent.
+    #[serde(default)]
+    tick_hz: Option<u32>,
 }
 
 fn default_max_players() -> usize {
@@ -87,6 +90,9 @@ impl Game for Arena {
         let config: Config = room.config_json()?;
         if config.max_players == 0 {
             return Err("max_players must be at least 1".into());
+        }
+        if let Some(hz) = config.tick_hz {
+            room.set_tick_rate(hz);
         }
         Ok(Arena { max_players: config.max_players, ..Arena::default() })
     }

@@ -1,5 +1,6 @@
 //! `ludus bench`: measurements of the host, printed as a table and as one JSON line.
 
+pub mod arena;
 pub mod memory;
 pub mod runtime;
 

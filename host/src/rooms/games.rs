@@ -51,6 +51,18 @@ impl GameSwapReport {
             self.to,
             self.results.len() - failed
         );
+        let mut pauses: Vec<std::time::Duration> =
+            self.results.iter().filter_map(|r| r.result.as_ref().ok().map(|o| o.pause)).collect();
+        if !pauses.is_empty() {
+            pauses.sort_unstable();
+            let at = |q: f64| pauses[((pauses.len() as f64 * q).ceil() as usize).clamp(1, pauses.len()) - 1];
+            line.push_str(&format!(
+                "; pause per room p50 {:?} p99 {:?} max {:?}",
+                at(0.5),
+                at(0.99),
+                pauses[pauses.len() - 1]
+            ));
+        }
         if let Some((room, e)) = self.failures().next() {
             line.push_str(&format!(" (room {room}: {e})"));
         }

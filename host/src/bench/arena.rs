@@ -1,0 +1,466 @@
+//! `ludus bench arena`: the arena load test against a running node (Ludus or the native
+//! baseline; both speak `proto/client.proto`).
+//!
+//! N clients join rooms of R (the first of each room creates it), then each sends arena
+//! inputs `{seq, dx, dy}` at I Hz, open loop with a random phase, never waiting for
+//! replies. Phases: join (bounded concurrency), warm-up, measurement, drain. Measured:
+//! input-to-visible latency (from sending seq n until that client first sees a snapshot
+//! showing its own last-applied seq >= n), snapshots received per second, joins and
+//! disconnects, server CPU and RSS (from /proc of its pid) and this process's own CPU.
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use prost::Message as _;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::gateway::pb::{self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ArenaBench {
+    /// The node to load (127.0.0.1 only).
+    #[arg(long, default_value = "127.0.0.1:7350")]
+    pub target: SocketAddr,
+    /// Clients (N).
+    #[arg(long, default_value_t = 500)]
+    pub clients: usize,
+    /// Players per room (R).
+    #[arg(long, default_value_t = 8)]
+    pub room_size: usize,
+    /// Inputs per second per client (I).
+    #[arg(long, default_value_t = 20)]
+    pub input_hz: u32,
+    /// Ticks per second of each room (T), passed in the room config.
+    #[arg(long, default_value_t = 20)]
+    pub tick_hz: u32,
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Joins in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub join_concurrency: usize,
+    /// The whole join phase must finish within this.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub join_timeout: Duration,
+    /// The server's pid (found from the listening port when omitted).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Step N up until p99 passes --p99-bound or errors appear; report the largest N held.
+    #[arg(long)]
+    pub find_max: bool,
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub p99_bound: Duration,
+    /// N of the first find-max step, and the step.
+    #[arg(long, default_value_t = 1000)]
+    pub step: usize,
+    /// Swap under load: halfway through the measurement, replace this module file (the
+    /// one the server watches) with the bytes of --swap-with.
+    #[arg(long, requires = "swap_with")]
+    pub swap: Option<PathBuf>,
+    #[arg(long)]
+    pub swap_with: Option<PathBuf>,
+    /// A label for the report (e.g. `ludus` or `native`).
+    #[arg(long, default_value = "ludus")]
+    pub label: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub label: String,
+    pub clients: usize,
+    pub joined: usize,
+    pub join_errors: usize,
+    pub first_join_error: Option<String>,
+    pub disconnects: usize,
+    pub inputs_sent: u64,
+    pub latency_samples: usize,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    pub snapshots_per_sec: f64,
+    pub server_cpu_pct: f64,
+    pub server_cpu_pct_per_1000_clients: f64,
+    pub server_rss_mib: f64,
+    pub server_rss_kib_per_client: f64,
+    pub loadgen_cpu_pct: f64,
+    /// Swap under load: latency p99 and max within 1 s after the swap, and the server's
+    /// own summary of the swap (rooms, pause per room).
+    pub swap_latency_p99_ms: Option<f64>,
+    pub swap_latency_max_ms: Option<f64>,
+    pub swap_summary: Option<String>,
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const DRAIN: u8 = 2;
+
+struct Shared {
+    target: SocketAddr,
+    room_size: usize,
+    tick_hz: u32,
+    input_period: Duration,
+    phase: AtomicU8,
+    joined: AtomicUsize,
+    join_slots: Semaphore,
+    /// When the measurement started, for timestamps of latency samples.
+    epoch: Instant,
+}
+
+#[derive(Default)]
+struct ClientStats {
+    join_error: Option<String>,
+    disconnected: bool,
+    inputs: u64,
+    snapshots: u64,
+    /// (ms since the shared epoch, latency in µs), measurement phase only.
+    latencies: Vec<(u32, u32)>,
+}
+
+fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+const CLK_TCK: f64 = 100.0;
+
+/// The pid listening on `port`, from /proc/net/tcp and the processes' fds.
+pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
+    let mut inode = None;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                inode = f.get(9).map(|s| s.to_string());
+            }
+        }
+    }
+    let inode = inode.ok_or_else(|| anyhow!("nothing listens on port {port}"))?;
+    let wanted = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted) {
+                return Ok(pid);
+            }
+        }
+    }
+    bail!("no process of ours holds the socket on port {port}; pass --server-pid")
+}
+
+pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
+    if !args.target.ip().is_loopback() {
+        bail!("ludus bench arena only loads 127.0.0.1 targets, not {}", args.target);
+    }
+    anyhow::ensure!(args.room_size > 0 && args.clients > 0 && args.input_hz > 0, "clients, room size and rate must be > 0");
+    let pid = match args.server_pid {
+        Some(pid) => pid,
+        None => pid_listening_on(args.target.port())?,
+    };
+    if !args.find_max {
+        let report = run_once(&args, args.clients, pid).await?;
+        print(&report);
+        return Ok(vec![report]);
+    }
+    let mut reports = Vec::new();
+    let mut n = args.step;
+    let mut best = None;
+    loop {
+        let report = run_once(&args, n, pid).await?;
+        print(&report);
+        let held = report.join_errors == 0
+            && report.disconnects == 0
+            && report.latency_samples > 0
+            && report.latency_p99_ms <= args.p99_bound.as_secs_f64() * 1000.0;
+        reports.push(report);
+        if !held {
+            break;
+        }
+        best = Some(n);
+        n += args.step;
+        // Let the server close the previous step's sessions and rooms.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let line = serde_json::json!({ "label": args.label, "find_max": best, "p99_bound_ms": args.p99_bound.as_millis() });
+    println!("find-max ({}): largest N that held p99 <= {:?} without errors: {}", args.label, args.p99_bound, best.map_or("none".into(), |n| n.to_string()));
+    println!("{line}");
+    Ok(reports)
+}
+
+async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Report> {
+    let shared = Arc::new(Shared {
+        target: args.target,
+        room_size: args.room_size,
+        tick_hz: args.tick_hz,
+        input_period: Duration::from_secs(1) / args.input_hz,
+        phase: AtomicU8::new(WARMUP),
+        joined: AtomicUsize::new(0),
+        join_slots: Semaphore::new(args.join_concurrency.max(1)),
+        epoch: Instant::now(),
+    });
+    let (start_tx, start_rx) = watch::channel(false);
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(format!("{} N={n}: join", args.label));
+    let run_tag = fastrand::u32(..);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let room = format!("bench-{run_tag:08x}-{}", i / args.room_size);
+        tasks.push(tokio::spawn(client(i, room, i % args.room_size == 0, shared.clone(), start_rx.clone())));
+    }
+    // Join phase, bounded in time.
+    let join_deadline = Instant::now() + args.join_timeout;
+    loop {
+        let joined = shared.joined.load(Ordering::Relaxed);
+        bar.set_position(joined as u64);
+        if joined >= n || Instant::now() > join_deadline || tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = start_tx.send(true);
+    bar.set_message(format!("{} N={n}: warm-up", args.label));
+    tokio::time::sleep(args.warmup).await;
+
+    let pid_s = pid.to_string();
+    let (server0, self0, t0) = (cpu_ticks(&pid_s)?, cpu_ticks("self")?, Instant::now());
+    shared.phase.store(MEASURE, Ordering::Relaxed);
+    bar.set_message(format!("{} N={n}: measure", args.label));
+    let mut swap_at = None;
+    if let (Some(path), Some(with)) = (&args.swap, &args.swap_with) {
+        tokio::time::sleep(args.duration / 2).await;
+        let bytes = std::fs::read(with).with_context(|| format!("reading {}", with.display()))?;
+        let tmp = path.with_extension("swap-tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        swap_at = Some(shared.epoch.elapsed());
+        tokio::time::sleep(args.duration - args.duration / 2).await;
+    } else {
+        tokio::time::sleep(args.duration).await;
+    }
+    let (server1, self1, elapsed) = (cpu_ticks(&pid_s)?, cpu_ticks("self")?, t0.elapsed().as_secs_f64());
+    let rss = crate::bench::memory::rss_bytes(pid)?;
+    shared.phase.store(DRAIN, Ordering::Relaxed);
+    bar.finish_and_clear();
+
+    let mut report = Report { label: args.label.clone(), clients: n, ..Report::default() };
+    let mut latencies: Vec<(u32, u32)> = Vec::new();
+    let mut snapshots = 0;
+    for task in tasks {
+        let stats = tokio::time::timeout(Duration::from_secs(10), task).await.ok().and_then(Result::ok).unwrap_or_else(|| {
+            ClientStats { join_error: Some("client task did not finish".into()), ..ClientStats::default() }
+        });
+        match stats.join_error {
+            Some(e) => {
+                report.join_errors += 1;
+                report.first_join_error.get_or_insert(e);
+            }
+            None => report.joined += 1,
+        }
+        report.disconnects += usize::from(stats.disconnected);
+        report.inputs_sent += stats.inputs;
+        snapshots += stats.snapshots;
+        latencies.extend(stats.latencies);
+    }
+    report.latency_samples = latencies.len();
+    let mut all: Vec<u32> = latencies.iter().map(|l| l.1).collect();
+    all.sort_unstable();
+    let pct = |v: &[u32], q: f64| v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |us| f64::from(*us) / 1000.0);
+    report.latency_p50_ms = pct(&all, 0.5);
+    report.latency_p99_ms = pct(&all, 0.99);
+    report.latency_max_ms = all.last().map_or(0.0, |us| f64::from(*us) / 1000.0);
+    report.snapshots_per_sec = snapshots as f64 / elapsed;
+    report.server_cpu_pct = (server1 - server0) as f64 / CLK_TCK / elapsed * 100.0;
+    report.server_cpu_pct_per_1000_clients = report.server_cpu_pct / (n as f64 / 1000.0);
+    report.loadgen_cpu_pct = (self1 - self0) as f64 / CLK_TCK / elapsed * 100.0;
+    report.server_rss_mib = rss as f64 / 1048576.0;
+    report.server_rss_kib_per_client = rss as f64 / 1024.0 / n as f64;
+    if let Some(at) = swap_at {
+        let from = at.as_millis() as u32;
+        let mut window: Vec<u32> = latencies.iter().filter(|(t, _)| *t >= from && *t < from + 1000).map(|l| l.1).collect();
+        window.sort_unstable();
+        report.swap_latency_p99_ms = Some(pct(&window, 0.99));
+        report.swap_latency_max_ms = Some(window.last().map_or(0.0, |us| f64::from(*us) / 1000.0));
+        report.swap_summary = swap_summary(args.target).await;
+    }
+    // Let the clients' sockets close before the next step.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(report)
+}
+
+async fn swap_summary(target: SocketAddr) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(resp) = reqwest::get(format!("http://{target}/v1/games")).await {
+            if let Ok(games) = resp.json::<serde_json::Value>().await {
+                if let Some(s) = games.get(0).and_then(|g| g["last_swap"].as_str()) {
+                    return Some(s.to_owned());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => return Ok(ServerFrame::decode(&b[..])?),
+            Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => bail!(e),
+            None => bail!("connection ended"),
+        }
+    }
+}
+
+fn frame(seq: u64, ack: u64, body: In) -> Message {
+    Message::Binary(ClientFrame { seq, ack, body: Some(body) }.encode_to_vec().into())
+}
+
+/// Logs in, connects and joins; returns the socket, the player id and the last seq seen.
+async fn join(room: &str, creator: bool, s: &Shared) -> anyhow::Result<(Ws, u64, u64, u64)> {
+    let (token, _) = crate::client::guest_login(s.target, "bench").await?;
+    let url = format!("ws://{}/v1/ws?token={token}", s.target);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("connecting")?;
+    let welcome = next_frame(&mut ws).await?;
+    let Some(Out::Welcome(w)) = welcome.body else { bail!("expected a welcome") };
+    let mut out_seq = 0;
+    let config = format!(r#"{{"max_players": {}, "tick_hz": {}}}"#, s.room_size, s.tick_hz);
+    let started = Instant::now();
+    loop {
+        out_seq += 1;
+        let body = if creator {
+            In::Create(pb::CreateRoom { game: "arena".into(), room_id: room.to_owned(), config: config.clone() })
+        } else {
+            In::Join(pb::JoinRoom { room_id: room.to_owned() })
+        };
+        ws.send(frame(out_seq, 0, body)).await?;
+        loop {
+            let f = next_frame(&mut ws).await?;
+            match f.body {
+                Some(Out::Joined(_)) => return Ok((ws, w.player_id, f.seq, out_seq)),
+                Some(Out::Error(e)) if e.code == ErrorCode::NoSuchRoom as i32 && started.elapsed() < Duration::from_secs(30) => {
+                    // The room's creator has not got there yet.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                Some(Out::Error(e)) => bail!("join refused: {}", e.message),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The last-applied seq a snapshot shows for `me`, found without parsing the JSON:
+/// arena writes each player as `{"id":N,"x":..,"y":..,"seq":S`.
+fn seq_in_snapshot(payload: &[u8], me_pattern: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(payload, me_pattern)?;
+    let rest = &payload[at..];
+    let seq_at = memchr::memmem::find(rest, b"\"seq\":")? + 6;
+    let digits = rest[seq_at..].iter().take_while(|b| b.is_ascii_digit()).fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(digits)
+}
+
+async fn client(_i: usize, room: String, creator: bool, s: Arc<Shared>, mut start: watch::Receiver<bool>) -> ClientStats {
+    let mut stats = ClientStats::default();
+    let permit = s.join_slots.acquire().await;
+    let joined = join(&room, creator, &s).await;
+    drop(permit);
+    let (mut ws, me, mut last_seen, mut out_seq) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            stats.join_error = Some(format!("{e:#}"));
+            return stats;
+        }
+    };
+    s.joined.fetch_add(1, Ordering::Relaxed);
+    let _ = start.wait_for(|go| *go).await;
+    let me_pattern = format!("{{\"id\":{me},").into_bytes();
+    let phase_offset = s.input_period.mul_f64(fastrand::f64());
+    let mut inputs = tokio::time::interval_at(tokio::time::Instant::now() + phase_offset, s.input_period);
+    inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut input_seq = 0u64;
+    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+    loop {
+        let phase = s.phase.load(Ordering::Relaxed);
+        if phase == DRAIN {
+            break;
+        }
+        tokio::select! {
+            _ = inputs.tick() => {
+                input_seq += 1;
+                out_seq += 1;
+                let (dx, dy) = (fastrand::i32(-10..=10), fastrand::i32(-10..=10));
+                let payload = format!(r#"{{"seq":{input_seq},"dx":{dx},"dy":{dy}}}"#);
+                let body = In::Message(pb::RoomMessage { room_id: room.clone(), payload: payload.into() });
+                pending.push_back((input_seq, Instant::now()));
+                if ws.send(frame(out_seq, last_seen, body)).await.is_err() {
+                    stats.disconnected = true;
+                    break;
+                }
+                stats.inputs += 1;
+            }
+            msg = ws.next() => {
+                let f = match msg {
+                    Some(Ok(Message::Binary(b))) => match ServerFrame::decode(&b[..]) { Ok(f) => f, Err(_) => continue },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    _ => { stats.disconnected = true; break; }
+                };
+                last_seen = last_seen.max(f.seq);
+                let Some(Out::Message(m)) = f.body else { continue };
+                let Some(shown) = seq_in_snapshot(&m.payload, &me_pattern) else { continue };
+                let now = Instant::now();
+                let measuring = phase == MEASURE;
+                if measuring {
+                    stats.snapshots += 1;
+                }
+                while pending.front().is_some_and(|(seq, _)| *seq <= shown) {
+                    let (_, sent) = pending.pop_front().unwrap_or((0, now));
+                    if measuring {
+                        let t = now.duration_since(s.epoch).as_millis() as u32;
+                        stats.latencies.push((t, now.duration_since(sent).as_micros() as u32));
+                    }
+                }
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    stats
+}
+
+pub fn print(r: &Report) {
+    println!(
+        "{} N={}: joined {}/{} ({} errors{}), disconnects {}, latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} samples), {:.0} snapshots/s, server CPU {:.0}% ({:.1}% per 1000 clients) RSS {:.0} MiB ({:.1} KiB/client), load generator CPU {:.0}%",
+        r.label, r.clients, r.joined, r.clients, r.join_errors,
+        r.first_join_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+        r.disconnects, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms, r.latency_samples,
+        r.snapshots_per_sec, r.server_cpu_pct, r.server_cpu_pct_per_1000_clients, r.server_rss_mib,
+        r.server_rss_kib_per_client, r.loadgen_cpu_pct
+    );
+    if let Some(s) = &r.swap_summary {
+        println!(
+            "  swap under load: {s}; latency in the second after it: p99 {:.1} ms, max {:.1} ms",
+            r.swap_latency_p99_ms.unwrap_or_default(),
+            r.swap_latency_max_ms.unwrap_or_default()
+        );
+    }
+    println!("{}", serde_json::to_string(r).unwrap_or_default());
+}
