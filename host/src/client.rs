@@ -318,10 +318,11 @@ impl Client {
         }
     }
 
-    /// Closes the connection cleanly (the session then waits out its grace period).
+    /// Says goodbye (close code 1000): the server ends the session at once and the
+    /// player leaves its rooms.
     pub async fn close(mut self) {
         if let Some(mut ws) = self.ws.take() {
-            let _ = ws.close(None).await;
+            let _ = ws.close(Some(normal_close())).await;
         }
     }
 }
@@ -332,4 +333,12 @@ impl Client {
 pub struct Closed {
     pub code: u16,
     pub reason: String,
+}
+
+/// A normal closure (1000), which ends the session on the server at once.
+pub fn normal_close() -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    }
 }

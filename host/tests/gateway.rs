@@ -515,3 +515,23 @@ async fn tokens_from_a_configured_external_issuer_are_accepted_in_the_subprotoco
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_close_ends_the_session_at_once() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await; // grace period 30 s
+    let mut watcher = joined_arena(server.addr, Mode::Binary, "bye").await;
+    let leaver = joined_arena(server.addr, Mode::Binary, "bye").await;
+    let gone = leaver.player_id;
+    leaver.close().await;
+    let started = Instant::now();
+    until(&mut watcher, |f| {
+        snapshot(f).is_some_and(|s| me(&s, gone).is_none())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "left without waiting out the grace period"
+    );
+    assert_eq!(server.gateway.sessions(), 1);
+    server.stop().await;
+}

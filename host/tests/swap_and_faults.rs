@@ -113,6 +113,19 @@ async fn a_swap_whose_restore_fails_keeps_the_old_version_running() {
         other => panic!("expected a restore failure, got {other:?}"),
     }
     assert_eq!(room.info().version, "1.0.0");
+    // Game-wide, a version that fails in every room is rolled back for new rooms too.
+    let bad = load(&rooms, "bad-restore").await;
+    let report = rooms
+        .swap_game("arena", bad, SwapPolicy::AllRooms)
+        .await
+        .unwrap();
+    assert!(report.rolled_back, "{}", report.summary());
+    assert!(
+        report.summary().contains("0 rooms swapped, 1 failed"),
+        "{}",
+        report.summary()
+    );
+    assert_eq!(rooms.active_module("arena").unwrap().version, "1.0.0");
     room.message(1, input(2, 5, 5));
     let s = p
         .until(WAIT, |s| avatar(s, 1).is_some_and(|a| a["seq"] == 2))

@@ -12,7 +12,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use ludus::gateway::pb::{self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out};
+use ludus::gateway::pb::{
+    self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
+};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -61,7 +63,9 @@ struct App {
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7360".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7360".into());
     let app = App::default();
     let router = Router::new()
         .route("/v1/auth/guest", post(guest))
@@ -82,11 +86,17 @@ struct WsQuery {
     token: String,
 }
 
-async fn ws(State(app): State<App>, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> axum::response::Response {
+async fn ws(
+    State(app): State<App>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> axum::response::Response {
     let Ok(id) = q.token.parse::<u64>() else {
         return (axum::http::StatusCode::UNAUTHORIZED, "bad token").into_response();
     };
-    ws.read_buffer_size(8 * 1024).write_buffer_size(8 * 1024).on_upgrade(move |socket| connection(app, id, socket))
+    ws.read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .on_upgrade(move |socket| connection(app, id, socket))
 }
 
 fn tick_loop(room: Arc<Mutex<Room>>, period: Duration) {
@@ -101,7 +111,11 @@ fn tick_loop(room: Arc<Mutex<Room>>, period: Duration) {
             let bytes = Bytes::from(serde_json::to_vec(&snapshot).unwrap_or_default());
             let room_id = r.id.clone();
             r.players.retain(|_, (_, tx)| {
-                tx.try_send(Out::Message(pb::RoomMessage { room_id: room_id.clone(), payload: bytes.clone() })).is_ok()
+                tx.try_send(Out::Message(pb::RoomMessage {
+                    room_id: room_id.clone(),
+                    payload: bytes.clone(),
+                }))
+                .is_ok()
             });
         }
     });
@@ -112,7 +126,12 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
     let (tx, mut rx) = mpsc::channel::<Out>(1024);
     let writer = tokio::spawn(async move {
         let mut seq = 0u64;
-        let welcome = Out::Welcome(pb::Welcome { player_id: id, session_id: id.to_string(), resume_token: String::new(), resumed: false });
+        let welcome = Out::Welcome(pb::Welcome {
+            player_id: id,
+            session_id: id.to_string(),
+            resume_token: String::new(),
+            resumed: false,
+        });
         let mut next = Some(welcome);
         loop {
             let body = match next.take() {
@@ -123,18 +142,34 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
                 },
             };
             seq += 1;
-            let frame = ServerFrame { seq, ack: 0, body: Some(body) };
-            if sink.send(Message::Binary(frame.encode_to_vec().into())).await.is_err() {
+            let frame = ServerFrame {
+                seq,
+                ack: 0,
+                body: Some(body),
+            };
+            if sink
+                .send(Message::Binary(frame.encode_to_vec().into()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     });
     let mut joined: Option<(String, Arc<Mutex<Room>>)> = None;
     while let Some(Ok(msg)) = stream.next().await {
-        let Message::Binary(bytes) = msg else { continue };
-        let Ok(frame) = ClientFrame::decode(&bytes[..]) else { continue };
+        let Message::Binary(bytes) = msg else {
+            continue;
+        };
+        let Ok(frame) = ClientFrame::decode(&bytes[..]) else {
+            continue;
+        };
         let error = |code: ErrorCode, message: &str| {
-            Out::Error(pb::Error { code: code as i32, message: message.into(), in_reply_to: frame.seq })
+            Out::Error(pb::Error {
+                code: code as i32,
+                message: message.into(),
+                in_reply_to: frame.seq,
+            })
         };
         match frame.body {
             Some(In::Create(c)) => {
@@ -145,15 +180,28 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
                     tick: 0,
                     players: BTreeMap::new(),
                 }));
-                let fresh = app.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(c.room_id.clone(), room.clone()).is_none();
+                let fresh = app
+                    .rooms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(c.room_id.clone(), room.clone())
+                    .is_none();
                 if fresh {
-                    tick_loop(room.clone(), Duration::from_secs(1) / config.tick_hz.unwrap_or(20).max(1));
+                    tick_loop(
+                        room.clone(),
+                        Duration::from_secs(1) / config.tick_hz.unwrap_or(20).max(1),
+                    );
                 }
                 let _ = tx.send(join(&room, id, &tx, &c.room_id, error)).await;
                 joined = Some((c.room_id, room));
             }
             Some(In::Join(j)) => {
-                let room = app.rooms.lock().unwrap_or_else(|e| e.into_inner()).get(&j.room_id).cloned();
+                let room = app
+                    .rooms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&j.room_id)
+                    .cloned();
                 match room {
                     Some(room) => {
                         let _ = tx.send(join(&room, id, &tx, &j.room_id, error)).await;
@@ -166,7 +214,9 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
             }
             Some(In::Message(m)) => {
                 let Some((_, room)) = &joined else { continue };
-                let Ok(input) = serde_json::from_slice::<Input>(&m.payload) else { continue };
+                let Ok(input) = serde_json::from_slice::<Input>(&m.payload) else {
+                    continue;
+                };
                 let mut r = room.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((a, _)) = r.players.get_mut(&id) {
                     if input.seq > a.seq {
@@ -180,16 +230,40 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
         }
     }
     if let Some((_, room)) = joined {
-        room.lock().unwrap_or_else(|e| e.into_inner()).players.remove(&id);
+        room.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .players
+            .remove(&id);
     }
     writer.abort();
 }
 
-fn join(room: &Mutex<Room>, id: u64, tx: &mpsc::Sender<Out>, room_id: &str, error: impl Fn(ErrorCode, &str) -> Out) -> Out {
+fn join(
+    room: &Mutex<Room>,
+    id: u64,
+    tx: &mpsc::Sender<Out>,
+    room_id: &str,
+    error: impl Fn(ErrorCode, &str) -> Out,
+) -> Out {
     let mut r = room.lock().unwrap_or_else(|e| e.into_inner());
     if r.players.len() >= r.max_players {
         return error(ErrorCode::Refused, "room is full");
     }
-    r.players.insert(id, (Avatar { id, x: 500, y: 500, seq: 0 }, tx.clone()));
-    Out::Joined(pb::Joined { room_id: room_id.into(), game: "arena".into(), version: "native".into() })
+    r.players.insert(
+        id,
+        (
+            Avatar {
+                id,
+                x: 500,
+                y: 500,
+                seq: 0,
+            },
+            tx.clone(),
+        ),
+    );
+    Out::Joined(pb::Joined {
+        room_id: room_id.into(),
+        game: "arena".into(),
+        version: "native".into(),
+    })
 }

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::gateway::pb::{self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out};
+use crate::gateway::pb::{
+    self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
+};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ArenaBench {
@@ -142,7 +144,10 @@ pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             if local_port == Some(port) && f.get(3) == Some(&"0A") {
                 inode = f.get(9).map(|s| s.to_string());
             }
@@ -151,8 +156,12 @@ pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
     let inode = inode.ok_or_else(|| anyhow!("nothing listens on port {port}"))?;
     let wanted = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted) {
                 return Ok(pid);
@@ -164,9 +173,15 @@ pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
 
 pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
     if !args.target.ip().is_loopback() {
-        bail!("ludus bench arena only loads 127.0.0.1 targets, not {}", args.target);
+        bail!(
+            "ludus bench arena only loads 127.0.0.1 targets, not {}",
+            args.target
+        );
     }
-    anyhow::ensure!(args.room_size > 0 && args.clients > 0 && args.input_hz > 0, "clients, room size and rate must be > 0");
+    anyhow::ensure!(
+        args.room_size > 0 && args.clients > 0 && args.input_hz > 0,
+        "clients, room size and rate must be > 0"
+    );
     let pid = match args.server_pid {
         Some(pid) => pid,
         None => pid_listening_on(args.target.port())?,
@@ -196,7 +211,12 @@ pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let line = serde_json::json!({ "label": args.label, "find_max": best, "p99_bound_ms": args.p99_bound.as_millis() });
-    println!("find-max ({}): largest N that held p99 <= {:?} without errors: {}", args.label, args.p99_bound, best.map_or("none".into(), |n| n.to_string()));
+    println!(
+        "find-max ({}): largest N that held p99 <= {:?} without errors: {}",
+        args.label,
+        args.p99_bound,
+        best.map_or("none".into(), |n| n.to_string())
+    );
     println!("{line}");
     Ok(reports)
 }
@@ -214,13 +234,22 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     });
     let (start_tx, start_rx) = watch::channel(false);
     let bar = ProgressBar::new(n as u64);
-    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar.set_message(format!("{} N={n}: join", args.label));
     let run_tag = fastrand::u32(..);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let room = format!("bench-{run_tag:08x}-{}", i / args.room_size);
-        tasks.push(tokio::spawn(client(i, room, i % args.room_size == 0, shared.clone(), start_rx.clone())));
+        tasks.push(tokio::spawn(client(
+            i,
+            room,
+            i % args.room_size == 0,
+            shared.clone(),
+            start_rx.clone(),
+        )));
     }
     // Join phase, bounded in time.
     let join_deadline = Instant::now() + args.join_timeout;
@@ -252,18 +281,31 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     } else {
         tokio::time::sleep(args.duration).await;
     }
-    let (server1, self1, elapsed) = (cpu_ticks(&pid_s)?, cpu_ticks("self")?, t0.elapsed().as_secs_f64());
+    let (server1, self1, elapsed) = (
+        cpu_ticks(&pid_s)?,
+        cpu_ticks("self")?,
+        t0.elapsed().as_secs_f64(),
+    );
     let rss = crate::bench::memory::rss_bytes(pid)?;
     shared.phase.store(DRAIN, Ordering::Relaxed);
     bar.finish_and_clear();
 
-    let mut report = Report { label: args.label.clone(), clients: n, ..Report::default() };
+    let mut report = Report {
+        label: args.label.clone(),
+        clients: n,
+        ..Report::default()
+    };
     let mut latencies: Vec<(u32, u32)> = Vec::new();
     let mut snapshots = 0;
     for task in tasks {
-        let stats = tokio::time::timeout(Duration::from_secs(10), task).await.ok().and_then(Result::ok).unwrap_or_else(|| {
-            ClientStats { join_error: Some("client task did not finish".into()), ..ClientStats::default() }
-        });
+        let stats = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| ClientStats {
+                join_error: Some("client task did not finish".into()),
+                ..ClientStats::default()
+            });
         match stats.join_error {
             Some(e) => {
                 report.join_errors += 1;
@@ -279,7 +321,10 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     report.latency_samples = latencies.len();
     let mut all: Vec<u32> = latencies.iter().map(|l| l.1).collect();
     all.sort_unstable();
-    let pct = |v: &[u32], q: f64| v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |us| f64::from(*us) / 1000.0);
+    let pct = |v: &[u32], q: f64| {
+        v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |us| f64::from(*us) / 1000.0)
+    };
     report.latency_p50_ms = pct(&all, 0.5);
     report.latency_p99_ms = pct(&all, 0.99);
     report.latency_max_ms = all.last().map_or(0.0, |us| f64::from(*us) / 1000.0);
@@ -291,7 +336,11 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     report.server_rss_kib_per_client = rss as f64 / 1024.0 / n as f64;
     if let Some(at) = swap_at {
         let from = at.as_millis() as u32;
-        let mut window: Vec<u32> = latencies.iter().filter(|(t, _)| *t >= from && *t < from + 1000).map(|l| l.1).collect();
+        let mut window: Vec<u32> = latencies
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < from + 1000)
+            .map(|l| l.1)
+            .collect();
         window.sort_unstable();
         report.swap_latency_p99_ms = Some(pct(&window, 0.99));
         report.swap_latency_max_ms = Some(window.last().map_or(0.0, |us| f64::from(*us) / 1000.0));
@@ -317,7 +366,8 @@ async fn swap_summary(target: SocketAddr) -> Option<String> {
     None
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
     loop {
@@ -332,32 +382,56 @@ async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
 }
 
 fn frame(seq: u64, ack: u64, body: In) -> Message {
-    Message::Binary(ClientFrame { seq, ack, body: Some(body) }.encode_to_vec().into())
+    Message::Binary(
+        ClientFrame {
+            seq,
+            ack,
+            body: Some(body),
+        }
+        .encode_to_vec()
+        .into(),
+    )
 }
 
 /// Logs in, connects and joins; returns the socket, the player id and the last seq seen.
 async fn join(room: &str, creator: bool, s: &Shared) -> anyhow::Result<(Ws, u64, u64, u64)> {
     let (token, _) = crate::client::guest_login(s.target, "bench").await?;
     let url = format!("ws://{}/v1/ws?token={token}", s.target);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("connecting")?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("connecting")?;
     let welcome = next_frame(&mut ws).await?;
-    let Some(Out::Welcome(w)) = welcome.body else { bail!("expected a welcome") };
+    let Some(Out::Welcome(w)) = welcome.body else {
+        bail!("expected a welcome")
+    };
     let mut out_seq = 0;
-    let config = format!(r#"{{"max_players": {}, "tick_hz": {}}}"#, s.room_size, s.tick_hz);
+    let config = format!(
+        r#"{{"max_players": {}, "tick_hz": {}}}"#,
+        s.room_size, s.tick_hz
+    );
     let started = Instant::now();
     loop {
         out_seq += 1;
         let body = if creator {
-            In::Create(pb::CreateRoom { game: "arena".into(), room_id: room.to_owned(), config: config.clone() })
+            In::Create(pb::CreateRoom {
+                game: "arena".into(),
+                room_id: room.to_owned(),
+                config: config.clone(),
+            })
         } else {
-            In::Join(pb::JoinRoom { room_id: room.to_owned() })
+            In::Join(pb::JoinRoom {
+                room_id: room.to_owned(),
+            })
         };
         ws.send(frame(out_seq, 0, body)).await?;
         loop {
             let f = next_frame(&mut ws).await?;
             match f.body {
                 Some(Out::Joined(_)) => return Ok((ws, w.player_id, f.seq, out_seq)),
-                Some(Out::Error(e)) if e.code == ErrorCode::NoSuchRoom as i32 && started.elapsed() < Duration::from_secs(30) => {
+                Some(Out::Error(e))
+                    if e.code == ErrorCode::NoSuchRoom as i32
+                        && started.elapsed() < Duration::from_secs(30) =>
+                {
                     // The room's creator has not got there yet.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     break;
@@ -375,11 +449,20 @@ fn seq_in_snapshot(payload: &[u8], me_pattern: &[u8]) -> Option<u64> {
     let at = memchr::memmem::find(payload, me_pattern)?;
     let rest = &payload[at..];
     let seq_at = memchr::memmem::find(rest, b"\"seq\":")? + 6;
-    let digits = rest[seq_at..].iter().take_while(|b| b.is_ascii_digit()).fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let digits = rest[seq_at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     Some(digits)
 }
 
-async fn client(_i: usize, room: String, creator: bool, s: Arc<Shared>, mut start: watch::Receiver<bool>) -> ClientStats {
+async fn client(
+    _i: usize,
+    room: String,
+    creator: bool,
+    s: Arc<Shared>,
+    mut start: watch::Receiver<bool>,
+) -> ClientStats {
     let mut stats = ClientStats::default();
     let permit = s.join_slots.acquire().await;
     let joined = join(&room, creator, &s).await;
@@ -395,7 +478,8 @@ async fn client(_i: usize, room: String, creator: bool, s: Arc<Shared>, mut star
     let _ = start.wait_for(|go| *go).await;
     let me_pattern = format!("{{\"id\":{me},").into_bytes();
     let phase_offset = s.input_period.mul_f64(fastrand::f64());
-    let mut inputs = tokio::time::interval_at(tokio::time::Instant::now() + phase_offset, s.input_period);
+    let mut inputs =
+        tokio::time::interval_at(tokio::time::Instant::now() + phase_offset, s.input_period);
     inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut input_seq = 0u64;
     let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
@@ -442,18 +526,33 @@ async fn client(_i: usize, room: String, creator: bool, s: Arc<Shared>, mut star
             }
         }
     }
-    let _ = ws.close(None).await;
+    let _ = ws.close(Some(crate::client::normal_close())).await;
     stats
 }
 
 pub fn print(r: &Report) {
     println!(
         "{} N={}: joined {}/{} ({} errors{}), disconnects {}, latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} samples), {:.0} snapshots/s, server CPU {:.0}% ({:.1}% per 1000 clients) RSS {:.0} MiB ({:.1} KiB/client), load generator CPU {:.0}%",
-        r.label, r.clients, r.joined, r.clients, r.join_errors,
-        r.first_join_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
-        r.disconnects, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms, r.latency_samples,
-        r.snapshots_per_sec, r.server_cpu_pct, r.server_cpu_pct_per_1000_clients, r.server_rss_mib,
-        r.server_rss_kib_per_client, r.loadgen_cpu_pct
+        r.label,
+        r.clients,
+        r.joined,
+        r.clients,
+        r.join_errors,
+        r.first_join_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default(),
+        r.disconnects,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.latency_max_ms,
+        r.latency_samples,
+        r.snapshots_per_sec,
+        r.server_cpu_pct,
+        r.server_cpu_pct_per_1000_clients,
+        r.server_rss_mib,
+        r.server_rss_kib_per_client,
+        r.loadgen_cpu_pct
     );
     if let Some(s) = &r.swap_summary {
         println!(

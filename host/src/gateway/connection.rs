@@ -100,6 +100,10 @@ where
             incoming = stream.next() => {
                 let message = match incoming {
                     Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => m,
+                    Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => {
+                        session.end(p.id).await;
+                        return;
+                    }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
                 };

@@ -69,7 +69,7 @@ impl Default for GatewayConfig {
             max_strikes: 20,
             max_connections: 20_000,
             grace_period: Duration::from_secs(30),
-            replay_frames: 2048,
+            replay_frames: 1024,
             player_queue: 1024,
         }
     }

@@ -67,6 +67,10 @@ enum Control {
     Detach {
         conn: u64,
     },
+    /// The client said goodbye (close code 1000): leave the rooms now.
+    End {
+        conn: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -84,6 +88,11 @@ impl SessionHandle {
 
     pub async fn detach(&self, conn: u64) {
         let _ = self.tx.send(Control::Detach { conn }).await;
+    }
+
+    /// Ends the session now (the client closed normally); stale connections are ignored.
+    pub async fn end(&self, conn: u64) {
+        let _ = self.tx.send(Control::End { conn }).await;
     }
 
     async fn attach(&self, conn: ConnLink, last_seen: Option<u64>) -> Result<(), AttachError> {
@@ -275,6 +284,12 @@ impl Session {
                     Some(Control::Detach { conn }) => {
                         if self.conn.as_ref().is_some_and(|c| c.id == conn) {
                             self.detach();
+                        }
+                    }
+                    Some(Control::End { conn }) => {
+                        if self.conn.as_ref().is_some_and(|c| c.id == conn) {
+                            tracing::debug!(player = self.who.player_id, "session ended by the client");
+                            break;
                         }
                     }
                     None => break,

@@ -29,6 +29,8 @@ pub struct RoomSwapResult {
 #[derive(Clone, Debug)]
 pub struct GameSwapReport {
     pub game: String,
+    /// The swap failed in every room, so the previous version was kept active.
+    pub rolled_back: bool,
     pub from: String,
     pub to: String,
     pub policy: SwapPolicy,
@@ -51,11 +53,16 @@ impl GameSwapReport {
             self.to,
             self.results.len() - failed
         );
-        let mut pauses: Vec<std::time::Duration> =
-            self.results.iter().filter_map(|r| r.result.as_ref().ok().map(|o| o.pause)).collect();
+        let mut pauses: Vec<std::time::Duration> = self
+            .results
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok().map(|o| o.pause))
+            .collect();
         if !pauses.is_empty() {
             pauses.sort_unstable();
-            let at = |q: f64| pauses[((pauses.len() as f64 * q).ceil() as usize).clamp(1, pauses.len()) - 1];
+            let at = |q: f64| {
+                pauses[((pauses.len() as f64 * q).ceil() as usize).clamp(1, pauses.len()) - 1]
+            };
             line.push_str(&format!(
                 "; pause per room p50 {:?} p99 {:?} max {:?}",
                 at(0.5),
@@ -65,6 +72,9 @@ impl GameSwapReport {
         }
         if let Some((room, e)) = self.failures().next() {
             line.push_str(&format!(" (room {room}: {e})"));
+        }
+        if self.rolled_back {
+            line.push_str("; rolled back: new rooms keep the previous version");
         }
         line
     }

@@ -151,7 +151,13 @@ impl Rooms {
             tx: self.inner.workers[worker].clone(),
             shared,
         };
-        {
+        let init = RoomInit {
+            id: id.clone(),
+            config: config.into(),
+            seed: req.seed.unwrap_or_else(|| fastrand::u64(..)),
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sent = {
             let mut directory = self
                 .inner
                 .directory
@@ -161,20 +167,16 @@ impl Rooms {
                 return Err(CreateError::DuplicateId(id.to_string()));
             }
             directory.insert(id.clone(), handle.clone());
-        }
-        let init = RoomInit {
-            id: id.clone(),
-            config: config.into(),
-            seed: req.seed.unwrap_or_else(|| fastrand::u64(..)),
+            // Queued under the lock: whoever finds the room in the directory queues its
+            // commands on the same worker after this one.
+            handle.tx.send(Command::Create {
+                key,
+                module,
+                init,
+                shared: handle.shared.clone(),
+                reply,
+            })
         };
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let sent = handle.tx.send(Command::Create {
-            key,
-            module,
-            init,
-            shared: handle.shared.clone(),
-            reply,
-        });
         let result = match sent {
             Ok(()) => rx.await.unwrap_or(Err(CreateError::ShuttingDown)),
             Err(_) => Err(CreateError::ShuttingDown),
@@ -222,7 +224,9 @@ impl Rooms {
     /// Swaps `module` in as the active version of its game. With
     /// [`SwapPolicy::AllRooms`] every running room of the game is swapped at its next
     /// tick boundary (rooms on different workers in parallel) and the report holds each
-    /// room's result; with [`SwapPolicy::NewRoomsOnly`] running rooms keep their version.
+    /// room's result; a room whose swap fails keeps its version, and if the swap failed
+    /// in every room the previous version stays active for new rooms too (`rolled_back`).
+    /// With [`SwapPolicy::NewRoomsOnly`] running rooms keep their version.
     pub async fn swap_game(
         &self,
         game: &str,
@@ -261,8 +265,14 @@ impl Rooms {
                 });
             }
         }
+        // A version that failed in every room it reached is not kept for new rooms.
+        let rolled_back = !results.is_empty() && results.iter().all(|r| r.result.is_err());
+        if rolled_back {
+            self.inner.games.install(&game, previous.clone());
+        }
         let report = GameSwapReport {
             game,
+            rolled_back,
             from: previous.label(),
             to: module.label(),
             policy,
