@@ -3,12 +3,13 @@
 use bytes::Bytes;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::error::{JoinError, SwapError};
 use super::events::PlayerSink;
+use super::inbox::Inbox;
 use super::worker::Command;
 use crate::runtime::Module;
 
@@ -80,7 +81,7 @@ pub struct SwapOutcome {
 pub struct RoomHandle {
     pub(super) key: u64,
     pub(super) id: Arc<str>,
-    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) tx: Arc<Inbox>,
     pub(super) shared: Arc<RoomShared>,
 }
 
@@ -113,7 +114,7 @@ impl RoomHandle {
     }
 
     fn send(&self, command: Command) -> bool {
-        self.tx.send(command).is_ok()
+        self.tx.send(command)
     }
 
     /// Adds a player; the game may refuse it. Events for the player go to `sink`.

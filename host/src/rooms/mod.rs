@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod games;
 mod handle;
+mod inbox;
 mod room;
 mod worker;
 
@@ -22,11 +23,12 @@ pub use handle::{LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
 use crate::runtime::{Module, RoomInit, Runtime};
 use games::Games;
 use handle::RoomShared;
+use inbox::Inbox;
 use worker::{Command, Directory, Worker};
 
 /// What to create: a room of `game`, optionally with an id, a JSON config and a seed.
@@ -50,7 +52,7 @@ pub struct Rooms {
 struct Inner {
     rt: Arc<Runtime>,
     cfg: Arc<RoomsConfig>,
-    workers: Vec<mpsc::Sender<Command>>,
+    workers: Vec<Arc<Inbox>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     directory: Arc<Directory>,
     games: Games,
@@ -177,9 +179,10 @@ impl Rooms {
                 reply,
             })
         };
-        let result = match sent {
-            Ok(()) => rx.await.unwrap_or(Err(CreateError::ShuttingDown)),
-            Err(_) => Err(CreateError::ShuttingDown),
+        let result = if sent {
+            rx.await.unwrap_or(Err(CreateError::ShuttingDown))
+        } else {
+            Err(CreateError::ShuttingDown)
         };
         match result {
             Ok(()) => Ok(handle),

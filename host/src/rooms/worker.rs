@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -14,6 +14,7 @@ use super::config::RoomsConfig;
 use super::error::{CreateError, JoinError, SwapError};
 use super::events::PlayerSink;
 use super::handle::{RoomHandle, RoomShared, SwapOutcome};
+use super::inbox::Inbox;
 use super::room::Room;
 use crate::runtime::{LeaveReason, Module, RoomInit, Runtime};
 
@@ -62,7 +63,7 @@ pub(super) enum Command {
 pub(super) type Directory = Mutex<HashMap<Arc<str>, RoomHandle>>;
 
 pub(super) struct Worker {
-    rx: mpsc::Receiver<Command>,
+    inbox: Arc<Inbox>,
     rooms: HashMap<u64, Room>,
     /// Due ticks: (when, room key). An entry whose time is not the room's `scheduled`
     /// is stale (the tick rate changed) and is skipped.
@@ -78,10 +79,10 @@ impl Worker {
         rt: Arc<Runtime>,
         cfg: Arc<RoomsConfig>,
         directory: Arc<Directory>,
-    ) -> std::io::Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel();
+    ) -> std::io::Result<(Arc<Inbox>, std::thread::JoinHandle<()>)> {
+        let inbox = Arc::new(Inbox::new());
         let worker = Worker {
-            rx,
+            inbox: inbox.clone(),
             rooms: HashMap::new(),
             timers: BinaryHeap::new(),
             rt,
@@ -91,36 +92,27 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("ludus-rooms-{index}"))
             .spawn(move || worker.run())?;
-        Ok((tx, thread))
+        Ok((inbox, thread))
     }
 
     fn run(mut self) {
+        self.inbox.bind_current_thread();
+        let mut batch = Vec::new();
+        let mut last_command = Instant::now();
         loop {
-            let received = match self.timers.peek() {
-                Some(Reverse((at, _))) => {
-                    let wait = at.saturating_duration_since(Instant::now());
-                    self.rx
-                        .recv_timeout(wait)
-                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
+            self.inbox.drain(&mut batch);
+            if !batch.is_empty() {
+                last_command = Instant::now();
+            }
+            for command in batch.drain(..) {
+                if !self.handle(command) {
+                    self.inbox.close();
+                    return;
                 }
-                None => self.rx.recv().map_err(|_| true),
-            };
-            match received {
-                Ok(command) => {
-                    if !self.handle(command) {
-                        return;
-                    }
-                    // Take whatever else is queued before looking at the clock.
-                    while let Ok(command) = self.rx.try_recv() {
-                        if !self.handle(command) {
-                            return;
-                        }
-                    }
-                }
-                Err(true) => return self.shutdown("the room host stopped"),
-                Err(false) => {}
             }
             self.run_due_ticks();
+            let next_tick = self.timers.peek().map(|Reverse((at, _))| *at);
+            self.inbox.wait(next_tick, last_command);
         }
     }
 

@@ -1,0 +1,101 @@
+//! A worker's inbox: commands from any thread, with wake-ups coalesced.
+//!
+//! A worker that had messages within the last `LINGER` does not sleep deeply: it polls
+//! its inbox every `POLL`, and senders do not wake it. Under load that turns one
+//! futex wake per player input into a timer wake every `POLL` per worker (an input waits
+//! at most `POLL` longer; a 20 Hz game never notices). An idle worker parks until its
+//! next tick and the first command wakes it at once.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use super::worker::Command;
+
+/// How long a worker keeps polling after its last command.
+const LINGER: Duration = Duration::from_millis(2);
+/// How often a lingering worker looks at its inbox.
+const POLL: Duration = Duration::from_micros(500);
+
+const AWAKE: u8 = 0;
+const PARKED: u8 = 1;
+
+pub(super) struct Inbox {
+    queue: Mutex<Vec<Command>>,
+    state: AtomicU8,
+    thread: OnceLock<Thread>,
+    closed: AtomicBool,
+}
+
+impl Inbox {
+    pub fn new() -> Self {
+        Inbox {
+            queue: Mutex::new(Vec::new()),
+            state: AtomicU8::new(AWAKE),
+            thread: OnceLock::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a command; false if the worker has stopped.
+    pub fn send(&self, command: Command) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(command);
+        if self.state.load(Ordering::SeqCst) == PARKED
+            && self
+                .state
+                .compare_exchange(PARKED, AWAKE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+        true
+    }
+
+    /// Called once by the worker thread before it receives.
+    pub fn bind_current_thread(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self, into: &mut Vec<Command>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *queue, into);
+    }
+
+    /// Waits until `deadline` (the next tick) or a command, as described above.
+    pub fn wait(&self, deadline: Option<Instant>, last_command: Instant) {
+        let now = Instant::now();
+        let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
+        if now.duration_since(last_command) < LINGER {
+            std::thread::sleep(until_deadline.map_or(POLL, |d| d.min(POLL)));
+            return;
+        }
+        self.state.store(PARKED, Ordering::SeqCst);
+        let pending = !self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if !pending {
+            match until_deadline {
+                Some(d) => std::thread::park_timeout(d),
+                None => std::thread::park(),
+            }
+        }
+        self.state.store(AWAKE, Ordering::SeqCst);
+    }
+
+    /// The worker stopped: later sends fail.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
