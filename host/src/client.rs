@@ -294,12 +294,11 @@ impl Client {
     /// Reconnects with resume after `cause`, unless the server closed the session for
     /// good (replaced, expired).
     async fn resume_after(&mut self, cause: anyhow::Error) -> anyhow::Result<()> {
-        if let Some(closed) = cause.downcast_ref::<Closed>() {
-            if closed.code == crate::gateway::session::close_code::REPLACED
-                || closed.code == crate::gateway::session::close_code::SESSION_ENDED
-            {
-                return Err(cause);
-            }
+        if let Some(closed) = cause.downcast_ref::<Closed>()
+            && (closed.code == crate::gateway::session::close_code::REPLACED
+                || closed.code == crate::gateway::session::close_code::SESSION_ENDED)
+        {
+            return Err(cause);
         }
         let mut delay = self.opts.backoff_initial;
         let mut attempts = 0;

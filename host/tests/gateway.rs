@@ -46,7 +46,7 @@ fn snapshot(frame: &ServerFrame) -> Option<Value> {
     }
 }
 
-fn me<'a>(snap: &'a Value, id: u64) -> Option<&'a Value> {
+fn me(snap: &Value, id: u64) -> Option<&Value> {
     snap["players"].as_array()?.iter().find(|p| p["id"] == id)
 }
 

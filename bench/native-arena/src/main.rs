@@ -218,12 +218,12 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
                     continue;
                 };
                 let mut r = room.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((a, _)) = r.players.get_mut(&id) {
-                    if input.seq > a.seq {
-                        a.seq = input.seq;
-                        a.x = (a.x + input.dx.clamp(-MAX_STEP, MAX_STEP)).clamp(0, 1000);
-                        a.y = (a.y + input.dy.clamp(-MAX_STEP, MAX_STEP)).clamp(0, 1000);
-                    }
+                if let Some((a, _)) = r.players.get_mut(&id)
+                    && input.seq > a.seq
+                {
+                    a.seq = input.seq;
+                    a.x = (a.x + input.dx.clamp(-MAX_STEP, MAX_STEP)).clamp(0, 1000);
+                    a.y = (a.y + input.dy.clamp(-MAX_STEP, MAX_STEP)).clamp(0, 1000);
                 }
             }
             _ => {}

@@ -354,12 +354,11 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
 async fn swap_summary(target: SocketAddr) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(resp) = reqwest::get(format!("http://{target}/v1/games")).await {
-            if let Ok(games) = resp.json::<serde_json::Value>().await {
-                if let Some(s) = games.get(0).and_then(|g| g["last_swap"].as_str()) {
-                    return Some(s.to_owned());
-                }
-            }
+        if let Ok(resp) = reqwest::get(format!("http://{target}/v1/games")).await
+            && let Ok(games) = resp.json::<serde_json::Value>().await
+            && let Some(s) = games.get(0).and_then(|g| g["last_swap"].as_str())
+        {
+            return Some(s.to_owned());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -52,10 +52,9 @@ impl Inbox {
                 .state
                 .compare_exchange(PARKED, AWAKE, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
+            && let Some(thread) = self.thread.get()
         {
-            if let Some(thread) = self.thread.get() {
-                thread.unpark();
-            }
+            thread.unpark();
         }
         true
     }

@@ -75,7 +75,7 @@ pub(super) fn check_contract(component: &Component) -> Result<(), ModuleError> {
         .map(|(name, _)| name.to_owned())
         .collect();
     let wanted = CONTRACT.room_export();
-    if exports.iter().any(|e| *e == wanted) {
+    if exports.contains(&wanted) {
         return Ok(());
     }
     let room_prefix = format!("{}/room", CONTRACT.package);
