@@ -16,8 +16,16 @@ pub fn example_games_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../example-games")
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+/// `cargo` run in `dir`, without the flags meant for the host build (they must not leak
+/// into a guest build).
+fn guest_cargo(dir: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command
+        .current_dir(dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    command
 }
 
 /// Adds the `wasm32-wasip2` target with rustup if the toolchain lacks it.
@@ -58,8 +66,7 @@ pub fn ensure_target() -> anyhow::Result<()> {
 pub fn build_workspace(dir: &Path) -> anyhow::Result<PathBuf> {
     ensure_target()?;
     let target_dir = dir.join("target");
-    let output = Command::new(cargo())
-        .current_dir(dir)
+    let output = guest_cargo(dir)
         .args([
             "build",
             "--release",
@@ -69,10 +76,6 @@ pub fn build_workspace(dir: &Path) -> anyhow::Result<PathBuf> {
             "--target-dir",
         ])
         .arg(&target_dir)
-        // Flags meant for the host build must not leak into the guest build.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
         .output()
         .with_context(|| format!("running cargo in {}", dir.display()))?;
     if !output.status.success() {
@@ -123,8 +126,7 @@ pub fn build_crate(dir: &Path) -> anyhow::Result<BuiltCrate> {
         bail!("{} is not a crate (no Cargo.toml)", dir.display());
     }
     let manifest = manifest.canonicalize()?;
-    let output = Command::new(cargo())
-        .current_dir(dir)
+    let output = guest_cargo(dir)
         .args([
             "build",
             "--release",
@@ -132,9 +134,6 @@ pub fn build_crate(dir: &Path) -> anyhow::Result<BuiltCrate> {
             TARGET,
             "--message-format=json-render-diagnostics",
         ])
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
         .output()
         .with_context(|| format!("running cargo in {}", dir.display()))?;
     if !output.status.success() {

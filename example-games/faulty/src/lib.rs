@@ -95,7 +95,9 @@ impl Game for Faulty {
             spin();
         }
         if self.flood_next_tick {
-            let chunk = vec![b'x'; 1 << 20];
+            // One message past the host's 4 MiB per-call cap: the first call trips it,
+            // long before the tick's deadline even on a busy machine.
+            let chunk = vec![b'x'; 5 << 20];
             loop {
                 room.broadcast(&chunk);
             }
