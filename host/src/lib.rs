@@ -30,6 +30,7 @@ pub mod demo;
 pub mod dev;
 pub mod gateway;
 pub mod guest_build;
+pub mod percentile;
 pub mod reload;
 pub mod rooms;
 pub mod runtime;

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::gateway::pb::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
 };
+use crate::percentile::nearest_rank;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ArenaBench {
@@ -321,10 +322,7 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     report.latency_samples = latencies.len();
     let mut all: Vec<u32> = latencies.iter().map(|l| l.1).collect();
     all.sort_unstable();
-    let pct = |v: &[u32], q: f64| {
-        v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |us| f64::from(*us) / 1000.0)
-    };
+    let pct = |v: &[u32], q: f64| nearest_rank(v, q).map_or(0.0, |us| f64::from(us) / 1000.0);
     report.latency_p50_ms = pct(&all, 0.5);
     report.latency_p99_ms = pct(&all, 0.99);
     report.latency_max_ms = all.last().map_or(0.0, |us| f64::from(*us) / 1000.0);

@@ -21,12 +21,7 @@ impl Stats {
     pub fn of(mut samples: Vec<Duration>) -> Stats {
         samples.sort_unstable();
         let n = samples.len().max(1);
-        let at = |q: f64| {
-            samples
-                .get(((n as f64 * q).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or_default()
-        };
+        let at = |q: f64| crate::percentile::nearest_rank(&samples, q).unwrap_or_default();
         let total: Duration = samples.iter().sum();
         Stats {
             samples: samples.len(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::SwapError;
 use super::handle::{RoomInfo, SwapOutcome};
+use crate::percentile::nearest_rank;
 use crate::runtime::Module;
 
 /// Which rooms a game-wide swap touches.
@@ -60,9 +61,7 @@ impl GameSwapReport {
             .collect();
         if !pauses.is_empty() {
             pauses.sort_unstable();
-            let at = |q: f64| {
-                pauses[((pauses.len() as f64 * q).ceil() as usize).clamp(1, pauses.len()) - 1]
-            };
+            let at = |q: f64| nearest_rank(&pauses, q).unwrap_or_default();
             line.push_str(&format!(
                 "; pause per room p50 {:?} p99 {:?} max {:?}",
                 at(0.5),

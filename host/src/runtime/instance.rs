@@ -235,9 +235,4 @@ impl GameInstance {
     pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.store.data_mut().effects.drain(..)
     }
-
-    /// Forgets effects asked for by a call whose outcome is discarded.
-    pub fn discard_effects(&mut self) {
-        self.store.data_mut().effects.clear();
-    }
 }
