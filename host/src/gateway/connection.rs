@@ -1,21 +1,27 @@
-//! One WebSocket connection: decodes client frames (with size and rate limits) and
-//! passes them to the player's session; writes what the session sends. Generic over
-//! the socket's `Stream`/`Sink`, so a test can drive it without a network.
+//! One WebSocket connection. After the handshake it is handed to the player's session,
+//! which reads and writes it directly (no task between them): [`Conn`] decodes client
+//! frames under the size and rate limits and batches outgoing frames until the session
+//! flushes. Generic over the socket's `Stream`/`Sink`, so a test can drive it without a
+//! network.
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::GatewayConfig;
 use super::auth::Identity;
 use super::frames::{self, Mode};
 use super::pb::{self, ErrorCode, ServerFrame, server_frame::Body as Out};
 use super::rate::RateLimit;
-use super::session::{ConnLink, Sessions, ToConn, close_code};
+use super::session::{Sessions, close_code};
 
-const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a write to the client may take before the connection counts as too slow
+/// (it is dropped; the session keeps the frames for a resume).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a connection needs besides its socket.
 pub struct ConnParams {
@@ -25,6 +31,41 @@ pub struct ConnParams {
     pub mode: Mode,
     pub sessions: Arc<Sessions>,
     pub cfg: Arc<GatewayConfig>,
+    /// Held as long as the socket is open (counts the connection).
+    pub guard: Box<dyn Send + Sync>,
+}
+
+type BoxSink = Pin<Box<dyn Sink<Message, Error = ()> + Send>>;
+type BoxStream = Pin<Box<dyn Stream<Item = Result<Message, ()>> + Send>>;
+
+/// What the client sent, as the session sees it.
+pub enum Incoming {
+    Frame(pb::ClientFrame),
+    /// A frame over a limit or malformed: an error frame is queued, nothing else to do.
+    Rejected,
+    /// Too many rejected frames: a policy close is due.
+    Abusive,
+    /// The client closed normally (code 1000): the session ends now.
+    Goodbye,
+    /// The connection dropped.
+    Gone,
+}
+
+/// A client's socket, owned by its session while attached.
+pub struct Conn {
+    pub id: u64,
+    mode: Mode,
+    sink: BoxSink,
+    stream: BoxStream,
+    rate: RateLimit,
+    /// Error frames earned in the current window; the count starts over after a quiet
+    /// `STRIKE_WINDOW`, so a long session is not closed for rare mistakes.
+    strikes: u32,
+    window_start: Instant,
+    cfg: Arc<GatewayConfig>,
+    /// Encoded frames waiting for the next flush.
+    outbox: Vec<Message>,
+    _guard: Box<dyn Send + Sync>,
 }
 
 fn encode(mode: Mode, frame: &ServerFrame) -> Message {
@@ -34,7 +75,7 @@ fn encode(mode: Mode, frame: &ServerFrame) -> Message {
     }
 }
 
-fn close(code: u16, reason: &str) -> Message {
+fn close_message(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: reason.chars().take(120).collect::<String>().into(),
@@ -55,84 +96,101 @@ fn input_error(mode: Mode, code: ErrorCode, message: String) -> Message {
     encode(mode, &frame)
 }
 
-pub async fn run<S, E>(socket: S, p: ConnParams)
-where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
-{
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel(p.cfg.replay_frames + 64);
-    let session = match p
-        .sessions
-        .connect(&p.who, p.resume.clone(), ConnLink { id: p.id, tx })
-        .await
-    {
-        Ok(session) => session,
-        Err(reason) => {
-            let _ = sink
-                .send(input_error(p.mode, ErrorCode::ResumeFailed, reason.clone()))
-                .await;
-            let _ = sink.send(close(close_code::RESUME_FAILED, &reason)).await;
-            return;
+impl Conn {
+    /// Queues a frame; it is written at the next [`Conn::flush`].
+    pub fn queue(&mut self, frame: &ServerFrame) {
+        self.outbox.push(encode(self.mode, frame));
+    }
+
+    /// Writes the queued frames with one flush; false if the connection failed or
+    /// could not take them within `WRITE_TIMEOUT`.
+    pub async fn flush(&mut self) -> bool {
+        if self.outbox.is_empty() {
+            return true;
         }
-    };
-    let mut rate = RateLimit::new(p.cfg.max_messages_per_second);
-    // Error frames earned in the current window; the count starts over after a quiet
-    // `STRIKE_WINDOW`, so a long session is not closed for rare mistakes.
-    let mut strikes = 0u32;
-    let mut window_start = Instant::now();
-    loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(ToConn::Frame(frame)) => {
-                    if sink.send(encode(p.mode, &frame)).await.is_err() {
-                        break;
-                    }
+        let (sink, outbox) = (&mut self.sink, &mut self.outbox);
+        let write = async move {
+            for message in outbox.drain(..) {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        };
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    }
+
+    /// Sends what is queued, then a close frame, in the background, and drops the socket.
+    pub fn close(mut self, code: u16, reason: &str) {
+        self.outbox.push(close_message(code, reason));
+        tokio::spawn(async move {
+            let _ = self.flush().await;
+        });
+    }
+
+    /// The next thing the client sent (cancel-safe: nothing is lost when a caller's
+    /// `select!` drops the future).
+    pub async fn next(&mut self) -> Incoming {
+        let message = loop {
+            match self.stream.next().await {
+                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => break m,
+                Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => {
+                    return Incoming::Goodbye;
                 }
-                Some(ToConn::Close { code, reason }) => {
-                    let _ = sink.send(close(code, &reason)).await;
-                    return; // the session has already moved on from this connection
+                Some(Ok(Message::Close(_))) | None | Some(Err(())) => return Incoming::Gone,
+                Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
+            }
+        };
+        let mode = if matches!(message, Message::Text(_)) {
+            Mode::Json
+        } else {
+            Mode::Binary
+        };
+        match admit(&message, &mut self.rate, &self.cfg) {
+            Ok(frame) => Incoming::Frame(frame),
+            Err((code, reason)) => {
+                if self.window_start.elapsed() > STRIKE_WINDOW {
+                    self.strikes = 0;
+                    self.window_start = Instant::now();
                 }
-                None => {
-                    let _ = sink.send(close(close_code::SESSION_ENDED, "the session ended")).await;
-                    return;
+                self.strikes += 1;
+                if self.strikes > self.cfg.max_strikes {
+                    return Incoming::Abusive;
                 }
-            },
-            incoming = stream.next() => {
-                let message = match incoming {
-                    Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => m,
-                    Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => {
-                        session.end(p.id).await;
-                        return;
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
-                };
-                let mode = if matches!(message, Message::Text(_)) { Mode::Json } else { Mode::Binary };
-                match admit(&message, &mut rate, &p.cfg) {
-                    Ok(frame) => {
-                        if !session.frame(p.id, frame).await {
-                            break;
-                        }
-                    }
-                    Err((code, reason)) => {
-                        if window_start.elapsed() > STRIKE_WINDOW {
-                            strikes = 0;
-                            window_start = Instant::now();
-                        }
-                        strikes += 1;
-                        if strikes > p.cfg.max_strikes {
-                            let _ = sink.send(close(close_code::POLICY, "too many bad or excess frames")).await;
-                            break;
-                        }
-                        if sink.send(input_error(mode, code, reason)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
+                self.outbox.push(input_error(mode, code, reason));
+                Incoming::Rejected
             }
         }
     }
-    session.detach(p.id).await;
+}
+
+/// Hands a new WebSocket to the player's session (which then owns it), or answers a
+/// refused resume with an error frame and a close.
+pub async fn run<S, E>(socket: S, p: ConnParams)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
+    E: 'static,
+{
+    let (sink, stream) = socket.split();
+    let conn = Conn {
+        id: p.id,
+        mode: p.mode,
+        sink: Box::pin(sink.sink_map_err(|_| ())),
+        stream: Box::pin(stream.map(|r| r.map_err(|_| ()))),
+        rate: RateLimit::new(p.cfg.max_messages_per_second),
+        strikes: 0,
+        window_start: Instant::now(),
+        cfg: p.cfg.clone(),
+        outbox: Vec::new(),
+        _guard: p.guard,
+    };
+    if let Err((conn, reason)) = p.sessions.connect(&p.who, p.resume, conn).await
+        && let Some(mut conn) = conn
+    {
+        conn.outbox
+            .push(input_error(p.mode, ErrorCode::ResumeFailed, reason.clone()));
+        conn.outbox
+            .push(close_message(close_code::RESUME_FAILED, &reason));
+        let _ = conn.flush().await;
+    }
 }
 
 /// Checks a frame against the limits, then decodes it (a frame over the size limit is

@@ -228,8 +228,8 @@ async fn websocket(
         inner.connections.fetch_sub(1, Ordering::AcqRel);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
     }
-    let guard = ConnectionGuard(gw.clone());
     let params = connection::ConnParams {
+        guard: Box::new(ConnectionGuard(gw.clone())),
         id: inner.next_conn.fetch_add(1, Ordering::Relaxed),
         who,
         resume,
@@ -251,7 +251,6 @@ async fn websocket(
     };
     ws.on_upgrade(move |socket| async move {
         connection::run(socket, params).await;
-        drop(guard);
     })
     .into_response()
 }

@@ -2,7 +2,10 @@
 //! through a dropped connection for a grace period.
 //!
 //! Each session is a task. Connections attach to it (a new one, a resumed one, or one
-//! that takes over from an older connection) and detach when they drop. While detached
+//! that takes over from an older connection) and detach when they drop; while attached,
+//! the session task reads and writes the socket itself, so an input reaches its room and
+//! a room's frame reaches the socket with no other task in between. Frames that arrive
+//! together are written with one flush. While detached
 //! the session keeps numbering and buffering the room's frames; a connection that
 //! resumes with the last frame number it saw gets every later frame again, and client
 //! frames the session already processed are dropped by their number. When the grace
@@ -17,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Identity;
+use super::connection::{Conn, Incoming};
 use super::pb::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
 };
@@ -41,35 +45,14 @@ pub struct SessionConfig {
     pub player_queue: usize,
 }
 
-/// What a session sends its connection.
-#[derive(Debug)]
-pub enum ToConn {
-    Frame(Arc<ServerFrame>),
-    Close { code: u16, reason: String },
-}
-
-/// A connection as its session sees it.
-pub struct ConnLink {
-    pub id: u64,
-    pub tx: mpsc::Sender<ToConn>,
-}
+/// A connection's attach request; a refused one gets its socket back to say why.
+type AttachReply = oneshot::Sender<Result<(), (Conn, String)>>;
 
 enum Control {
     Attach {
-        conn: ConnLink,
+        conn: Conn,
         last_seen: Option<u64>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Frame {
-        conn: u64,
-        frame: ClientFrame,
-    },
-    Detach {
-        conn: u64,
-    },
-    /// The client said goodbye (close code 1000): leave the rooms now.
-    End {
-        conn: u64,
+        reply: AttachReply,
     },
 }
 
@@ -81,41 +64,29 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Passes a decoded client frame to the session; false if the session is gone.
-    pub async fn frame(&self, conn: u64, frame: ClientFrame) -> bool {
-        self.tx.send(Control::Frame { conn, frame }).await.is_ok()
-    }
-
-    pub async fn detach(&self, conn: u64) {
-        let _ = self.tx.send(Control::Detach { conn }).await;
-    }
-
-    /// Ends the session now (the client closed normally); stale connections are ignored.
-    pub async fn end(&self, conn: u64) {
-        let _ = self.tx.send(Control::End { conn }).await;
-    }
-
-    async fn attach(&self, conn: ConnLink, last_seen: Option<u64>) -> Result<(), AttachError> {
+    async fn attach(&self, conn: Conn, last_seen: Option<u64>) -> Result<(), AttachError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Control::Attach {
-                conn,
-                last_seen,
-                reply,
-            })
-            .await
-            .map_err(|_| AttachError::Gone)?;
+        let request = Control::Attach {
+            conn,
+            last_seen,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(Control::Attach { conn, .. })) =
+            self.tx.send(request).await
+        {
+            return Err(AttachError::Gone(Some(conn)));
+        }
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(AttachError::Refused(reason)),
-            Err(_) => Err(AttachError::Gone),
+            Ok(Err((conn, reason))) => Err(AttachError::Refused(conn, reason)),
+            Err(_) => Err(AttachError::Gone(None)),
         }
     }
 }
 
 enum AttachError {
-    Gone,
-    Refused(String),
+    Gone(Option<Conn>),
+    Refused(Conn, String),
 }
 
 /// Every live session of this node, by player.
@@ -148,46 +119,45 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Attaches a connection to the player's session: resumes it (`resume` = resume
-    /// token and last server frame seen), takes it over from an older connection, or
-    /// starts a new one.
+    /// Attaches a connection to the player's session, which owns it from then on:
+    /// resumes the session (`resume` = resume token and last server frame seen), takes
+    /// it over from an older connection, or starts a new one. A refusal says why and
+    /// returns the connection (if it still has it) so the caller can tell the client.
     pub async fn connect(
         self: &Arc<Self>,
         who: &Identity,
         resume: Option<(String, u64)>,
-        conn: ConnLink,
-    ) -> Result<SessionHandle, String> {
+        conn: Conn,
+    ) -> Result<(), (Option<Conn>, String)> {
         let existing = self.get(who.player_id);
-        match (resume, existing) {
+        let (session, last_seen, gone) = match (resume, existing) {
             (Some((token, last_seen)), Some(session)) => {
                 if *session.resume_token != token {
-                    return Err("the resume token does not belong to this player's session".into());
+                    let reason = "the resume token does not belong to this player's session";
+                    return Err((Some(conn), reason.into()));
                 }
-                match session.attach(conn, Some(last_seen)).await {
-                    Ok(()) => Ok(session),
-                    Err(AttachError::Refused(reason)) => Err(reason),
-                    Err(AttachError::Gone) => {
-                        Err("the session has ended; connect without resume".into())
-                    }
-                }
+                (
+                    session,
+                    Some(last_seen),
+                    "the session has ended; connect without resume",
+                )
             }
-            (Some(_), None) => Err(
-                "no session to resume: it expired or never existed; connect without resume".into(),
+            (Some(_), None) => {
+                let reason =
+                    "no session to resume: it expired or never existed; connect without resume";
+                return Err((Some(conn), reason.into()));
+            }
+            (None, Some(session)) => (
+                session,
+                None,
+                "the session ended while connecting; try again",
             ),
-            (None, Some(session)) => match session.attach(conn, None).await {
-                Ok(()) => Ok(session),
-                Err(AttachError::Refused(reason)) => Err(reason),
-                Err(AttachError::Gone) => {
-                    Err("the session ended while connecting; try again".into())
-                }
-            },
-            (None, None) => {
-                let session = self.start(who);
-                match session.attach(conn, None).await {
-                    Ok(()) => Ok(session),
-                    Err(_) => Err("the new session could not start".into()),
-                }
-            }
+            (None, None) => (self.start(who), None, "the new session could not start"),
+        };
+        match session.attach(conn, last_seen).await {
+            Ok(()) => Ok(()),
+            Err(AttachError::Refused(conn, reason)) => Err((Some(conn), reason)),
+            Err(AttachError::Gone(conn)) => Err((conn, gone.into())),
         }
     }
 
@@ -240,7 +210,8 @@ struct Session {
     /// Rooms deliver this player's events here; `events` is its other end.
     sink: mpsc::Sender<RoomEvent>,
     events: mpsc::Receiver<RoomEvent>,
-    conn: Option<ConnLink>,
+    /// The attached connection, read and written by this task.
+    conn: Option<Conn>,
     /// Number of the last frame sent to the client.
     out_seq: u64,
     /// Number of the last client frame processed.
@@ -264,7 +235,7 @@ impl Session {
     async fn run(mut self, mut ctl: mpsc::Receiver<Control>, shutdown: CancellationToken) {
         loop {
             let expires = self.expires;
-            let can_buffer = self.conn.is_some() || self.unacked.len() < self.cfg.replay_frames;
+            let attached = self.conn.is_some();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -273,32 +244,49 @@ impl Session {
                 }
                 command = ctl.recv() => match command {
                     Some(Control::Attach { conn, last_seen, reply }) => {
-                        let result = self.attach(conn, last_seen);
-                        let _ = reply.send(result);
-                    }
-                    Some(Control::Frame { conn, frame }) => {
-                        if self.conn.as_ref().is_some_and(|c| c.id == conn) {
-                            self.client_frame(frame).await;
-                        }
-                    }
-                    Some(Control::Detach { conn }) => {
-                        if self.conn.as_ref().is_some_and(|c| c.id == conn) {
-                            self.detach();
-                        }
-                    }
-                    Some(Control::End { conn }) => {
-                        if self.conn.as_ref().is_some_and(|c| c.id == conn) {
-                            tracing::debug!(player = self.who.player_id, "session ended by the client");
-                            break;
-                        }
+                        let _ = reply.send(self.attach(conn, last_seen));
                     }
                     None => break,
                 },
-                Some(event) = self.events.recv(), if can_buffer => self.room_event(event),
+                incoming = next_incoming(&mut self.conn), if attached => match incoming {
+                    Incoming::Frame(frame) => self.client_frame(frame).await,
+                    Incoming::Rejected => {}
+                    Incoming::Abusive => {
+                        self.close_conn(close_code::POLICY, "too many bad or excess frames");
+                        self.detach();
+                    }
+                    Incoming::Goodbye => {
+                        tracing::debug!(player = self.who.player_id, "session ended by the client");
+                        self.conn = None;
+                        break;
+                    }
+                    Incoming::Gone => {
+                        self.conn = None;
+                        self.detach();
+                    }
+                },
+                Some(event) = self.events.recv(), if self.can_buffer() => {
+                    self.room_event(event);
+                    // Whatever else is already queued goes out with the same flush.
+                    while self.can_buffer() {
+                        match self.events.try_recv() {
+                            Ok(event) => self.room_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = sleep_until(expires), if expires.is_some() => {
                     tracing::info!(player = self.who.player_id, "session expired after its grace period");
                     break;
                 }
+            }
+            if let Some(conn) = &mut self.conn
+                && !conn.flush().await
+            {
+                // The connection is gone or cannot keep up: drop it; the client may
+                // resume and get the frames again.
+                self.close_conn(close_code::TOO_SLOW, "the connection fell too far behind");
+                self.detach();
             }
         }
         for (_, room) in self.joined.drain() {
@@ -306,23 +294,31 @@ impl Session {
         }
     }
 
-    fn attach(&mut self, conn: ConnLink, last_seen: Option<u64>) -> Result<(), String> {
+    /// Room events are taken while a connection is attached, or while the replay
+    /// buffer has room; otherwise they wait in the player's queue.
+    fn can_buffer(&self) -> bool {
+        self.conn.is_some() || self.unacked.len() < self.cfg.replay_frames
+    }
+
+    fn attach(&mut self, mut conn: Conn, last_seen: Option<u64>) -> Result<(), (Conn, String)> {
         let replay = match last_seen {
             Some(n) => {
                 if n > self.out_seq {
-                    return Err(format!(
+                    let reason = format!(
                         "last_seen {n} is ahead of the server, which sent up to {}",
                         self.out_seq
-                    ));
+                    );
+                    return Err((conn, reason));
                 }
                 self.acknowledged(n);
                 let first_held = self.unacked.front().map_or(self.out_seq + 1, |f| f.seq);
                 if first_held > n + 1 {
-                    return Err(format!(
+                    let reason = format!(
                         "frames {}..{} are no longer held for replay; connect without resume",
                         n + 1,
                         first_held - 1
-                    ));
+                    );
+                    return Err((conn, reason));
                 }
                 true
             }
@@ -347,11 +343,9 @@ impl Session {
                 ack: self.in_seq,
                 body: Some(welcome(true)),
             });
-            let _ = conn.tx.try_send(ToConn::Frame(frame));
+            conn.queue(&frame);
             for frame in &self.unacked {
-                if conn.tx.try_send(ToConn::Frame(frame.clone())).is_err() {
-                    return Err("too many frames to replay for the connection's queue".into());
-                }
+                conn.queue(frame);
             }
             self.conn = Some(conn);
         } else {
@@ -371,10 +365,7 @@ impl Session {
 
     fn close_conn(&mut self, code: u16, reason: &str) {
         if let Some(old) = self.conn.take() {
-            let _ = old.tx.try_send(ToConn::Close {
-                code,
-                reason: reason.to_owned(),
-            });
+            old.close(code, reason);
         }
     }
 
@@ -397,25 +388,20 @@ impl Session {
         if self.unacked.len() > self.cfg.replay_frames {
             self.unacked.pop_front();
         }
-        self.push(ToConn::Frame(frame));
+        if let Some(conn) = &mut self.conn {
+            conn.queue(&frame);
+        }
     }
 
     /// Sends outside the numbered stream (pongs).
     fn send_unnumbered(&mut self, body: Out) {
-        let frame = Arc::new(ServerFrame {
+        let frame = ServerFrame {
             seq: 0,
             ack: self.in_seq,
             body: Some(body),
-        });
-        self.push(ToConn::Frame(frame));
-    }
-
-    fn push(&mut self, msg: ToConn) {
-        let Some(conn) = &self.conn else { return };
-        if conn.tx.try_send(msg).is_err() {
-            // The connection cannot keep up (or is gone): drop it; the client may resume.
-            self.close_conn(close_code::TOO_SLOW, "the connection fell too far behind");
-            self.detach();
+        };
+        if let Some(conn) = &mut self.conn {
+            conn.queue(&frame);
         }
     }
 
@@ -541,6 +527,13 @@ impl Session {
             }
             Err(e) => Err(error(ErrorCode::Refused, e.to_string(), 0)),
         }
+    }
+}
+
+async fn next_incoming(conn: &mut Option<Conn>) -> Incoming {
+    match conn {
+        Some(conn) => conn.next().await,
+        None => std::future::pending().await,
     }
 }
 
