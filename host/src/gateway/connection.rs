@@ -8,6 +8,7 @@ use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::GatewayConfig;
@@ -35,8 +36,38 @@ pub struct ConnParams {
     pub guard: Box<dyn Send + Sync>,
 }
 
-type BoxSink = Pin<Box<dyn Sink<Message, Error = ()> + Send>>;
-type BoxStream = Pin<Box<dyn Stream<Item = Result<Message, ()>> + Send>>;
+/// A WebSocket as the session uses it: read and written from one task, so not split.
+trait Socket: Stream<Item = Result<Message, ()>> + Sink<Message, Error = ()> + Send {}
+impl<T: Stream<Item = Result<Message, ()>> + Sink<Message, Error = ()> + Send> Socket for T {}
+
+/// Drops a socket's error type (the session only needs to know that it failed). Unlike
+/// `SinkExt::sink_map_err`, it may be used again after an error.
+struct Plain<S>(S);
+
+impl<S: Stream<Item = Result<Message, E>> + Unpin, E> Stream for Plain<S> {
+    type Item = Result<Message, ()>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map_err(|_| ())))
+    }
+}
+
+impl<S: Sink<Message> + Unpin> Sink<Message> for Plain<S> {
+    type Error = ();
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(|_| ())
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), ()> {
+        Pin::new(&mut self.0).start_send(item).map_err(|_| ())
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(|_| ())
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Pin::new(&mut self.0).poll_close(cx).map_err(|_| ())
+    }
+}
 
 /// What the client sent, as the session sees it.
 pub enum Incoming {
@@ -55,8 +86,7 @@ pub enum Incoming {
 pub struct Conn {
     pub id: u64,
     mode: Mode,
-    sink: BoxSink,
-    stream: BoxStream,
+    socket: Pin<Box<dyn Socket>>,
     rate: RateLimit,
     /// Error frames earned in the current window; the count starts over after a quiet
     /// `STRIKE_WINDOW`, so a long session is not closed for rare mistakes.
@@ -108,12 +138,12 @@ impl Conn {
         if self.outbox.is_empty() {
             return true;
         }
-        let (sink, outbox) = (&mut self.sink, &mut self.outbox);
+        let (socket, outbox) = (&mut self.socket, &mut self.outbox);
         let write = async move {
             for message in outbox.drain(..) {
-                sink.feed(message).await?;
+                socket.feed(message).await?;
             }
-            sink.flush().await
+            socket.flush().await
         };
         matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
     }
@@ -130,7 +160,7 @@ impl Conn {
     /// `select!` drops the future).
     pub async fn next(&mut self) -> Incoming {
         let message = loop {
-            match self.stream.next().await {
+            match self.socket.next().await {
                 Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => break m,
                 Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => {
                     return Incoming::Goodbye;
@@ -166,15 +196,13 @@ impl Conn {
 /// refused resume with an error frame and a close.
 pub async fn run<S, E>(socket: S, p: ConnParams)
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
     E: 'static,
 {
-    let (sink, stream) = socket.split();
     let conn = Conn {
         id: p.id,
         mode: p.mode,
-        sink: Box::pin(sink.sink_map_err(|_| ())),
-        stream: Box::pin(stream.map(|r| r.map_err(|_| ()))),
+        socket: Box::pin(Plain(socket)),
         rate: RateLimit::new(p.cfg.max_messages_per_second),
         strikes: 0,
         window_start: Instant::now(),
@@ -227,4 +255,47 @@ fn admit(
         _ => Err("not a data frame".to_owned()),
     };
     decoded.map_err(|e| (ErrorCode::Malformed, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session writes to a socket again after a failed write (a close frame after a
+    /// timeout); that must be an error each time, never a panic.
+    #[tokio::test]
+    async fn a_failed_socket_keeps_failing_without_panicking() {
+        /// A socket whose peer reset the connection after it accepted one message.
+        struct Reset(bool);
+        impl Sink<Message> for Reset {
+            type Error = &'static str;
+            fn poll_ready(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), &'static str>> {
+                Poll::Ready(if self.0 { Err("reset") } else { Ok(()) })
+            }
+            fn start_send(mut self: Pin<&mut Self>, _: Message) -> Result<(), &'static str> {
+                self.0 = true;
+                Ok(())
+            }
+            fn poll_flush(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), &'static str>> {
+                Poll::Ready(Err("reset"))
+            }
+            fn poll_close(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), &'static str>> {
+                Poll::Ready(Err("reset"))
+            }
+        }
+        let mut socket = Plain(Reset(false));
+        assert_eq!(socket.feed(Message::Text("a".into())).await, Ok(()));
+        assert_eq!(socket.flush().await, Err(()));
+        assert_eq!(socket.send(Message::Text("b".into())).await, Err(()));
+        assert_eq!(socket.send(Message::Text("c".into())).await, Err(()));
+    }
 }

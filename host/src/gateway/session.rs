@@ -233,12 +233,14 @@ fn error(code: ErrorCode, message: impl Into<String>, in_reply_to: u64) -> Out {
 
 impl Session {
     async fn run(mut self, mut ctl: mpsc::Receiver<Control>, shutdown: CancellationToken) {
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(shutdown);
         loop {
             let expires = self.expires;
             let attached = self.conn.is_some();
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     self.close_conn(close_code::SHUTTING_DOWN, "the server is shutting down");
                     break;
                 }
