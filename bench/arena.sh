@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # The arena benchmark of bench/README.md: Ludus and the native baseline, each alone on
 # this machine with the load generator, at fixed N and with --find-max, then a live swap
-# under load. Usage: bash bench/arena.sh [N ...]   (default: 500 2000 5000)
+# under load, RUNS times (default 3; report the medians). Usage:
+#   RUNS=3 bash bench/arena.sh [N ...]   (default N: 500 2000 5000)
+# Each run's JSON lines are appended to $OUT (default target/arena-bench.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-500 2000 5000}")
+runs=${RUNS:-3}
+out=${OUT:-target/arena-bench.jsonl}
+exec > >(tee -a "$out") 2>&1
 cargo build --release --workspace
 target/release/ludus build >/dev/null
 work=$(mktemp -d)
 cp example-games/target/wasm32-wasip2/release/arena.wasm "$work/arena.wasm"
+cp "$work/arena.wasm" "$work/live.wasm"
 cp example-games/target/wasm32-wasip2/release/arena_v2.wasm "$work/arena_v2.wasm"
 bench=target/release/ludus
 export LUDUS_GATEWAY__MAX_CONNECTIONS=20000 LUDUS_LOG=warn
 pids=()
 stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); sleep 1; }
 trap stop EXIT
-start_ludus() { "$bench" serve --listen 127.0.0.1:7400 --game arena="$work/arena.wasm" >/dev/null & pids+=($!); sleep 2; }
+start_ludus() { "$bench" serve --listen 127.0.0.1:7400 --game arena="$work/live.wasm" >/dev/null & pids+=($!); sleep 2; }
 start_native() { target/release/native-arena 127.0.0.1:7401 >/dev/null & pids+=($!); sleep 1; }
 
+for run in $(seq "$runs"); do
+echo "== run $run of $runs"
 for n in ${sizes[*]}; do
   start_native; "$bench" bench arena --target 127.0.0.1:7401 --label native --clients "$n"; stop
   start_ludus;  "$bench" bench arena --target 127.0.0.1:7400 --label ludus --clients "$n"; stop
 done
 start_native; "$bench" bench arena --target 127.0.0.1:7401 --label native --find-max --step 500 --duration 6s; stop
 start_ludus;  "$bench" bench arena --target 127.0.0.1:7400 --label ludus --find-max --step 500 --duration 6s; stop
+cp "$work/arena.wasm" "$work/live.wasm"
 start_ludus;  "$bench" bench arena --target 127.0.0.1:7400 --label ludus-swap --clients 1000 \
-                --swap "$work/arena.wasm" --swap-with "$work/arena_v2.wasm"; stop
+                --swap "$work/live.wasm" --swap-with "$work/arena_v2.wasm"; stop
+done

@@ -11,7 +11,7 @@ use super::error::{JoinError, SwapError};
 use super::events::PlayerSink;
 use super::inbox::Inbox;
 use super::worker::Command;
-use crate::runtime::Module;
+use crate::runtime::{GameInstance, Module, RoomInit};
 
 pub use crate::runtime::LeaveReason;
 
@@ -38,11 +38,15 @@ pub struct RoomInfo {
 pub(super) struct RoomShared {
     pub info: Mutex<RoomInfo>,
     pub ticks: AtomicU64,
+    /// What the room was created with (a swap prepares the new instance from it).
+    pub init: RoomInit,
 }
 
 impl RoomShared {
-    pub fn new(id: Arc<str>, game: &str, module: &Module, tick_hz: u32) -> Self {
+    pub fn new(init: RoomInit, game: &str, module: &Module, tick_hz: u32) -> Self {
+        let id = init.id.clone();
         RoomShared {
+            init,
             info: Mutex::new(RoomInfo {
                 id,
                 game: game.to_owned(),
@@ -159,10 +163,21 @@ impl RoomHandle {
         &self,
         module: Arc<Module>,
     ) -> impl std::future::Future<Output = Result<SwapOutcome, SwapError>> + Send + 'static {
+        self.swap_prepared(module, None)
+    }
+
+    /// Like [`RoomHandle::swap`], with the new instance already made (off the room's
+    /// thread), so the room pauses only to save and restore.
+    pub(super) fn swap_prepared(
+        &self,
+        module: Arc<Module>,
+        prepared: Option<GameInstance>,
+    ) -> impl std::future::Future<Output = Result<SwapOutcome, SwapError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self.send(Command::Swap {
             room: self.key,
             module,
+            prepared: prepared.map(Box::new),
             reply,
         });
         async move {

@@ -139,8 +139,13 @@ impl Rooms {
             .id
             .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
             .into();
+        let init = RoomInit {
+            id: id.clone(),
+            config: config.into(),
+            seed: req.seed.unwrap_or_else(|| fastrand::u64(..)),
+        };
         let shared = Arc::new(RoomShared::new(
-            id.clone(),
+            init.clone(),
             &req.game,
             &module,
             self.inner.cfg.default_tick_hz,
@@ -152,11 +157,6 @@ impl Rooms {
             id: id.clone(),
             tx: self.inner.workers[worker].clone(),
             shared,
-        };
-        let init = RoomInit {
-            id: id.clone(),
-            config: config.into(),
-            seed: req.seed.unwrap_or_else(|| fastrand::u64(..)),
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
         let sent = {
@@ -257,9 +257,31 @@ impl Rooms {
                     .cloned()
                     .collect()
             };
+            // New instances are made here, off the rooms' threads, so each room pauses
+            // only to save and restore. One that cannot be made here is made by the room.
+            let rt = self.inner.rt.clone();
+            let (m, inits) = (
+                module.clone(),
+                handles
+                    .iter()
+                    .map(|h| h.shared.init.clone())
+                    .collect::<Vec<_>>(),
+            );
+            let prepared = tokio::task::spawn_blocking(move || {
+                inits
+                    .iter()
+                    .map(|init| rt.instantiate(&m, init).ok())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let mut prepared = prepared.into_iter();
             let pending: Vec<_> = handles
                 .iter()
-                .map(|h| (h.id.clone(), h.swap(module.clone())))
+                .map(|h| {
+                    let instance = prepared.next().flatten();
+                    (h.id.clone(), h.swap_prepared(module.clone(), instance))
+                })
                 .collect();
             for (room, swap) in pending {
                 results.push(RoomSwapResult {

@@ -198,9 +198,14 @@ impl Room {
         }
     }
 
-    /// Swaps the game for `module`: save on the old instance, instantiate the new one,
-    /// restore with the old version. On failure the old instance keeps running.
-    pub fn swap(&mut self, module: Arc<Module>) -> Result<SwapOutcome, SwapError> {
+    /// Swaps the game for `module`: save on the old instance, instantiate the new one
+    /// (unless `prepared` already is one), restore with the old version. On failure the
+    /// old instance keeps running.
+    pub fn swap(
+        &mut self,
+        module: Arc<Module>,
+        prepared: Option<GameInstance>,
+    ) -> Result<SwapOutcome, SwapError> {
         if self.closed {
             return Err(SwapError::RoomClosed);
         }
@@ -215,10 +220,13 @@ impl Room {
             }
         };
         let old_version = self.module.version.clone();
-        let mut new = self
-            .rt
-            .instantiate(&module, &self.init)
-            .map_err(|e| SwapError::Instantiate(e.to_string()))?;
+        let mut new = match prepared {
+            Some(instance) => instance,
+            None => self
+                .rt
+                .instantiate(&module, &self.init)
+                .map_err(|e| SwapError::Instantiate(e.to_string()))?,
+        };
         match new.restore(&self.init, &state, &old_version) {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(SwapError::Restore(reason)),

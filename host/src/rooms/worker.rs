@@ -16,7 +16,7 @@ use super::events::PlayerSink;
 use super::handle::{RoomHandle, RoomShared, SwapOutcome};
 use super::inbox::Inbox;
 use super::room::Room;
-use crate::runtime::{LeaveReason, Module, RoomInit, Runtime};
+use crate::runtime::{GameInstance, LeaveReason, Module, RoomInit, Runtime};
 
 pub(super) enum Command {
     Create {
@@ -46,6 +46,7 @@ pub(super) enum Command {
     Swap {
         room: u64,
         module: Arc<Module>,
+        prepared: Option<Box<GameInstance>>,
         reply: oneshot::Sender<Result<SwapOutcome, SwapError>>,
     },
     Close {
@@ -215,10 +216,11 @@ impl Worker {
             Command::Swap {
                 room,
                 module,
+                prepared,
                 reply,
             } => {
                 let result = match self.rooms.get_mut(&room) {
-                    Some(r) => r.swap(module),
+                    Some(r) => r.swap(module, prepared.map(|p| *p)),
                     None => Err(SwapError::RoomClosed),
                 };
                 let _ = reply.send(result);
