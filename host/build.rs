@@ -1,4 +1,5 @@
-//! Generates the client protocol types from `proto/client.proto`. protoc comes from the
+//! Generates the client protocol types from `proto/client.proto` and the node-to-node
+//! gRPC service from `proto/cluster.proto`. protoc comes from the
 //! `protoc-bin-vendored` crate, so a machine needs nothing installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,5 +24,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(with = \"crate::gateway::json::payload\")]",
         )
         .compile_protos(&[proto], &["../proto"])?;
+
+    let cluster = "../proto/cluster.proto";
+    println!("cargo:rerun-if-changed={cluster}");
+    tonic_prost_build::configure()
+        .bytes(".ludus.cluster.v1.Chunk.data")
+        .compile_with_config(
+            {
+                let mut c = prost_build::Config::new();
+                c.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+                c
+            },
+            &[cluster],
+            &["../proto"],
+        )?;
     Ok(())
 }

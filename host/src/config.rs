@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::cluster::ClusterConfig;
 use crate::gateway::GatewayConfig;
 use crate::gateway::auth::AuthConfig;
 use crate::rooms::{RoomsConfig, SwapPolicy};
@@ -25,6 +26,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub runtime: RuntimeLimits,
     pub rooms: RoomsConfig,
+    /// Cluster membership (etcd); none configured: a single node.
+    pub cluster: ClusterConfig,
     /// Games served by this node, by name.
     pub games: BTreeMap<String, GameConfig>,
 }
@@ -37,6 +40,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             runtime: RuntimeLimits::default(),
             rooms: RoomsConfig::default(),
+            cluster: ClusterConfig::default(),
             games: BTreeMap::new(),
         }
     }

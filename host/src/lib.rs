@@ -25,13 +25,16 @@
 pub mod bench;
 pub mod check;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dev;
 pub mod gateway;
 pub mod guest_build;
+pub mod ops;
 pub mod percentile;
 pub mod reload;
 pub mod rooms;
+pub mod rpc;
 pub mod runtime;
 pub mod server;

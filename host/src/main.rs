@@ -29,9 +29,22 @@ enum Command {
         /// A game to serve, as NAME=FILE.wasm (repeatable; adds to the config's games).
         #[arg(long = "game", value_parser = parse_game)]
         games: Vec<(String, PathBuf)>,
+        /// Join the cluster kept in etcd at these endpoints (comma-separated;
+        /// overrides `cluster.etcd`).
+        #[arg(long, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// This node's id in the cluster (overrides `cluster.node_id`).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Build a game, serve it with the browser page, rebuild and swap it live on save.
     Dev(ludus::dev::DevArgs),
+    /// Deploy a module to every node of a cluster (etcd), live, and wait for them all.
+    Deploy(ludus::ops::DeployArgs),
+    /// Put a cluster's game back on its previous version.
+    Rollback(ludus::ops::RollbackArgs),
+    /// Nodes, their load, and which version of each game every node runs.
+    Status(ludus::ops::StatusArgs),
     /// Run the arena game with bots in one room and swap it live to v2 halfway.
     Demo(ludus::demo::DemoArgs),
     /// Check that a module is a game this host accepts, and show what it declares.
@@ -83,8 +96,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             listen,
             games,
+            etcd,
+            node_id,
         } => {
             let mut config = ludus::config::Config::load(config.as_deref())?;
+            if !etcd.is_empty() {
+                config.cluster.etcd = etcd;
+            }
+            if node_id.is_some() {
+                config.cluster.node_id = node_id;
+            }
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -97,6 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ludus::server::run(config, ludus::server::shutdown_signal()).await
         }
+        Command::Deploy(args) => ludus::ops::deploy(args).await,
+        Command::Rollback(args) => ludus::ops::rollback(args).await,
+        Command::Status(args) => ludus::ops::status(args).await,
         Command::Dev(args) => ludus::dev::run(args, ludus::server::shutdown_signal()).await,
         Command::Demo(args) => ludus::demo::run(args).await,
         Command::Check { module } => ludus::check::run(&module).await,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::auth::Auth;
@@ -18,8 +19,10 @@ pub struct Server {
     pub addr: SocketAddr,
     pub rooms: Rooms,
     pub gateway: Gateway,
+    pub cluster: Cluster,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
+    grpc: Option<JoinHandle<()>>,
     _watcher: Option<ModuleWatcher>,
 }
 
@@ -27,15 +30,17 @@ pub struct Server {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let rt = Runtime::new(config.runtime.clone())?;
     let rooms = Rooms::new(rt.clone(), config.rooms.clone())?;
+    let mut held = Vec::new();
     for (name, game) in &config.games {
         let bytes = tokio::fs::read(&game.module)
             .await
             .with_context(|| format!("game `{name}`: reading {}", game.module.display()))?;
         let module = rt
-            .load(bytes)
+            .load(bytes.clone())
             .await
             .map_err(|e| anyhow!("game `{name}` ({}): {e}", game.module.display()))?;
         tracing::info!(game = %name, module = %module.label(), "game installed");
+        held.push((module.sha256_hex(), bytes));
         rooms.install(name, module);
     }
     let watcher = if config.games.is_empty() {
@@ -52,16 +57,50 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         );
     }
     let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the gateway to {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (cluster, grpc) = if config.cluster.etcd.is_empty() {
+        (Cluster::local(&addr.to_string()), None)
+    } else {
+        let grpc = tokio::net::TcpListener::bind(config.cluster.grpc_listen)
+            .await
+            .with_context(|| format!("binding gRPC to {}", config.cluster.grpc_listen))?;
+        let grpc_addr = grpc.local_addr()?;
+        let cluster = Cluster::start(
+            &config.cluster,
+            &addr.to_string(),
+            &grpc_addr.to_string(),
+            rooms.clone(),
+        )
+        .await?;
+        for (sha, bytes) in held {
+            cluster.hold_module(&sha, Arc::new(bytes)).await?;
+        }
+        let service = crate::rpc::ModulesService::server(cluster.clone(), rt.clone());
+        let stop = shutdown.clone();
+        let serve = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                async move { stop.cancelled().await },
+            );
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("gRPC server: {e}");
+            }
+        });
+        tracing::info!(node = cluster.node_id(), etcd = ?config.cluster.etcd, grpc = %grpc_addr, "joined the cluster");
+        (cluster, Some(task))
+    };
     let gateway = Gateway::new(
         rooms.clone(),
         auth,
         config.gateway.clone(),
         shutdown.clone(),
+        cluster.clone(),
     );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the gateway to {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let app = gateway.router();
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
@@ -74,8 +113,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         addr,
         rooms,
         gateway,
+        cluster,
         shutdown,
         http,
+        grpc,
         _watcher: watcher,
     })
 }
@@ -92,6 +133,10 @@ impl Server {
         let rooms = self.rooms.clone();
         let _ = tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"))
             .await;
+        if let Some(grpc) = self.grpc {
+            let _ = grpc.await;
+        }
+        self.cluster.leave().await;
     }
 
     /// A clone of the runtime, for tools that load modules next to the server.

@@ -22,6 +22,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/ludus.client.v1.rs"));
 }
 
+use crate::cluster::Cluster;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -91,7 +92,13 @@ struct Inner {
 }
 
 impl Gateway {
-    pub fn new(rooms: Rooms, auth: Auth, cfg: GatewayConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        rooms: Rooms,
+        auth: Auth,
+        cfg: GatewayConfig,
+        shutdown: CancellationToken,
+        cluster: Cluster,
+    ) -> Self {
         let session_cfg = SessionConfig {
             grace_period: cfg.grace_period,
             replay_frames: cfg.replay_frames,
@@ -99,7 +106,7 @@ impl Gateway {
         };
         Gateway {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(rooms.clone(), session_cfg, shutdown),
+                sessions: Sessions::new(rooms.clone(), session_cfg, shutdown, cluster),
                 rooms,
                 auth,
                 cfg: Arc::new(cfg),

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,10 @@ use super::connection::{Conn, Incoming};
 use super::pb::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
 };
-use crate::rooms::{CreateError, CreateRoom, LeaveReason, RoomEvent, RoomHandle, Rooms};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent};
+use crate::rooms::{
+    CreateError, CreateRoom, LeaveReason, RoomEvent, RoomHandle, Rooms, check_room_id,
+};
 
 /// Close codes sent to a connection by its session.
 pub mod close_code {
@@ -54,6 +57,8 @@ enum Control {
         last_seen: Option<u64>,
         reply: AttachReply,
     },
+    /// The player logged in elsewhere in the cluster: end this session.
+    Evict { reason: String },
 }
 
 #[derive(Clone)]
@@ -93,18 +98,48 @@ enum AttachError {
 pub struct Sessions {
     map: Mutex<HashMap<u64, SessionHandle>>,
     rooms: Rooms,
+    cluster: Cluster,
     cfg: SessionConfig,
     shutdown: CancellationToken,
 }
 
 impl Sessions {
-    pub fn new(rooms: Rooms, cfg: SessionConfig, shutdown: CancellationToken) -> Arc<Self> {
-        Arc::new(Sessions {
+    pub fn new(
+        rooms: Rooms,
+        cfg: SessionConfig,
+        shutdown: CancellationToken,
+        cluster: Cluster,
+    ) -> Arc<Self> {
+        let mut events = cluster.subscribe();
+        let sessions = Arc::new(Sessions {
             map: Mutex::new(HashMap::new()),
             rooms,
+            cluster,
             cfg,
             shutdown,
-        })
+        });
+        // A login on another node ends the session here.
+        let weak = Arc::downgrade(&sessions);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(sessions) = weak.upgrade() else {
+                    return;
+                };
+                let ClusterEvent::SessionTaken { player, node } = event else {
+                    continue;
+                };
+                if let Some(session) = sessions.get(player) {
+                    let reason = format!("logged in on another node ({node})");
+                    let _ = session.tx.send(Control::Evict { reason }).await;
+                }
+            }
+        });
+        sessions
     }
 
     fn get(&self, player: u64) -> Option<SessionHandle> {
@@ -152,7 +187,12 @@ impl Sessions {
                 None,
                 "the session ended while connecting; try again",
             ),
-            (None, None) => (self.start(who), None, "the new session could not start"),
+            (None, None) => {
+                if let Err(e) = self.cluster.claim_session(who.player_id).await {
+                    return Err((Some(conn), e.to_string()));
+                }
+                (self.start(who), None, "the new session could not start")
+            }
         };
         match session.attach(conn, last_seen).await {
             Ok(()) => Ok(()),
@@ -174,6 +214,7 @@ impl Sessions {
             id: handle.id.clone(),
             resume_token: handle.resume_token.clone(),
             rooms: self.rooms.clone(),
+            cluster: self.cluster.clone(),
             joined: HashMap::new(),
             sink,
             events,
@@ -192,9 +233,16 @@ impl Sessions {
         tokio::spawn(async move {
             let (player, id) = (session.who.player_id, session.id.clone());
             session.run(ctl, sessions.shutdown.clone()).await;
-            let mut map = sessions.map.lock().unwrap_or_else(|e| e.into_inner());
-            if map.get(&player).is_some_and(|h| h.id == id) {
-                map.remove(&player);
+            let ended = {
+                let mut map = sessions.map.lock().unwrap_or_else(|e| e.into_inner());
+                let ended = map.get(&player).is_some_and(|h| h.id == id);
+                if ended {
+                    map.remove(&player);
+                }
+                ended
+            };
+            if ended {
+                sessions.cluster.release_session(player).await;
             }
         });
         handle
@@ -206,6 +254,7 @@ struct Session {
     id: Arc<str>,
     resume_token: Arc<str>,
     rooms: Rooms,
+    cluster: Cluster,
     joined: HashMap<String, RoomHandle>,
     /// Rooms deliver this player's events here; `events` is its other end.
     sink: mpsc::Sender<RoomEvent>,
@@ -247,6 +296,11 @@ impl Session {
                 command = ctl.recv() => match command {
                     Some(Control::Attach { conn, last_seen, reply }) => {
                         let _ = reply.send(self.attach(conn, last_seen));
+                    }
+                    Some(Control::Evict { reason }) => {
+                        tracing::info!(player = self.who.player_id, "{reason}");
+                        self.close_conn(close_code::REPLACED, &reason);
+                        break;
                     }
                     None => break,
                 },
@@ -462,20 +516,8 @@ impl Session {
                 self.reply(result, seq);
             }
             Some(In::Create(create)) => {
-                let req = CreateRoom {
-                    game: create.game,
-                    id: Some(create.room_id).filter(|id| !id.is_empty()),
-                    config: Some(create.config).filter(|c| !c.is_empty()),
-                    seed: None,
-                };
-                let result = match self.rooms.create(req).await {
-                    Ok(room) => self.join(room).await,
-                    Err(e @ CreateError::UnknownGame(_)) => {
-                        Err(error(ErrorCode::NoSuchGame, e.to_string(), seq))
-                    }
-                    Err(e) => Err(error(ErrorCode::Refused, e.to_string(), seq)),
-                };
-                self.reply(result, seq);
+                let result = self.create(create).await;
+                self.reply(result.map_err(|e| error(e.0, e.1, seq)), seq);
             }
             Some(In::Leave(leave)) => match self.joined.remove(&leave.room_id) {
                 Some(room) => {
@@ -503,6 +545,49 @@ impl Session {
             Err(other) => other,
         };
         self.send(body);
+    }
+
+    /// Creates a room (claimed in the cluster first, so its id is unique cluster-wide)
+    /// and joins it.
+    async fn create(&mut self, create: pb::CreateRoom) -> Result<Out, (ErrorCode, String)> {
+        let refused = |e: String| (ErrorCode::Refused, e);
+        if !self.rooms.has_game(&create.game) {
+            let e = CreateError::UnknownGame(create.game);
+            return Err((ErrorCode::NoSuchGame, e.to_string()));
+        }
+        let id = match create.room_id {
+            id if id.is_empty() => format!("{:016x}", fastrand::u64(..)),
+            id => id,
+        };
+        check_room_id(&id).map_err(|e| refused(e.to_string()))?;
+        match self.cluster.claim_room(&id, &create.game).await {
+            Ok(()) => {}
+            Err(e @ ClusterError::RoomExists { .. }) => {
+                let e = CreateError::DuplicateId(id).to_string() + &format!(" ({e})");
+                return Err(refused(e));
+            }
+            Err(e) => return Err(refused(e.to_string())),
+        }
+        let req = CreateRoom {
+            game: create.game,
+            id: Some(id.clone()),
+            config: Some(create.config).filter(|c| !c.is_empty()),
+            seed: None,
+        };
+        match self.rooms.create(req).await {
+            Ok(room) => self.join(room).await.map_err(|e| match e {
+                Out::Error(e) => (ErrorCode::Refused, e.message),
+                _ => refused("could not join the new room".into()),
+            }),
+            Err(e) => {
+                self.cluster.release_room(&id).await;
+                let code = match e {
+                    CreateError::UnknownGame(_) => ErrorCode::NoSuchGame,
+                    _ => ErrorCode::Refused,
+                };
+                Err((code, e.to_string()))
+            }
+        }
     }
 
     async fn join(&mut self, room: RoomHandle) -> Result<Out, Out> {

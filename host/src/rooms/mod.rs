@@ -109,6 +109,11 @@ impl Rooms {
         self.inner.games.active(game)
     }
 
+    /// Whether a game of this name is installed.
+    pub fn has_game(&self, game: &str) -> bool {
+        self.inner.games.active(game).is_some()
+    }
+
     /// Installed games with their active version and rooms per version.
     pub fn games(&self) -> Vec<GameInfo> {
         self.inner.games.list(&self.list())
@@ -325,7 +330,7 @@ impl Rooms {
 
 /// Room ids appear in URLs, logs and etcd keys: 1 to 128 characters from
 /// `[A-Za-z0-9._:-]`.
-fn check_room_id(id: &str) -> Result<(), CreateError> {
+pub fn check_room_id(id: &str) -> Result<(), CreateError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
     if id.is_empty() || id.len() > 128 {
         return Err(CreateError::BadId(format!(

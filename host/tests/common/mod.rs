@@ -165,3 +165,143 @@ pub fn replace_file(path: &std::path::Path, bytes: &[u8]) {
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// A private etcd on free 127.0.0.1 ports with its data in a temp dir; killed on drop.
+pub struct Etcd {
+    child: Option<std::process::Child>,
+    pub url: String,
+    peer_url: String,
+    dir: tempfile::TempDir,
+}
+
+/// The etcd binary: `$ETCD_BIN`, else `etcd` on PATH or in /usr/bin.
+fn etcd_binary() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("ETCD_BIN") {
+        return bin.into();
+    }
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("etcd"))
+            .collect::<Vec<_>>()
+    });
+    on_path
+        .chain([std::path::PathBuf::from("/usr/bin/etcd")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "these tests need etcd and found none on PATH: install it with \
+                 `sudo apt-get install etcd-server` (Debian/Ubuntu), or set ETCD_BIN"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Etcd {
+    pub async fn start() -> Etcd {
+        let (client, peer) = (free_port(), free_port());
+        let mut etcd = Etcd {
+            child: None,
+            url: format!("http://127.0.0.1:{client}"),
+            peer_url: format!("http://127.0.0.1:{peer}"),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        etcd.run().await;
+        etcd
+    }
+
+    /// Starts (or restarts, on the same data and ports) the etcd process and waits
+    /// until it answers.
+    pub async fn run(&mut self) {
+        let child = std::process::Command::new(etcd_binary())
+            .arg("--name=test")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={}", self.url))
+            .arg(format!("--advertise-client-urls={}", self.url))
+            .arg(format!("--listen-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-cluster=test={}", self.peer_url))
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .expect("starting etcd");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                etcd_client::Client::connect([&self.url], None),
+            )
+            .await
+                && c.get("probe", None).await.is_ok()
+            {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd did not answer on {} within 20 s; its log:\n{log}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the etcd process (its data stays for [`Etcd::run`]).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([&self.url], None)
+            .await
+            .expect("connecting to the test etcd")
+    }
+
+    /// Keys under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let opts = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_keys_only();
+        let resp = self
+            .client()
+            .await
+            .get(prefix, Some(opts))
+            .await
+            .expect("get");
+        resp.kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, failing with `what` after `wait`.
+pub async fn eventually(wait: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + wait;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {wait:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

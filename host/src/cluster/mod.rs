@@ -1,0 +1,375 @@
+//! The cluster: which nodes exist, which node holds each player's session and each room.
+//!
+//! One interface, two backends. With no etcd configured the node is a cluster of one and
+//! everything is decided in-process (nothing to install). With `--etcd URL[,URL…]` the
+//! node registers under one etcd lease (kept alive) and every node watches the shared
+//! keys, keeping a local routing table. Keys, under a prefix (default
+//! `/ludus/<cluster name>/`):
+//!
+//! - `nodes/<node>`: the node's gateway address and load (JSON [`NodeInfo`]).
+//! - `sessions/<player>`: the node holding the player's session; a newer login anywhere
+//!   overwrites it and the older node closes its connection with a reason.
+//! - `rooms/<room>`: owner, game, version, label, seats (JSON [`RoomEntry`]), created by
+//!   transaction so the same room id cannot exist twice.
+//! - `games/<game>`: the version the cluster should run (see [`deploy`]).
+//! - `modules/<sha256>/<node>`: which nodes hold a module's bytes (to fetch over gRPC).
+//! - `status/<node>/<game>`: what each node runs, and its last error.
+//!
+//! All of a node's keys live under its lease: when the node dies they vanish within the
+//! lease TTL; a graceful shutdown revokes the lease so they vanish at once. A node that
+//! cannot renew its lease refuses new rooms and sessions until it has a lease again, and
+//! then registers everything it still holds.
+
+mod deploy;
+mod etcd;
+
+pub use deploy::{GameEntry, GameStatus, GameVersion, get_game, rollback, set_desired};
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::rooms::Rooms;
+
+/// `[cluster]` in the config file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://127.0.0.1:2379`); empty: a single node, in-process.
+    pub etcd: Vec<String>,
+    /// The cluster's name; the default key prefix is `/ludus/<name>/`.
+    pub name: String,
+    /// Key prefix in etcd (overrides the one derived from `name`).
+    pub prefix: Option<String>,
+    /// This node's id (default: random, new each start).
+    pub node_id: Option<String>,
+    /// TTL of the node's lease: how long a dead node's keys outlive it.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// The gateway address other nodes and clients should use for this node (default:
+    /// the address it listens on).
+    pub advertise: Option<String>,
+    /// Where the node's gRPC service (module fetches, uploads by `ludus deploy`)
+    /// listens; port 0 picks a free one. Used with etcd only.
+    pub grpc_listen: std::net::SocketAddr,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd: Vec::new(),
+            name: "default".into(),
+            prefix: None,
+            node_id: None,
+            lease_ttl: Duration::from_secs(10),
+            advertise: None,
+            grpc_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn prefix(&self) -> String {
+        let mut prefix = self
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("/ludus/{}/", self.name));
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        prefix
+    }
+}
+
+/// A node as the cluster sees it (`nodes/<node>`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Gateway address (host:port).
+    pub gateway: String,
+    /// gRPC address (host:port) for module fetches and operators.
+    #[serde(default)]
+    pub grpc: String,
+    pub rooms: usize,
+    pub players: usize,
+}
+
+/// A room as the cluster sees it (`rooms/<room>`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoomEntry {
+    pub owner: String,
+    pub game: String,
+    pub version: String,
+    pub label: String,
+    pub seats: u32,
+}
+
+/// What a node learns from the cluster that it must act on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClusterEvent {
+    /// `player` logged in on `node`: a session for it here must end.
+    SessionTaken { player: u64, node: String },
+    /// `games/<game>` changed (at etcd revision `revision`).
+    GameChanged {
+        game: String,
+        entry: GameEntry,
+        revision: i64,
+    },
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ClusterError {
+    #[error("room `{room}` already exists in the cluster (on node {owner})")]
+    RoomExists { room: String, owner: String },
+    #[error(
+        "this node has no lease in etcd (is etcd reachable?); it takes no new rooms or \
+         sessions until it has one again"
+    )]
+    NoLease,
+    #[error("etcd: {0}")]
+    Etcd(String),
+}
+
+/// Where things are, as this node last heard.
+#[derive(Clone, Debug, Default)]
+pub struct Routing {
+    pub nodes: BTreeMap<String, NodeInfo>,
+    pub rooms: BTreeMap<String, RoomEntry>,
+    pub sessions: BTreeMap<u64, String>,
+    /// Desired version per game, with the revision of its key.
+    pub games: BTreeMap<String, (GameEntry, i64)>,
+    /// What each node runs, by (node, game).
+    pub status: BTreeMap<(String, String), GameStatus>,
+    /// Nodes holding each module's bytes, by sha256.
+    pub modules: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What this node holds, so it can register it all again after losing its lease.
+#[derive(Default)]
+struct Held {
+    node: NodeInfo,
+    sessions: HashSet<u64>,
+    rooms: BTreeMap<String, RoomEntry>,
+    modules: BTreeSet<String>,
+}
+
+/// This node's view of and part in the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    routing: RwLock<Routing>,
+    held: Mutex<Held>,
+    events: broadcast::Sender<ClusterEvent>,
+    /// Module bytes this node holds, by sha256 (served to other nodes).
+    modules: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// False while the node has no valid lease (etcd backend only).
+    leased: AtomicBool,
+    etcd: Option<etcd::Etcd>,
+    stop: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cluster {
+    /// A cluster of one, decided in-process.
+    pub fn local(gateway: &str) -> Cluster {
+        let id = format!("{:08x}", fastrand::u32(..));
+        let cluster = Cluster::new(id, None);
+        cluster.set_node(gateway, "");
+        cluster
+    }
+
+    /// Joins the etcd cluster of `cfg` (or makes a local one if it names no etcd), and
+    /// keeps the node's keys in step with `rooms` until [`Cluster::leave`].
+    pub async fn start(
+        cfg: &ClusterConfig,
+        gateway: &str,
+        grpc: &str,
+        rooms: Rooms,
+    ) -> anyhow::Result<Cluster> {
+        if cfg.etcd.is_empty() {
+            return Ok(Cluster::local(gateway));
+        }
+        let id = cfg
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
+        let etcd = etcd::Etcd::connect(cfg).await?;
+        let cluster = Cluster::new(id, Some(etcd));
+        cluster.set_node(cfg.advertise.as_deref().unwrap_or(gateway), grpc);
+        etcd::start(cluster.clone(), rooms).await?;
+        Ok(cluster)
+    }
+
+    fn new(node_id: String, etcd: Option<etcd::Etcd>) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                node_id,
+                routing: RwLock::new(Routing::default()),
+                held: Mutex::new(Held::default()),
+                events: broadcast::channel(1024).0,
+                modules: Mutex::new(HashMap::new()),
+                leased: AtomicBool::new(true),
+                etcd,
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    fn set_node(&self, gateway: &str, grpc: &str) {
+        let node = NodeInfo {
+            id: self.inner.node_id.clone(),
+            gateway: gateway.to_owned(),
+            grpc: grpc.to_owned(),
+            rooms: 0,
+            players: 0,
+        };
+        lock(&self.inner.held).node = node.clone();
+        self.write_routing(|r| {
+            r.nodes.insert(node.id.clone(), node);
+        });
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    pub fn is_etcd(&self) -> bool {
+        self.inner.etcd.is_some()
+    }
+
+    /// Whether the node holds a valid lease (always true for a local cluster).
+    pub fn is_leased(&self) -> bool {
+        self.inner.leased.load(Ordering::Acquire)
+    }
+
+    /// A copy of the routing table.
+    pub fn routing(&self) -> Routing {
+        self.inner
+            .routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn write_routing(&self, f: impl FnOnce(&mut Routing)) {
+        f(&mut self
+            .inner
+            .routing
+            .write()
+            .unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn check_lease(&self) -> Result<(), ClusterError> {
+        if self.is_leased() {
+            Ok(())
+        } else {
+            Err(ClusterError::NoLease)
+        }
+    }
+
+    /// Records that this node now holds `player`'s session; anywhere else it ends.
+    pub async fn claim_session(&self, player: u64) -> Result<(), ClusterError> {
+        self.check_lease()?;
+        if let Some(etcd) = &self.inner.etcd {
+            etcd.put_session(player, &self.inner.node_id).await?;
+        }
+        lock(&self.inner.held).sessions.insert(player);
+        let me = self.inner.node_id.clone();
+        self.write_routing(|r| {
+            r.sessions.insert(player, me);
+        });
+        Ok(())
+    }
+
+    /// This node no longer holds `player`'s session (its key is removed if it is still
+    /// this node's).
+    pub async fn release_session(&self, player: u64) {
+        lock(&self.inner.held).sessions.remove(&player);
+        let me = self.inner.node_id.clone();
+        self.write_routing(|r| {
+            if r.sessions.get(&player) == Some(&me) {
+                r.sessions.remove(&player);
+            }
+        });
+        if let Some(etcd) = &self.inner.etcd
+            && let Err(e) = etcd.delete_session_if(player, &me).await
+        {
+            tracing::warn!(player, "releasing the session key: {e}");
+        }
+    }
+
+    /// Claims `room` for this node; fails if it exists anywhere in the cluster.
+    pub async fn claim_room(&self, room: &str, game: &str) -> Result<(), ClusterError> {
+        self.check_lease()?;
+        let entry = RoomEntry {
+            owner: self.inner.node_id.clone(),
+            game: game.to_owned(),
+            ..RoomEntry::default()
+        };
+        // On one node the rooms service alone keeps ids unique.
+        let Some(etcd) = &self.inner.etcd else {
+            return Ok(());
+        };
+        etcd.create_room(room, &entry).await?;
+        lock(&self.inner.held)
+            .rooms
+            .insert(room.to_owned(), entry.clone());
+        self.write_routing(|r| {
+            r.rooms.insert(room.to_owned(), entry);
+        });
+        Ok(())
+    }
+
+    /// Gives up a room this node claimed (its creation failed, or it closed).
+    pub async fn release_room(&self, room: &str) {
+        let held = lock(&self.inner.held).rooms.remove(room).is_some();
+        self.write_routing(|r| {
+            r.rooms.remove(room);
+        });
+        if held
+            && let Some(etcd) = &self.inner.etcd
+            && let Err(e) = etcd.delete_room_if(room, &self.inner.node_id).await
+        {
+            tracing::warn!(room, "releasing the room key: {e}");
+        }
+    }
+
+    /// The bytes of module `sha256` if this node holds them.
+    pub fn module_bytes(&self, sha256: &str) -> Option<Arc<Vec<u8>>> {
+        lock(&self.inner.modules).get(sha256).cloned()
+    }
+
+    /// Keeps a module's bytes and tells the cluster this node holds them.
+    pub async fn hold_module(&self, sha256: &str, bytes: Arc<Vec<u8>>) -> Result<(), ClusterError> {
+        lock(&self.inner.modules).insert(sha256.to_owned(), bytes);
+        lock(&self.inner.held).modules.insert(sha256.to_owned());
+        if let Some(etcd) = &self.inner.etcd {
+            etcd.put_holder(sha256, &self.inner.node_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster: stops the node's tasks and revokes its lease, so every key
+    /// it held vanishes at once.
+    pub async fn leave(&self) {
+        self.inner.stop.cancel();
+        if let Some(etcd) = &self.inner.etcd {
+            etcd.revoke().await;
+        }
+    }
+}

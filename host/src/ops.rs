@@ -1,0 +1,353 @@
+//! Operator commands against a cluster: `ludus deploy`, `ludus rollback`, `ludus status`.
+
+use anyhow::{Context, anyhow, bail};
+use etcd_client::{Client, GetOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{self, GameEntry, GameStatus, GameVersion, NodeInfo};
+use crate::config::Config;
+use crate::rooms::SwapPolicy;
+
+/// Which cluster to talk to.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// etcd endpoints, comma-separated (default: `cluster.etcd` of the config).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd (default: `cluster.prefix`, or `/ludus/<cluster.name>/`).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// TOML config file (its `[cluster]` section names etcd and the prefix).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+impl Target {
+    async fn connect(&self) -> anyhow::Result<(Client, String)> {
+        let mut cfg = Config::load(self.config.as_deref())?.cluster;
+        if !self.etcd.is_empty() {
+            cfg.etcd = self.etcd.clone();
+        }
+        if self.prefix.is_some() {
+            cfg.prefix = self.prefix.clone();
+        }
+        if cfg.etcd.is_empty() {
+            bail!(
+                "no etcd given: use --etcd URL[,URL...] or set cluster.etcd / LUDUS_CLUSTER__ETCD"
+            );
+        }
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5));
+        let client = Client::connect(&cfg.etcd, Some(options))
+            .await
+            .with_context(|| format!("connecting to etcd at {}", cfg.etcd.join(",")))?;
+        Ok((client, cfg.prefix()))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    /// The game's name in the cluster.
+    pub game: String,
+    /// The module (.wasm) to run.
+    pub module: PathBuf,
+    /// all-rooms (running rooms swap live) or new-rooms-only.
+    #[arg(long, default_value = "all-rooms", value_parser = parse_policy)]
+    pub policy: SwapPolicy,
+    /// Keep a failed version instead of rolling the cluster back to the previous one.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// How long to wait for every node to report.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+fn parse_policy(s: &str) -> Result<SwapPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown policy `{s}` (all-rooms or new-rooms-only)"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    pub game: String,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Everything under a prefix that the commands read.
+#[derive(Serialize, Default)]
+pub struct Snapshot {
+    pub nodes: BTreeMap<String, NodeInfo>,
+    pub games: BTreeMap<String, GameEntry>,
+    /// By game, then node.
+    pub status: BTreeMap<String, BTreeMap<String, GameStatus>>,
+}
+
+pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snapshot> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let mut snap = Snapshot::default();
+    for kv in resp.kvs() {
+        let Some(rest) = kv.key().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        let rest = String::from_utf8_lossy(rest);
+        let Some((kind, name)) = rest.split_once('/') else {
+            continue;
+        };
+        match kind {
+            "nodes" => {
+                if let Ok(node) = serde_json::from_slice(kv.value()) {
+                    snap.nodes.insert(name.to_owned(), node);
+                }
+            }
+            "games" => {
+                if let Ok(entry) = serde_json::from_slice(kv.value()) {
+                    snap.games.insert(name.to_owned(), entry);
+                }
+            }
+            "status" => {
+                if let (Some((node, game)), Ok(status)) =
+                    (name.split_once('/'), serde_json::from_slice(kv.value()))
+                {
+                    snap.status
+                        .entry(game.to_owned())
+                        .or_default()
+                        .insert(node.to_owned(), status);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(snap)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.module)
+        .with_context(|| format!("reading {}", args.module.display()))?;
+    let (mut client, prefix) = args.target.connect().await?;
+    let snap = snapshot(&mut client, &prefix).await?;
+    let node = snap
+        .nodes
+        .values()
+        .find(|n| !n.grpc.is_empty())
+        .ok_or_else(|| anyhow!("no node is up in the cluster at {prefix}"))?;
+    let uploaded = crate::rpc::upload(&node.grpc, bytes)
+        .await
+        .with_context(|| format!("uploading {} to node {}", args.module.display(), node.id))?;
+    println!(
+        "uploaded {} {} ({}, {} bytes) to node {}",
+        uploaded.name,
+        uploaded.version,
+        short(&uploaded.sha256),
+        uploaded.size,
+        node.id
+    );
+    let version = GameVersion {
+        sha256: uploaded.sha256.clone(),
+        name: uploaded.name,
+        version: uploaded.version,
+        size: uploaded.size,
+    };
+    cluster::set_desired(
+        &mut client,
+        &prefix,
+        &args.game,
+        version.clone(),
+        args.policy,
+        !args.no_rollback,
+    )
+    .await?;
+    println!("{} desired version is now {}", args.game, version.version);
+    wait_for(&mut client, &prefix, &args.game, &version, args.timeout).await
+}
+
+pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let (mut client, prefix) = args.target.connect().await?;
+    let entry = cluster::rollback(
+        &mut client,
+        &prefix,
+        &args.game,
+        None,
+        "rolled back by an operator".into(),
+    )
+    .await?;
+    println!(
+        "{} desired version is now {} ({})",
+        args.game,
+        entry.current.version,
+        short(&entry.current.sha256)
+    );
+    wait_for(
+        &mut client,
+        &prefix,
+        &args.game,
+        &entry.current,
+        args.timeout,
+    )
+    .await
+}
+
+/// Shows each node's progress until all run `version`, one fails, or time runs out.
+async fn wait_for(
+    client: &mut Client,
+    prefix: &str,
+    game: &str,
+    version: &GameVersion,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let written = Instant::now();
+    let deadline = written + timeout;
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let snap = snapshot(client, prefix).await?;
+        if let Some(entry) = snap.games.get(game)
+            && entry.current.sha256 != version.sha256
+        {
+            let why = entry
+                .note
+                .clone()
+                .unwrap_or_else(|| "changed by someone else".into());
+            bail!(
+                "{game} {} ({}) did not hold: the cluster is back on {} ({}): {why}",
+                version.version,
+                short(&version.sha256),
+                entry.current.version,
+                short(&entry.current.sha256)
+            );
+        }
+        let statuses = snap.status.get(game).cloned().unwrap_or_default();
+        let mut done = 0;
+        let mut failed = None;
+        for id in snap.nodes.keys() {
+            let line = match statuses.get(id) {
+                Some(s) if s.desired == version.sha256 && s.ok && s.sha256 == version.sha256 => {
+                    done += 1;
+                    format!("runs {} (rooms per version: {:?})", s.version, s.rooms)
+                }
+                Some(s) if s.desired == version.sha256 && !s.ok => {
+                    let error = s.error.clone().unwrap_or_default();
+                    failed = Some(format!("node {id}: {error}"));
+                    format!("FAILED: {error}")
+                }
+                _ => "working".into(),
+            };
+            if shown.get(id) != Some(&line) {
+                println!("  node {id}: {line}");
+                shown.insert(id.clone(), line);
+            }
+        }
+        if !snap.nodes.is_empty() && done == snap.nodes.len() {
+            println!(
+                "all {done} nodes run {game} {} ({:.0} ms after the etcd write)",
+                version.version,
+                written.elapsed().as_secs_f64() * 1000.0
+            );
+            return Ok(());
+        }
+        if let Some(failed) = failed {
+            // Give a rollback by the failing node a moment to show.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = snapshot(client, prefix).await?;
+            let note = after
+                .games
+                .get(game)
+                .filter(|e| e.current.sha256 != version.sha256)
+                .map(|e| {
+                    let (v, sha) = (&e.current.version, short(&e.current.sha256));
+                    format!("; the cluster is back on {v} ({sha})")
+                })
+                .unwrap_or_default();
+            bail!(
+                "deploy of {game} {} failed: {failed}{note}",
+                version.version
+            );
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<&String> = snap
+                .nodes
+                .keys()
+                .filter(|id| shown.get(*id).is_none_or(|l| l == "working"))
+                .collect();
+            bail!("timed out after {timeout:?}: nodes still working: {waiting:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (mut client, prefix) = args.target.connect().await?;
+    let snap = snapshot(&mut client, &prefix).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snap)?);
+        return Ok(());
+    }
+    println!("cluster at {prefix}: {} nodes", snap.nodes.len());
+    println!(
+        "{:<16} {:<22} {:<22} {:>6} {:>8}",
+        "node", "gateway", "grpc", "rooms", "players"
+    );
+    for n in snap.nodes.values() {
+        println!(
+            "{:<16} {:<22} {:<22} {:>6} {:>8}",
+            n.id, n.gateway, n.grpc, n.rooms, n.players
+        );
+    }
+    let mut games: Vec<&String> = snap.games.keys().chain(snap.status.keys()).collect();
+    games.sort();
+    games.dedup();
+    for game in games {
+        println!();
+        match snap.games.get(game) {
+            Some(e) => println!(
+                "game {game}: desired {} ({}), policy {:?}{}",
+                e.current.version,
+                short(&e.current.sha256),
+                e.policy,
+                e.note
+                    .as_ref()
+                    .map(|n| format!(" — {n}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("game {game}: no desired version in etcd (nodes run their own)"),
+        }
+        println!(
+            "  {:<16} {:<12} {:<14} {:<24} error",
+            "node", "version", "sha256", "rooms"
+        );
+        for (node, s) in snap.status.get(game).into_iter().flatten() {
+            let rooms: Vec<String> = s.rooms.iter().map(|(v, n)| format!("{v}:{n}")).collect();
+            println!(
+                "  {:<16} {:<12} {:<14} {:<24} {}",
+                node,
+                s.version,
+                short(&s.sha256),
+                rooms.join(","),
+                s.error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! gRPC between nodes and from operators (tonic): module bytes move here.
+
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cluster::Cluster;
+use crate::runtime::Runtime;
+
+pub mod pb {
+    tonic::include_proto!("ludus.cluster.v1");
+}
+
+use pb::modules_client::ModulesClient;
+use pb::modules_server::{Modules, ModulesServer};
+use pb::{Chunk, FetchRequest, Uploaded};
+
+/// Size of the chunks module bytes travel in.
+const CHUNK: usize = 64 * 1024;
+/// The largest module a node accepts.
+pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn chunks(bytes: Arc<Vec<u8>>) -> impl Stream<Item = Chunk> + Send + 'static {
+    let count = bytes.len().div_ceil(CHUNK).max(1);
+    futures_util::stream::iter((0..count).map(move |i| {
+        let end = ((i + 1) * CHUNK).min(bytes.len());
+        Chunk {
+            data: bytes::Bytes::copy_from_slice(&bytes[i * CHUNK..end]),
+        }
+    }))
+}
+
+/// The `Modules` service of a node.
+pub struct ModulesService {
+    cluster: Cluster,
+    rt: Arc<Runtime>,
+}
+
+impl ModulesService {
+    pub fn server(cluster: Cluster, rt: Arc<Runtime>) -> ModulesServer<ModulesService> {
+        ModulesServer::new(ModulesService { cluster, rt }).max_decoding_message_size(2 * CHUNK)
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Modules for ModulesService {
+    type FetchStream = ChunkStream;
+
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<ChunkStream>, Status> {
+        let sha = req.into_inner().sha256;
+        let bytes = self
+            .cluster
+            .module_bytes(&sha)
+            .ok_or_else(|| Status::not_found(format!("this node holds no module {sha}")))?;
+        Ok(Response::new(Box::pin(chunks(bytes).map(Ok))))
+    }
+
+    async fn upload(&self, req: Request<Streaming<Chunk>>) -> Result<Response<Uploaded>, Status> {
+        let mut stream = req.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if bytes.len() + chunk.data.len() > MAX_MODULE_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "module over the limit of {MAX_MODULE_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let module = self
+            .rt
+            .load(bytes.clone())
+            .await
+            .map_err(|e| Status::invalid_argument(format!("module refused: {e}")))?;
+        let sha = module.sha256_hex();
+        self.cluster
+            .hold_module(&sha, Arc::new(bytes))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(Uploaded {
+            sha256: sha,
+            name: module.name.clone(),
+            version: module.version.clone(),
+            size: module.size as u64,
+        }))
+    }
+}
+
+async fn client(addr: &str) -> anyhow::Result<ModulesClient<tonic::transport::Channel>> {
+    let url = format!("http://{addr}");
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+    Ok(ModulesClient::new(channel).max_decoding_message_size(2 * CHUNK))
+}
+
+/// Fetches module `sha` from the node at `addr` and checks its hash.
+pub async fn fetch(addr: &str, sha: &str) -> anyhow::Result<Vec<u8>> {
+    let mut client = client(addr).await?;
+    let mut stream = client
+        .fetch(FetchRequest { sha256: sha.into() })
+        .await
+        .map_err(|s| anyhow::anyhow!("fetching {sha} from {addr}: {}", s.message()))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("fetching {sha} from {addr}: {}", s.message()))?
+    {
+        anyhow::ensure!(
+            bytes.len() + chunk.data.len() <= MAX_MODULE_BYTES,
+            "module {sha} from {addr} is over {MAX_MODULE_BYTES} bytes"
+        );
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let got = sha256_hex(&bytes);
+    anyhow::ensure!(
+        got == sha,
+        "module from {addr} has sha256 {got}, not the {sha} asked for"
+    );
+    Ok(bytes)
+}
+
+/// Uploads a module to the node at `addr`, which checks and keeps it.
+pub async fn upload(addr: &str, bytes: Vec<u8>) -> anyhow::Result<Uploaded> {
+    let mut client = client(addr).await?;
+    let reply = client
+        .upload(chunks(Arc::new(bytes)))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    Ok(reply.into_inner())
+}

@@ -1,0 +1,459 @@
+//! Nodes in one cluster through a real etcd (started by the test on free ports): nodes
+//! in this process with real sockets, and a real `ludus serve` process where a node must
+//! die by SIGKILL.
+
+mod common;
+
+use common::{Etcd, eventually, serve};
+use ludus::client::{Client, ClientOptions};
+use ludus::gateway::pb::server_frame::Body as Out;
+use ludus::server::Server;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A node of the cluster at `etcd` under `prefix`, serving arena.
+async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, tempfile::TempDir) {
+    let (url, prefix, id) = (etcd.url.clone(), prefix.to_owned(), id.to_owned());
+    serve(&["arena"], move |c| {
+        c.cluster.etcd = vec![url];
+        c.cluster.prefix = Some(prefix);
+        c.cluster.node_id = Some(id);
+        c.cluster.lease_ttl = ttl;
+    })
+    .await
+}
+
+fn node_ids(server: &Server) -> Vec<String> {
+    server.cluster.routing().nodes.into_keys().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_see_each_other_and_a_stopped_node_vanishes_at_once() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/members/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let (c, _dc) = node(&etcd, prefix, "c", ttl).await;
+    for n in [&a, &b, &c] {
+        eventually(WAIT, "every node sees all three", async || {
+            node_ids(n) == ["a", "b", "c"]
+        })
+        .await;
+    }
+    // Each node's entry names its gateway.
+    let routing = a.cluster.routing();
+    assert_eq!(routing.nodes["b"].gateway, b.addr.to_string());
+
+    // A graceful stop revokes the lease: gone well before the 10 s TTL.
+    let stopped = std::time::Instant::now();
+    c.stop().await;
+    for n in [&a, &b] {
+        eventually(Duration::from_secs(3), "the others drop c", async || {
+            node_ids(n) == ["a", "b"]
+        })
+        .await;
+    }
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        etcd.keys(&format!("{prefix}nodes/")).await,
+        [format!("{prefix}nodes/a"), format!("{prefix}nodes/b")]
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_on_another_node_closes_the_older_connection_with_a_reason() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/logins/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let (token, player) = ludus::client::guest_login(a.addr, "roamer").await.unwrap();
+    let mut first = Client::connect(a.addr, &token, ClientOptions::default())
+        .await
+        .unwrap();
+    let key = format!("{prefix}sessions/{player}");
+    let holder = async || {
+        let mut client = etcd.client().await;
+        let resp = client.get(key.as_str(), None).await.unwrap();
+        resp.kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap().to_owned())
+    };
+    assert_eq!(holder().await.as_deref(), Some("a"));
+
+    // The same player (same token: the nodes share the auth secret) logs in on b.
+    let _second = Client::connect(b.addr, &token, ClientOptions::default())
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, first.recv())
+        .await
+        .expect("the first connection is closed in time")
+        .unwrap_err();
+    let closed = err
+        .downcast_ref::<ludus::client::Closed>()
+        .expect("closed by the server");
+    assert_eq!(closed.code, ludus::gateway::session::close_code::REPLACED);
+    assert!(closed.reason.contains("another node (b)"), "{closed}");
+    assert_eq!(holder().await.as_deref(), Some("b"));
+    eventually(WAIT, "node a forgets the session", async || {
+        a.gateway.sessions() == 0
+    })
+    .await;
+    assert_eq!(b.gateway.sessions(), 1);
+    // a's session ending did not remove b's claim.
+    assert_eq!(holder().await.as_deref(), Some("b"));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Waits for the answer to a create: `Ok(())` when joined, `Err(message)` when refused.
+async fn create_outcome(client: &mut Client) -> Result<(), String> {
+    loop {
+        let frame = tokio::time::timeout(WAIT, client.recv())
+            .await
+            .expect("an answer in time")
+            .expect("connected");
+        match frame.body {
+            Some(Out::Joined(_)) => return Ok(()),
+            Some(Out::Error(e)) => return Err(e.message),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_to_create_one_room_id_make_exactly_one_room() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/race/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let mut on_a = Client::guest(a.addr, "left", ClientOptions::default())
+        .await
+        .unwrap();
+    let mut on_b = Client::guest(b.addr, "right", ClientOptions::default())
+        .await
+        .unwrap();
+    for round in 0..8 {
+        let room = format!("duel-{round}");
+        on_a.create("arena", &room, "").await.unwrap();
+        on_b.create("arena", &room, "").await.unwrap();
+        let (ra, rb) = tokio::join!(create_outcome(&mut on_a), create_outcome(&mut on_b));
+        assert!(
+            ra.is_ok() != rb.is_ok(),
+            "round {round}: exactly one creation succeeds: a {ra:?}, b {rb:?}"
+        );
+        let refusal = ra.err().or(rb.err()).unwrap();
+        assert!(refusal.contains("already exists"), "{refusal}");
+        let here = [&a, &b]
+            .iter()
+            .filter(|n| n.rooms.get(&room).is_some())
+            .count();
+        assert_eq!(here, 1, "round {round}: the room lives on one node");
+        assert_eq!(etcd.keys(&format!("{prefix}rooms/{room}")).await.len(), 1);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_vanishes_within_its_lease_ttl() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/kill/";
+    let (a, _da) = node(&etcd, prefix, "a", Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("arena.wasm");
+    std::fs::write(
+        &module,
+        ludus::guest_build::example_game_bytes("arena").unwrap(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--etcd", &etcd.url, "--node-id", "k"])
+        .arg("--game")
+        .arg(format!("arena={}", module.display()))
+        .env("LUDUS_CLUSTER__PREFIX", prefix)
+        .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
+        .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+        .env("LUDUS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ludus serve");
+    eventually(Duration::from_secs(20), "a sees k", async || {
+        node_ids(&a).contains(&"k".to_owned())
+    })
+    .await;
+    // A player on k, in a room on k.
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut player = Client::guest(addr, "doomed", ClientOptions::default())
+        .await
+        .unwrap();
+    player.create("arena", "on-k", "").await.unwrap();
+    create_outcome(&mut player).await.unwrap();
+    eventually(WAIT, "a sees k's session and room", async || {
+        let r = a.cluster.routing();
+        r.sessions.get(&player.player_id).map(String::as_str) == Some("k")
+            && r.rooms.get("on-k").is_some_and(|e| e.owner == "k")
+    })
+    .await;
+
+    victim.kill().expect("SIGKILL");
+    let killed = std::time::Instant::now();
+    let _ = victim.wait();
+    eventually(
+        Duration::from_secs(8),
+        "k's keys expire with its lease",
+        async || {
+            let r = a.cluster.routing();
+            !r.nodes.contains_key("k") && r.sessions.is_empty() && r.rooms.is_empty()
+        },
+    )
+    .await;
+    assert!(killed.elapsed() < Duration::from_secs(2 + 5));
+    let left = etcd.keys(prefix).await;
+    assert!(
+        left.iter().all(|k| !k.ends_with("/k")) && left.contains(&format!("{prefix}nodes/a")),
+        "k's keys are gone, a's stay: {left:?}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_keep_ticking_while_etcd_is_down_and_nodes_register_again_after() {
+    let mut etcd = Etcd::start().await;
+    let prefix = "/ludus/outage/";
+    let (a, _da) = node(&etcd, prefix, "a", Duration::from_secs(2)).await;
+    let mut player = Client::guest(a.addr, "steady", ClientOptions::default())
+        .await
+        .unwrap();
+    player.create("arena", "steady-room", "").await.unwrap();
+    create_outcome(&mut player).await.unwrap();
+    eventually(WAIT, "the room is registered", async || {
+        etcd.keys(&format!("{prefix}rooms/steady-room")).await.len() == 1
+    })
+    .await;
+
+    etcd.kill();
+    let ticks_before = a.rooms.get("steady-room").unwrap().ticks();
+    let outage = Duration::from_secs(20);
+    let mut snapshots = 0;
+    let until = std::time::Instant::now() + outage;
+    while std::time::Instant::now() < until {
+        if let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_secs(1), player.recv()).await
+            && matches!(frame.body, Some(Out::Message(_)))
+        {
+            snapshots += 1;
+        }
+    }
+    let ticks = a.rooms.get("steady-room").unwrap().ticks() - ticks_before;
+    // 20 Hz for 20 s: allow for a slow machine, but the room must not have stalled.
+    assert!(
+        ticks >= 300,
+        "the room ticked {ticks} times during the outage"
+    );
+    assert!(snapshots >= 300, "the player got {snapshots} snapshots");
+    assert!(!a.cluster.is_leased(), "the node knows its lease is gone");
+
+    etcd.run().await;
+    let wanted = [
+        format!("{prefix}nodes/a"),
+        format!("{prefix}rooms/steady-room"),
+        format!("{prefix}sessions/{}", player.player_id),
+    ];
+    let registered = async || {
+        let keys = etcd.keys(prefix).await;
+        a.cluster.is_leased() && wanted.iter().all(|k| keys.contains(k))
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the node is leased again",
+        registered,
+    )
+    .await;
+
+    // etcd restores leases on restart; make this one expire for real (as after a longer
+    // outage): the node must take a new lease and register everything it holds again.
+    let mut client = etcd.client().await;
+    for lease in client.leases().await.unwrap().leases() {
+        client.lease_revoke(lease.id()).await.unwrap();
+    }
+    assert!(etcd.keys(&format!("{prefix}rooms/")).await.is_empty());
+    eventually(
+        Duration::from_secs(15),
+        "the node registers again",
+        registered,
+    )
+    .await;
+    assert!(a.rooms.get("steady-room").is_some());
+    a.stop().await;
+}
+
+/// Runs `ludus <args>` against the cluster; returns (success, stdout, stderr).
+fn ludus(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(args)
+        .env("LUDUS_LOG", "warn")
+        .output()
+        .expect("running ludus");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes an example game's module into `dir` and returns its path.
+fn module_file(dir: &tempfile::TempDir, game: &str) -> String {
+    let path = dir.path().join(format!("{game}.wasm"));
+    std::fs::write(&path, ludus::guest_build::example_game_bytes(game).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+fn rules_of(frame: &ludus::gateway::pb::ServerFrame) -> Option<u64> {
+    match &frame.body {
+        Some(Out::Message(m)) => serde_json::from_slice::<serde_json::Value>(&m.payload)
+            .ok()?
+            .get("rules")?
+            .as_u64(),
+        _ => None,
+    }
+}
+
+/// A player in its own arena room on `node`.
+async fn player_on(node: &Server, room: &str) -> Client {
+    let mut c = Client::guest(node.addr, room, ClientOptions::default())
+        .await
+        .unwrap();
+    c.create("arena", room, "").await.unwrap();
+    create_outcome(&mut c).await.unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ludus_deploy_swaps_every_node_live_while_clients_play() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/deploy/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let (c, _dc) = node(&etcd, prefix, "c", ttl).await;
+    let nodes = [&a, &b, &c];
+    let mut players = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        players.push(player_on(n, &format!("play-{i}")).await);
+    }
+    let files = tempfile::tempdir().unwrap();
+    let v2 = module_file(&files, "arena-v2");
+
+    let (ok, out, err) = ludus(&[
+        "deploy", "arena", &v2, "--etcd", &etcd.url, "--prefix", prefix,
+    ]);
+    assert!(ok, "deploy failed:\n{out}\n{err}");
+    assert!(out.contains("all 3 nodes run arena 2.0.0"), "{out}");
+
+    // Every player sees the v2 rules on the same connection, in the same room.
+    for p in &mut players {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let frame = tokio::time::timeout(WAIT, p.recv()).await.unwrap().unwrap();
+            if rules_of(&frame) == Some(2) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no v2 snapshot");
+        }
+    }
+    for n in nodes {
+        assert_eq!(n.gateway.connections(), 1, "no client reconnected");
+        assert_eq!(n.gateway.sessions(), 1);
+        assert_eq!(n.rooms.active_module("arena").unwrap().version, "2.0.0");
+    }
+
+    let (ok, out, err) = ludus(&["status", "--json", "--etcd", &etcd.url, "--prefix", prefix]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["games"]["arena"]["current"]["version"], "2.0.0");
+    for id in ["a", "b", "c"] {
+        let s = &status["status"]["arena"][id];
+        assert_eq!(s["version"], "2.0.0", "{id}: {s}");
+        assert_eq!(s["rooms"]["2.0.0"], 1, "{id}: {s}");
+        assert_eq!(s["ok"], true);
+    }
+    // The table for people names every node.
+    let (ok, table, _) = ludus(&["status", "--etcd", &etcd.url, "--prefix", prefix]);
+    assert!(
+        ok && table.contains("desired 2.0.0") && table.contains("\n  c "),
+        "{table}"
+    );
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_restore_fails_rolls_back_everywhere_and_status_names_the_error() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/rollback/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let mut players = vec![player_on(&a, "keep-a").await, player_on(&b, "keep-b").await];
+    let files = tempfile::tempdir().unwrap();
+    let v1 = module_file(&files, "arena");
+    let bad = module_file(&files, "bad-restore");
+    let target = ["--etcd", etcd.url.as_str(), "--prefix", prefix];
+
+    // v1 becomes the cluster's desired version (the nodes already run it).
+    let (ok, out, err) = ludus(&[&["deploy", "arena", &v1][..], &target[..]].concat());
+    assert!(ok, "{out}\n{err}");
+
+    let (ok, out, err) = ludus(&[&["deploy", "arena", &bad][..], &target[..]].concat());
+    assert!(!ok, "a deploy whose restore fails must fail:\n{out}");
+    assert!(err.contains("bad-restore refuses state"), "{err}");
+    assert!(err.contains("back on 1.0.0"), "{err}");
+
+    let (ok, out, _) = ludus(&[&["status", "--json"][..], &target[..]].concat());
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let game = &status["games"]["arena"];
+    assert_eq!(game["current"]["version"], "1.0.0", "{game}");
+    let note = game["note"].as_str().unwrap();
+    assert!(
+        note.contains("rolled back") && note.contains("bad-restore refuses state"),
+        "{note}"
+    );
+    eventually(WAIT, "every node reports v1 again", async || {
+        let (_, out, _) = ludus(&[&["status", "--json"][..], &target[..]].concat());
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        ["a", "b"].iter().all(|id| {
+            s["status"]["arena"][id]["version"] == "1.0.0" && s["status"]["arena"][id]["ok"] == true
+        })
+    })
+    .await;
+    // The players never left their rooms and still play v1.
+    for p in &mut players {
+        let frame = loop {
+            let f = tokio::time::timeout(WAIT, p.recv()).await.unwrap().unwrap();
+            if rules_of(&f).is_some() {
+                break f;
+            }
+        };
+        assert_eq!(rules_of(&frame), Some(1));
+    }
+    assert_eq!(a.gateway.connections() + b.gateway.connections(), 2);
+
+    // And by hand: rollback with no earlier version says so.
+    let (ok, _, err) = ludus(&[&["rollback", "arena"][..], &target[..]].concat());
+    assert!(!ok && err.contains("no earlier version"), "{err}");
+    a.stop().await;
+    b.stop().await;
+}
