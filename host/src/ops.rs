@@ -55,9 +55,13 @@ pub struct DeployArgs {
     pub game: String,
     /// The module (.wasm) to run.
     pub module: PathBuf,
-    /// all-rooms (running rooms swap live) or new-rooms-only.
+    /// all-rooms (running rooms swap live), new-rooms-only, or canary:PERCENT (that
+    /// share of running rooms swaps, the rest finish on their version).
     #[arg(long, default_value = "all-rooms", value_parser = parse_policy)]
     pub policy: SwapPolicy,
+    /// Config (a JSON object) for new rooms created without one.
+    #[arg(long, value_parser = parse_room_config)]
+    pub room_config: Option<String>,
     /// Keep a failed version instead of rolling the cluster back to the previous one.
     #[arg(long)]
     pub no_rollback: bool,
@@ -69,8 +73,24 @@ pub struct DeployArgs {
 }
 
 fn parse_policy(s: &str) -> Result<SwapPolicy, String> {
+    if let Some(percent) = s.strip_prefix("canary:") {
+        return match percent.parse::<u8>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(SwapPolicy::Canary(p)),
+            _ => Err(format!(
+                "canary needs a percentage from 1 to 100, not `{percent}`"
+            )),
+        };
+    }
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("unknown policy `{s}` (all-rooms or new-rooms-only)"))
+        .map_err(|_| format!("unknown policy `{s}` (all-rooms, new-rooms-only or canary:PERCENT)"))
+}
+
+fn parse_room_config(s: &str) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(_)) => Ok(s.to_owned()),
+        Ok(other) => Err(format!("room config must be a JSON object, not `{other}`")),
+        Err(e) => Err(format!("room config is not JSON: {e}")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,6 +197,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         &args.game,
         version.clone(),
         args.policy,
+        args.room_config.clone(),
         !args.no_rollback,
     )
     .await?;

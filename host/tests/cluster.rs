@@ -356,7 +356,15 @@ async fn ludus_deploy_swaps_every_node_live_while_clients_play() {
     let v2 = module_file(&files, "arena-v2");
 
     let (ok, out, err) = ludus(&[
-        "deploy", "arena", &v2, "--etcd", &etcd.url, "--prefix", prefix,
+        "deploy",
+        "arena",
+        &v2,
+        "--room-config",
+        r#"{"max_players": 4}"#,
+        "--etcd",
+        &etcd.url,
+        "--prefix",
+        prefix,
     ]);
     assert!(ok, "deploy failed:\n{out}\n{err}");
     assert!(out.contains("all 3 nodes run arena 2.0.0"), "{out}");
@@ -382,6 +390,10 @@ async fn ludus_deploy_swaps_every_node_live_while_clients_play() {
     assert!(ok, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["games"]["arena"]["current"]["version"], "2.0.0");
+    assert_eq!(
+        status["games"]["arena"]["room_config"],
+        r#"{"max_players": 4}"#
+    );
     for id in ["a", "b", "c"] {
         let s = &status["status"]["arena"][id];
         assert_eq!(s["version"], "2.0.0", "{id}: {s}");
@@ -450,6 +462,14 @@ async fn a_deploy_whose_restore_fails_rolls_back_everywhere_and_status_names_the
         assert_eq!(rules_of(&frame), Some(1));
     }
     assert_eq!(a.gateway.connections() + b.gateway.connections(), 2);
+
+    // Bad operator input is refused before anything is written.
+    let bad_policy = ["deploy", "arena", &v1, "--policy", "canary:0"];
+    let (ok, _, err) = ludus(&[&bad_policy[..], &target[..]].concat());
+    assert!(!ok && err.contains("percentage from 1 to 100"), "{err}");
+    let missing = ["deploy", "arena", "/no/such.wasm"];
+    let (ok, _, err) = ludus(&[&missing[..], &target[..]].concat());
+    assert!(!ok && err.contains("/no/such.wasm"), "{err}");
 
     // And by hand: rollback with no earlier version says so.
     let (ok, _, err) = ludus(&[&["rollback", "arena"][..], &target[..]].concat());

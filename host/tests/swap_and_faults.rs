@@ -91,6 +91,53 @@ async fn new_rooms_only_policy_leaves_running_rooms_on_their_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_swaps_its_share_of_rooms_and_new_rooms_get_the_game_default_config() {
+    let rooms = rooms();
+    install(&rooms, "arena").await;
+    let mut running = Vec::new();
+    for i in 0..4 {
+        let req = ludus::rooms::CreateRoom {
+            game: "arena".into(),
+            id: Some(format!("room-{i}")),
+            ..Default::default()
+        };
+        running.push(rooms.create(req).await.unwrap());
+    }
+    let v2 = load(&rooms, "arena-v2").await;
+    let report = rooms
+        .swap_game("arena", v2, SwapPolicy::Canary(25))
+        .await
+        .unwrap();
+    // 25% of 4 rooms: one, the first by id.
+    assert_eq!(report.results.len(), 1);
+    assert_eq!(&*report.results[0].room, "room-0");
+    let versions: Vec<String> = running.iter().map(|r| r.info().version).collect();
+    assert_eq!(versions, ["2.0.0", "1.0.0", "1.0.0", "1.0.0"]);
+    assert_eq!(SwapPolicy::Canary(10).rooms_to_swap(0), 0);
+    assert_eq!(SwapPolicy::Canary(10).rooms_to_swap(3), 1);
+    assert_eq!(SwapPolicy::Canary(50).rooms_to_swap(5), 3);
+
+    // A default room config applies to rooms created without one, and a bad one is
+    // refused at creation with the problem named.
+    rooms.set_default_config("arena", Some(r#"{"max_players": 1}"#.into()));
+    let small = common::room(&rooms, "arena").await;
+    assert_eq!(small.info().version, "2.0.0");
+    join(&small, 1).await;
+    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    assert!(
+        small.join(2, "second", tx).await.is_err(),
+        "the room holds one player"
+    );
+    rooms.set_default_config("arena", Some("[1, 2]".into()));
+    let req = ludus::rooms::CreateRoom {
+        game: "arena".into(),
+        ..Default::default()
+    };
+    let err = rooms.create(req).await.unwrap_err();
+    assert!(err.to_string().contains("expected an object"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_whose_restore_fails_keeps_the_old_version_running() {
     let rooms = rooms();
     install(&rooms, "arena").await;

@@ -29,6 +29,9 @@ pub struct GameVersion {
 pub struct GameEntry {
     pub current: GameVersion,
     pub policy: SwapPolicy,
+    /// Config (a JSON object) for new rooms created without one.
+    #[serde(default)]
+    pub room_config: Option<String>,
     /// Restore the previous version cluster-wide when a node fails to swap.
     pub rollback_on_failure: bool,
     /// Earlier versions, oldest first.
@@ -99,6 +102,7 @@ pub async fn set_desired(
     game: &str,
     version: GameVersion,
     policy: SwapPolicy,
+    room_config: Option<String>,
     rollback_on_failure: bool,
 ) -> anyhow::Result<GameEntry> {
     let existing = get_game(client, prefix, game).await?;
@@ -117,6 +121,7 @@ pub async fn set_desired(
     let entry = GameEntry {
         current: version,
         policy,
+        room_config,
         rollback_on_failure,
         history,
         note: None,
@@ -190,6 +195,9 @@ pub(super) async fn follow(c: Cluster, rooms: Rooms) {
 async fn apply(c: &Cluster, rooms: &Rooms, game: &str, entry: &GameEntry, revision: i64) {
     let want = &entry.current.sha256;
     let active = rooms.active_module(game);
+    if active.is_some() {
+        rooms.set_default_config(game, entry.room_config.clone());
+    }
     let outcome = if active.as_ref().is_some_and(|m| &m.sha256_hex() == want) {
         Ok(())
     } else {
@@ -239,6 +247,7 @@ async fn swap_in(c: &Cluster, rooms: &Rooms, game: &str, entry: &GameEntry) -> R
     }
     if rooms.active_module(game).is_none() {
         rooms.install(game, module);
+        rooms.set_default_config(game, entry.room_config.clone());
         return Ok(());
     }
     let report = rooms

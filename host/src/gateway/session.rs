@@ -356,6 +356,8 @@ impl Session {
         self.conn.is_some() || self.unacked.len() < self.cfg.replay_frames
     }
 
+    // A refusal hands the socket back (moved once per connect; its size does not matter).
+    #[allow(clippy::result_large_err)]
     fn attach(&mut self, mut conn: Conn, last_seen: Option<u64>) -> Result<(), (Conn, String)> {
         let replay = match last_seen {
             Some(n) => {

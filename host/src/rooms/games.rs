@@ -17,6 +17,23 @@ pub enum SwapPolicy {
     AllRooms,
     /// Running rooms finish on their version; only new rooms get the new one.
     NewRoomsOnly,
+    /// This percentage of running rooms (at least one, the first by id) swaps now; the
+    /// others finish on their version; new rooms get the new one. `{ canary = 10 }`.
+    Canary(u8),
+}
+
+impl SwapPolicy {
+    /// How many of `rooms` running rooms this policy swaps.
+    pub fn rooms_to_swap(self, rooms: usize) -> usize {
+        match self {
+            SwapPolicy::AllRooms => rooms,
+            SwapPolicy::NewRoomsOnly => 0,
+            SwapPolicy::Canary(percent) => {
+                let share = (rooms * usize::from(percent.min(100))).div_ceil(100);
+                share.max(1).min(rooms)
+            }
+        }
+    }
 }
 
 /// One room's result in a game-wide swap.
@@ -94,6 +111,8 @@ pub struct GameInfo {
 
 struct Entry {
     active: Arc<Module>,
+    /// Config (JSON object) for new rooms created without one.
+    default_config: Option<Arc<str>>,
     last_swap: Option<String>,
     /// Why the last attempt to replace the active module failed, if it did.
     last_error: Option<String>,
@@ -109,11 +128,31 @@ impl Games {
         let mut games = self.games.lock().unwrap_or_else(|e| e.into_inner());
         let entry = games.entry(game.to_owned()).or_insert_with(|| Entry {
             active: module.clone(),
+            default_config: None,
             last_swap: None,
             last_error: None,
         });
         entry.active = module;
         entry.last_error = None;
+    }
+
+    pub fn set_default_config(&self, game: &str, config: Option<Arc<str>>) {
+        if let Some(entry) = self
+            .games
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(game)
+        {
+            entry.default_config = config;
+        }
+    }
+
+    pub fn default_config(&self, game: &str) -> Option<Arc<str>> {
+        self.games
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(game)
+            .and_then(|e| e.default_config.clone())
     }
 
     /// Records why a new version of `game` was not taken (the active one stays).

@@ -109,6 +109,14 @@ impl Rooms {
         self.inner.games.active(game)
     }
 
+    /// The config new rooms of `game` get when created without one (a JSON object;
+    /// `None`: `{}`). Checked when a room is created.
+    pub fn set_default_config(&self, game: &str, config: Option<String>) {
+        self.inner
+            .games
+            .set_default_config(game, config.map(Into::into));
+    }
+
     /// Whether a game of this name is installed.
     pub fn has_game(&self, game: &str) -> bool {
         self.inner.games.active(game).is_some()
@@ -124,8 +132,14 @@ impl Rooms {
         let module = self
             .active_module(&req.game)
             .ok_or_else(|| CreateError::UnknownGame(req.game.clone()))?;
-        let config = match req.config.as_deref().map(str::trim) {
-            None | Some("") => "{}".to_owned(),
+        let default = self.inner.games.default_config(&req.game);
+        let given = req
+            .config
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        let config = match given.or(default.as_deref()) {
+            None => "{}".to_owned(),
             Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(_)) => text.to_owned(),
                 Ok(other) => {
@@ -249,8 +263,8 @@ impl Rooms {
             .ok_or_else(|| GameSwapError::UnknownGame(game.clone()))?;
         self.inner.games.install(&game, module.clone());
         let mut results = Vec::new();
-        if policy == SwapPolicy::AllRooms {
-            let handles: Vec<RoomHandle> = {
+        if policy != SwapPolicy::NewRoomsOnly {
+            let mut handles: Vec<RoomHandle> = {
                 let directory = self
                     .inner
                     .directory
@@ -262,6 +276,9 @@ impl Rooms {
                     .cloned()
                     .collect()
             };
+            // Canary: the first rooms by id (a stable choice, the same on every retry).
+            handles.sort_by(|a, b| a.id.cmp(&b.id));
+            handles.truncate(policy.rooms_to_swap(handles.len()));
             // New instances are made here, off the rooms' threads, so each room pauses
             // only to save and restore. One that cannot be made here is made by the room.
             let rt = self.inner.rt.clone();
