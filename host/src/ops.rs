@@ -26,7 +26,8 @@ pub struct Target {
 }
 
 impl Target {
-    async fn connect(&self) -> anyhow::Result<(Client, String)> {
+    /// etcd, the key prefix, and the cluster credential (for uploads).
+    async fn connect(&self) -> anyhow::Result<(Client, String, Option<String>)> {
         let mut cfg = Config::load(self.config.as_deref())?.cluster;
         if !self.etcd.is_empty() {
             cfg.etcd = self.etcd.clone();
@@ -45,7 +46,8 @@ impl Target {
         let client = Client::connect(&cfg.etcd, Some(options))
             .await
             .with_context(|| format!("connecting to etcd at {}", cfg.etcd.join(",")))?;
-        Ok((client, cfg.prefix()))
+        let secret = cfg.secret().ok();
+        Ok((client, cfg.prefix(), secret))
     }
 }
 
@@ -167,14 +169,17 @@ fn short(sha: &str) -> &str {
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("reading {}", args.module.display()))?;
-    let (mut client, prefix) = args.target.connect().await?;
+    let (mut client, prefix, secret) = args.target.connect().await?;
+    let secret = secret.ok_or_else(|| {
+        anyhow!("set the cluster's secret (LUDUS_CLUSTER__SECRET or cluster.secret) to upload")
+    })?;
     let snap = snapshot(&mut client, &prefix).await?;
     let node = snap
         .nodes
         .values()
         .find(|n| !n.grpc.is_empty())
         .ok_or_else(|| anyhow!("no node is up in the cluster at {prefix}"))?;
-    let uploaded = crate::rpc::upload(&node.grpc, bytes)
+    let uploaded = crate::rpc::upload(&node.grpc, &secret, bytes)
         .await
         .with_context(|| format!("uploading {} to node {}", args.module.display(), node.id))?;
     println!(
@@ -206,7 +211,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    let (mut client, prefix) = args.target.connect().await?;
+    let (mut client, prefix, _) = args.target.connect().await?;
     let entry = cluster::rollback(
         &mut client,
         &prefix,
@@ -319,7 +324,7 @@ async fn wait_for(
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (mut client, prefix) = args.target.connect().await?;
+    let (mut client, prefix, _) = args.target.connect().await?;
     let snap = snapshot(&mut client, &prefix).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snap)?);

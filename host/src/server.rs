@@ -64,6 +64,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let (cluster, grpc) = if config.cluster.etcd.is_empty() {
         (Cluster::local(&addr.to_string()), None)
     } else {
+        let secret = config.cluster.secret()?;
         let grpc = tokio::net::TcpListener::bind(config.cluster.grpc_listen)
             .await
             .with_context(|| format!("binding gRPC to {}", config.cluster.grpc_listen))?;
@@ -78,14 +79,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         for (sha, bytes) in held {
             cluster.hold_module(&sha, Arc::new(bytes)).await?;
         }
-        let service = crate::rpc::ModulesService::server(cluster.clone(), rt.clone());
         let stop = shutdown.clone();
-        let serve = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                async move { stop.cancelled().await },
-            );
+        let serve = crate::rpc::serve(grpc, cluster.clone(), rt.clone(), secret, async move {
+            stop.cancelled().await
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("gRPC server: {e}");

@@ -11,6 +11,8 @@ use ludus::server::Server;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The cluster credential every node (and `ludus deploy`) here shares.
+const SECRET: &str = "the test cluster's shared secret";
 
 /// A node of the cluster at `etcd` under `prefix`, serving arena.
 async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, tempfile::TempDir) {
@@ -20,6 +22,7 @@ async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, te
         c.cluster.prefix = Some(prefix);
         c.cluster.node_id = Some(id);
         c.cluster.lease_ttl = ttl;
+        c.cluster.secret = Some(SECRET.into());
     })
     .await
 }
@@ -184,6 +187,7 @@ async fn a_killed_node_vanishes_within_its_lease_ttl() {
         .arg(format!("arena={}", module.display()))
         .env("LUDUS_CLUSTER__PREFIX", prefix)
         .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
         .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
         .env("LUDUS_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -303,6 +307,7 @@ fn ludus(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(args)
         .env("LUDUS_LOG", "warn")
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
         .output()
         .expect("running ludus");
     (
@@ -476,4 +481,55 @@ async fn a_deploy_whose_restore_fails_rolls_back_everywhere_and_status_names_the
     assert!(!ok && err.contains("no earlier version"), "{err}");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_to_node_calls_without_the_cluster_credential_are_refused() {
+    use ludus::rpc::pb::{FetchRequest, modules_client::ModulesClient};
+    let etcd = Etcd::start().await;
+    let (a, _da) = node(&etcd, "/ludus/creds/", "a", Duration::from_secs(10)).await;
+    let grpc = a.cluster.routing().nodes["a"].grpc.clone();
+    let sha = a.rooms.active_module("arena").unwrap().sha256_hex();
+
+    // No credential at all.
+    let mut bare = ModulesClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let status = bare
+        .fetch(FetchRequest {
+            sha256: sha.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("no cluster credential"),
+        "{status}"
+    );
+
+    // A wrong one.
+    let err = ludus::rpc::fetch(&grpc, "not the cluster's secret at all", &sha)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("wrong cluster credential"),
+        "{err:#}"
+    );
+
+    // The right one gets the bytes, checked against their hash.
+    let bytes = ludus::rpc::fetch(&grpc, SECRET, &sha).await.unwrap();
+    assert_eq!(ludus::rpc::sha256_hex(&bytes), sha);
+
+    // A node without a secret does not join at all, and says why.
+    let url = etcd.url.clone();
+    let mut config = ludus::config::Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.runtime.max_instances = 8;
+    config.cluster.etcd = vec![url];
+    let err = ludus::server::start(config).await.err().expect("refused");
+    assert!(
+        format!("{err:#}").contains("LUDUS_CLUSTER__SECRET"),
+        "{err:#}"
+    );
+    a.stop().await;
 }

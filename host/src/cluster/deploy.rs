@@ -286,7 +286,13 @@ async fn fetch(c: &Cluster, sha: &str) -> Result<Vec<u8>, String> {
     }
     let mut errors = Vec::new();
     for addr in holders {
-        match crate::rpc::fetch(addr, sha).await {
+        let secret = c
+            .inner
+            .etcd
+            .as_ref()
+            .map(|e| e.secret.as_str())
+            .unwrap_or("");
+        match crate::rpc::fetch(addr, secret, sha).await {
             Ok(bytes) => return Ok(bytes),
             Err(e) => errors.push(format!("{e:#}")),
         }

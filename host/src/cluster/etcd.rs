@@ -23,6 +23,8 @@ pub(super) struct Etcd {
     pub prefix: String,
     ttl: Duration,
     lease: AtomicI64,
+    /// The cluster credential for calls to other nodes.
+    pub secret: String,
 }
 
 fn err(e: etcd_client::Error) -> ClusterError {
@@ -31,6 +33,7 @@ fn err(e: etcd_client::Error) -> ClusterError {
 
 impl Etcd {
     pub async fn connect(cfg: &ClusterConfig) -> anyhow::Result<Etcd> {
+        let secret = cfg.secret()?;
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(3));
@@ -42,6 +45,7 @@ impl Etcd {
             prefix: cfg.prefix(),
             ttl: cfg.lease_ttl.max(Duration::from_secs(1)),
             lease: AtomicI64::new(0),
+            secret,
         })
     }
 

@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// The gateway address other nodes and clients should use for this node (default:
     /// the address it listens on).
     pub advertise: Option<String>,
+    /// The cluster credential: a shared secret (16+ characters) every node-to-node and
+    /// operator call carries. Required with etcd.
+    pub secret: Option<String>,
     /// Where the node's gRPC service (module fetches, uploads by `ludus deploy`)
     /// listens; port 0 picks a free one. Used with etcd only.
     pub grpc_listen: std::net::SocketAddr,
@@ -67,12 +70,26 @@ impl Default for ClusterConfig {
             node_id: None,
             lease_ttl: Duration::from_secs(10),
             advertise: None,
+            secret: None,
             grpc_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
 
 impl ClusterConfig {
+    /// The cluster credential, or an error that says how to set one.
+    pub fn secret(&self) -> anyhow::Result<String> {
+        let min = crate::rpc::layers::MIN_SECRET_LEN;
+        match &self.secret {
+            Some(s) if s.len() >= min => Ok(s.clone()),
+            Some(_) => anyhow::bail!("cluster.secret must be at least {min} characters"),
+            None => anyhow::bail!(
+                "a cluster needs a shared secret for node-to-node calls: set cluster.secret \
+                 (or LUDUS_CLUSTER__SECRET), the same on every node and for ludus deploy"
+            ),
+        }
+    }
+
     pub fn prefix(&self) -> String {
         let mut prefix = self
             .prefix

@@ -2,12 +2,15 @@
 
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::runtime::Runtime;
+
+pub mod layers;
 
 pub mod pb {
     tonic::include_proto!("ludus.cluster.v1");
@@ -42,10 +45,40 @@ pub struct ModulesService {
     rt: Arc<Runtime>,
 }
 
+type Checked<S> = tonic::service::interceptor::InterceptedService<S, layers::CheckCredential>;
+
 impl ModulesService {
-    pub fn server(cluster: Cluster, rt: Arc<Runtime>) -> ModulesServer<ModulesService> {
-        ModulesServer::new(ModulesService { cluster, rt }).max_decoding_message_size(2 * CHUNK)
+    /// The service, refusing calls without the cluster credential `secret`.
+    pub fn server(
+        cluster: Cluster,
+        rt: Arc<Runtime>,
+        secret: &str,
+    ) -> Checked<ModulesServer<Self>> {
+        let server =
+            ModulesServer::new(ModulesService { cluster, rt }).max_decoding_message_size(2 * CHUNK);
+        tonic::service::interceptor::InterceptedService::new(
+            server,
+            layers::CheckCredential::new(secret),
+        )
     }
+}
+
+/// Serves the node's gRPC services on `listener` until `stop`, logging every call.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cluster: Cluster,
+    rt: Arc<Runtime>,
+    secret: String,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .layer(layers::CallLogLayer { side: "server" })
+        .add_service(ModulesService::server(cluster, rt, &secret))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop,
+        )
+        .await
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
@@ -93,19 +126,30 @@ impl Modules for ModulesService {
     }
 }
 
-async fn client(addr: &str) -> anyhow::Result<ModulesClient<tonic::transport::Channel>> {
+type Client = ModulesClient<
+    tonic::service::interceptor::InterceptedService<
+        layers::CallLog<tonic::transport::Channel>,
+        layers::AddCredential,
+    >,
+>;
+
+async fn client(addr: &str, secret: &str) -> anyhow::Result<Client> {
     let url = format!("http://{addr}");
     let channel = tonic::transport::Endpoint::from_shared(url.clone())?
         .connect_timeout(std::time::Duration::from_secs(3))
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
-    Ok(ModulesClient::new(channel).max_decoding_message_size(2 * CHUNK))
+    let logged = tower::Layer::layer(&layers::CallLogLayer { side: "client" }, channel);
+    Ok(
+        ModulesClient::with_interceptor(logged, layers::AddCredential::new(secret))
+            .max_decoding_message_size(2 * CHUNK),
+    )
 }
 
 /// Fetches module `sha` from the node at `addr` and checks its hash.
-pub async fn fetch(addr: &str, sha: &str) -> anyhow::Result<Vec<u8>> {
-    let mut client = client(addr).await?;
+pub async fn fetch(addr: &str, secret: &str, sha: &str) -> anyhow::Result<Vec<u8>> {
+    let mut client = client(addr, secret).await?;
     let mut stream = client
         .fetch(FetchRequest { sha256: sha.into() })
         .await
@@ -132,8 +176,8 @@ pub async fn fetch(addr: &str, sha: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Uploads a module to the node at `addr`, which checks and keeps it.
-pub async fn upload(addr: &str, bytes: Vec<u8>) -> anyhow::Result<Uploaded> {
-    let mut client = client(addr).await?;
+pub async fn upload(addr: &str, secret: &str, bytes: Vec<u8>) -> anyhow::Result<Uploaded> {
+    let mut client = client(addr, secret).await?;
     let reply = client
         .upload(chunks(Arc::new(bytes)))
         .await
