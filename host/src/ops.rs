@@ -348,10 +348,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!();
         match snap.games.get(game) {
             Some(e) => println!(
-                "game {game}: desired {} ({}), policy {:?}{}",
+                "game {game}: desired {} ({}), policy {}{}",
                 e.current.version,
                 short(&e.current.sha256),
-                e.policy,
+                serde_json::to_string(&e.policy)
+                    .unwrap_or_default()
+                    .trim_matches('"'),
                 e.note
                     .as_ref()
                     .map(|n| format!(" — {n}"))

@@ -61,9 +61,11 @@ impl tonic::service::Interceptor for AddCredential {
 }
 
 /// Logs each call: which side, peer, method, duration, status.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CallLogLayer {
     pub side: &'static str,
+    /// The peer's address on the client side (the server reads it from the connection).
+    pub peer: Option<std::sync::Arc<str>>,
 }
 
 impl<S> tower::Layer<S> for CallLogLayer {
@@ -72,6 +74,7 @@ impl<S> tower::Layer<S> for CallLogLayer {
         CallLog {
             inner,
             side: self.side,
+            peer: self.peer.clone(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl<S> tower::Layer<S> for CallLogLayer {
 pub struct CallLog<S> {
     inner: S,
     side: &'static str,
+    peer: Option<std::sync::Arc<str>>,
 }
 
 impl<S, ReqB, ResB> tower::Service<http::Request<ReqB>> for CallLog<S>
@@ -98,17 +102,15 @@ where
 
     fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
         let method = req.uri().path().to_owned();
-        let peer = req
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| {
-                req.uri()
-                    .authority()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
-            });
+        let peer = match &self.peer {
+            Some(peer) => peer.to_string(),
+            None => req
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|info| info.remote_addr())
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        };
         let side = self.side;
         let started = Instant::now();
         let call = self.inner.call(req);

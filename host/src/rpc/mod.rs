@@ -72,7 +72,10 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .layer(layers::CallLogLayer { side: "server" })
+        .layer(layers::CallLogLayer {
+            side: "server",
+            peer: None,
+        })
         .add_service(ModulesService::server(cluster, rt, &secret))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -140,7 +143,11 @@ async fn client(addr: &str, secret: &str) -> anyhow::Result<Client> {
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
-    let logged = tower::Layer::layer(&layers::CallLogLayer { side: "client" }, channel);
+    let layer = layers::CallLogLayer {
+        side: "client",
+        peer: Some(addr.into()),
+    };
+    let logged = tower::Layer::layer(&layer, channel);
     Ok(
         ModulesClient::with_interceptor(logged, layers::AddCredential::new(secret))
             .max_decoding_message_size(2 * CHUNK),
