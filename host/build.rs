@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = "../proto/cluster.proto";
     println!("cargo:rerun-if-changed={cluster}");
     tonic_prost_build::configure()
-        .bytes(".ludus.cluster.v1.Chunk.data")
+        .bytes(".ludus.cluster.v1")
         .compile_with_config(
             {
                 let mut c = prost_build::Config::new();

@@ -61,8 +61,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding the gateway to {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (cluster, grpc) = if config.cluster.etcd.is_empty() {
-        (Cluster::local(&addr.to_string()), None)
+    let (cluster, grpc, peers) = if config.cluster.etcd.is_empty() {
+        (Cluster::local(&addr.to_string()), None, None)
     } else {
         let secret = config.cluster.secret()?;
         let grpc = tokio::net::TcpListener::bind(config.cluster.grpc_listen)
@@ -80,16 +80,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             cluster.hold_module(&sha, Arc::new(bytes)).await?;
         }
         let stop = shutdown.clone();
-        let serve = crate::rpc::serve(grpc, cluster.clone(), rt.clone(), secret, async move {
-            stop.cancelled().await
-        });
+        let serve = crate::rpc::serve(
+            grpc,
+            cluster.clone(),
+            rt.clone(),
+            rooms.clone(),
+            secret.clone(),
+            stop,
+        );
         let task = tokio::spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("gRPC server: {e}");
             }
         });
         tracing::info!(node = cluster.node_id(), etcd = ?config.cluster.etcd, grpc = %grpc_addr, "joined the cluster");
-        (cluster, Some(task))
+        let peers = crate::rpc::relay::Peers::new(cluster.clone(), secret);
+        (cluster, Some(task), Some(peers))
     };
     let gateway = Gateway::new(
         rooms.clone(),
@@ -97,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.gateway.clone(),
         shutdown.clone(),
         cluster.clone(),
+        peers,
     );
     let app = gateway.router();
     let stop = shutdown.clone();
@@ -130,8 +137,14 @@ impl Server {
         let rooms = self.rooms.clone();
         let _ = tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"))
             .await;
-        if let Some(grpc) = self.grpc {
-            let _ = grpc.await;
+        if let Some(mut grpc) = self.grpc {
+            // Streams end with the shutdown; a peer that keeps one open is not waited for.
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut grpc)
+                .await
+                .is_err()
+            {
+                grpc.abort();
+            }
         }
         self.cluster.leave().await;
     }

@@ -533,3 +533,112 @@ async fn node_to_node_calls_without_the_cluster_credential_are_refused() {
     );
     a.stop().await;
 }
+
+/// The next room message on `c` as (tick, payload), skipping other frames.
+async fn next_snapshot(c: &mut Client) -> (u64, Vec<u8>) {
+    loop {
+        let frame = tokio::time::timeout(WAIT, c.recv())
+            .await
+            .expect("a snapshot in time")
+            .expect("connected");
+        if let Some(Out::Message(m)) = &frame.body {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            if let Some(tick) = v["tick"].as_u64() {
+                return (tick, m.payload.to_vec());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_on_one_node_plays_in_a_room_on_another_and_sees_the_same_snapshots() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/remote/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let mut host = player_on(&b, "far").await;
+    eventually(WAIT, "a learns where room `far` lives", async || {
+        a.cluster
+            .routing()
+            .rooms
+            .get("far")
+            .is_some_and(|e| e.owner == "b")
+    })
+    .await;
+
+    let mut guest = Client::guest(a.addr, "guest", ClientOptions::default())
+        .await
+        .unwrap();
+    guest.join("far").await.unwrap();
+    match create_outcome(&mut guest).await {
+        Ok(()) => {}
+        Err(e) => panic!("joining the remote room: {e}"),
+    }
+    assert!(a.rooms.get("far").is_none(), "the room lives on b only");
+    assert_eq!(b.rooms.get("far").unwrap().info().seats, 2);
+
+    // The guest's inputs reach the room on b, in order.
+    for seq in 1..=5u64 {
+        let input = serde_json::json!({ "seq": seq, "dx": 1, "dy": 0 });
+        guest
+            .message("far", serde_json::to_vec(&input).unwrap())
+            .await
+            .unwrap();
+    }
+    let me = guest.player_id;
+    let shows_all = |payload: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        v["players"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == me && p["seq"] == 5)
+    };
+    for c in [&mut guest, &mut host] {
+        loop {
+            let (_, payload) = next_snapshot(c).await;
+            if shows_all(&payload) {
+                break;
+            }
+        }
+    }
+
+    // Both see the same snapshots, in the same order.
+    let (mut seen_by_guest, mut seen_by_host) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        seen_by_guest.push(next_snapshot(&mut guest).await);
+        seen_by_host.push(next_snapshot(&mut host).await);
+    }
+    for seen in [&seen_by_guest, &seen_by_host] {
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ticks in order");
+    }
+    let host_by_tick: std::collections::HashMap<u64, &Vec<u8>> =
+        seen_by_host.iter().map(|(t, p)| (*t, p)).collect();
+    let common: Vec<&(u64, Vec<u8>)> = seen_by_guest
+        .iter()
+        .filter(|(t, _)| host_by_tick.contains_key(t))
+        .collect();
+    assert!(common.len() >= 10, "{} ticks in common", common.len());
+    for (tick, payload) in common {
+        assert_eq!(payload, host_by_tick[tick], "tick {tick}");
+    }
+
+    // Node b goes away: the guest is told, with a reason, and can play elsewhere.
+    b.stop().await;
+    let kicked = loop {
+        let frame = tokio::time::timeout(WAIT, guest.recv())
+            .await
+            .expect("told in time")
+            .expect("still connected to a");
+        if let Some(Out::Kicked(k)) = frame.body {
+            break k;
+        }
+    };
+    assert_eq!(kicked.room_id, "far");
+    assert!(kicked.reason.contains("node b"), "{}", kicked.reason);
+    guest.create("arena", "nearby", "").await.unwrap();
+    create_outcome(&mut guest).await.unwrap();
+    assert_eq!(a.gateway.connections(), 1, "the guest never reconnected");
+    a.stop().await;
+}

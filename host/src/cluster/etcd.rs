@@ -351,6 +351,11 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
     match kind {
         "nodes" => {
             let node = serde_json::from_slice::<NodeInfo>(kv.value()).ok();
+            if !put {
+                let _ = c.inner.events.send(ClusterEvent::NodeLeft {
+                    node: name.to_owned(),
+                });
+            }
             c.write_routing(|r| match (put, node) {
                 (true, Some(node)) => {
                     r.nodes.insert(name.to_owned(), node);

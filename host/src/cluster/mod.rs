@@ -130,6 +130,8 @@ pub struct RoomEntry {
 pub enum ClusterEvent {
     /// `player` logged in on `node`: a session for it here must end.
     SessionTaken { player: u64, node: String },
+    /// A node left the cluster (its key was deleted or expired).
+    NodeLeft { node: String },
     /// `games/<game>` changed (at etcd revision `revision`).
     GameChanged {
         game: String,

@@ -98,6 +98,7 @@ impl Gateway {
         cfg: GatewayConfig,
         shutdown: CancellationToken,
         cluster: Cluster,
+        peers: Option<Arc<crate::rpc::relay::Peers>>,
     ) -> Self {
         let session_cfg = SessionConfig {
             grace_period: cfg.grace_period,
@@ -106,7 +107,7 @@ impl Gateway {
         };
         Gateway {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(rooms.clone(), session_cfg, shutdown, cluster),
+                sessions: Sessions::new(rooms.clone(), session_cfg, shutdown, cluster, peers),
                 rooms,
                 auth,
                 cfg: Arc::new(cfg),

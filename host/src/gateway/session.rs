@@ -28,6 +28,7 @@ use crate::cluster::{Cluster, ClusterError, ClusterEvent};
 use crate::rooms::{
     CreateError, CreateRoom, LeaveReason, RoomEvent, RoomHandle, Rooms, check_room_id,
 };
+use crate::rpc::relay::{Peers, RemoteRoom};
 
 /// Close codes sent to a connection by its session.
 pub mod close_code {
@@ -99,6 +100,7 @@ pub struct Sessions {
     map: Mutex<HashMap<u64, SessionHandle>>,
     rooms: Rooms,
     cluster: Cluster,
+    peers: Option<Arc<Peers>>,
     cfg: SessionConfig,
     shutdown: CancellationToken,
 }
@@ -109,12 +111,14 @@ impl Sessions {
         cfg: SessionConfig,
         shutdown: CancellationToken,
         cluster: Cluster,
+        peers: Option<Arc<Peers>>,
     ) -> Arc<Self> {
         let mut events = cluster.subscribe();
         let sessions = Arc::new(Sessions {
             map: Mutex::new(HashMap::new()),
             rooms,
             cluster,
+            peers,
             cfg,
             shutdown,
         });
@@ -216,6 +220,7 @@ impl Sessions {
             rooms: self.rooms.clone(),
             cluster: self.cluster.clone(),
             joined: HashMap::new(),
+            peers: self.peers.clone(),
             sink,
             events,
             conn: None,
@@ -255,7 +260,9 @@ struct Session {
     resume_token: Arc<str>,
     rooms: Rooms,
     cluster: Cluster,
-    joined: HashMap<String, RoomHandle>,
+    joined: HashMap<String, Joined>,
+    /// Links to other nodes, for rooms that live there (cluster only).
+    peers: Option<Arc<Peers>>,
     /// Rooms deliver this player's events here; `events` is its other end.
     sink: mpsc::Sender<RoomEvent>,
     events: mpsc::Receiver<RoomEvent>,
@@ -509,11 +516,14 @@ impl Session {
             Some(In::Join(join)) => {
                 let result = match self.rooms.get(&join.room_id) {
                     Some(room) => self.join(room).await,
-                    None => Err(error(
-                        ErrorCode::NoSuchRoom,
-                        format!("no room `{}`", join.room_id),
-                        seq,
-                    )),
+                    None => match self.join_remote(&join.room_id).await {
+                        Some(result) => result,
+                        None => Err(error(
+                            ErrorCode::NoSuchRoom,
+                            format!("no room `{}`", join.room_id),
+                            seq,
+                        )),
+                    },
                 };
                 self.reply(result, seq);
             }
@@ -592,6 +602,37 @@ impl Session {
         }
     }
 
+    /// Joins a room another node of the cluster owns, through the link to that node;
+    /// `None` if no node has a room of that id.
+    async fn join_remote(&mut self, id: &str) -> Option<Result<Out, Out>> {
+        let peers = self.peers.clone()?;
+        let owner = self.cluster.routing().rooms.get(id)?.owner.clone();
+        if owner == self.cluster.node_id() {
+            return None; // ours, but not open (yet, or any more)
+        }
+        if self.joined.contains_key(id) {
+            let e = format!("already in room `{id}`");
+            return Some(Err(error(ErrorCode::Refused, e, 0)));
+        }
+        let (player, name) = (self.who.player_id, self.who.name.clone());
+        Some(
+            match peers
+                .join(&owner, player, &name, id, self.sink.clone())
+                .await
+            {
+                Ok((remote, joined)) => {
+                    self.joined.insert(id.to_owned(), Joined::Remote(remote));
+                    Ok(Out::Joined(pb::Joined {
+                        room_id: id.to_owned(),
+                        game: joined.game,
+                        version: joined.version,
+                    }))
+                }
+                Err(e) => Err(error(ErrorCode::Refused, e, 0)),
+            },
+        )
+    }
+
     async fn join(&mut self, room: RoomHandle) -> Result<Out, Out> {
         let id = room.id().to_owned();
         if self.joined.contains_key(&id) {
@@ -607,7 +648,7 @@ impl Session {
         {
             Ok(()) => {
                 let info = room.info();
-                self.joined.insert(id.clone(), room);
+                self.joined.insert(id.clone(), Joined::Local(room));
                 Ok(Out::Joined(pb::Joined {
                     room_id: id,
                     game: info.game,
@@ -615,6 +656,28 @@ impl Session {
                 }))
             }
             Err(e) => Err(error(ErrorCode::Refused, e.to_string(), 0)),
+        }
+    }
+}
+
+/// A room the player is in: here, or on another node.
+enum Joined {
+    Local(RoomHandle),
+    Remote(RemoteRoom),
+}
+
+impl Joined {
+    fn message(&self, player: u64, payload: bytes::Bytes) {
+        match self {
+            Joined::Local(room) => room.message(player, payload),
+            Joined::Remote(room) => room.message(player, payload),
+        }
+    }
+
+    fn leave(&self, player: u64, reason: LeaveReason) {
+        match self {
+            Joined::Local(room) => room.leave(player, reason),
+            Joined::Remote(room) => room.leave(player),
         }
     }
 }

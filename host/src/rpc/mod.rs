@@ -2,7 +2,6 @@
 
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -11,6 +10,7 @@ use crate::cluster::Cluster;
 use crate::runtime::Runtime;
 
 pub mod layers;
+pub mod relay;
 
 pub mod pb {
     tonic::include_proto!("ludus.cluster.v1");
@@ -68,8 +68,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     cluster: Cluster,
     rt: Arc<Runtime>,
+    rooms: crate::rooms::Rooms,
     secret: String,
-    stop: impl Future<Output = ()> + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .layer(layers::CallLogLayer {
@@ -77,9 +78,10 @@ pub async fn serve(
             peer: None,
         })
         .add_service(ModulesService::server(cluster, rt, &secret))
+        .add_service(relay::RelayService::server(rooms, &secret, stop.clone()))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop,
+            async move { stop.cancelled().await },
         )
         .await
 }

@@ -1,0 +1,402 @@
+//! Playing in a room on another node. The gateway node keeps one `Link` stream per peer
+//! (opened on first use over the peer's HTTP/2 channel, with the cluster credential) and
+//! multiplexes every player it forwards to that peer over it; the owner joins those
+//! players to its room with a sink that relays the room's output back on the same stream.
+//! When the link ends (the peer died, restarted, or left the cluster) every forwarded
+//! player is told, per room, with a reason; the next join opens a new link.
+
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::layers;
+use super::pb::peer_frame::Body;
+use super::pb::relay_client::RelayClient;
+use super::pb::relay_server::{Relay, RelayServer};
+use super::pb::room_output::Kind;
+use super::pb::{JoinResult, JoinRoom, LeaveRoom, PeerFrame, RoomInput, RoomOutput};
+use crate::cluster::{Cluster, ClusterEvent};
+use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
+
+/// Frames queued on a link before a sender waits.
+const LINK_QUEUE: usize = 8192;
+/// Room events queued per forwarded membership on the owner.
+const PLAYER_QUEUE: usize = 1024;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------- owner side
+
+/// The owner's end: joins forwarded players to local rooms and relays their output.
+pub struct RelayService {
+    rooms: Rooms,
+    /// Ends every link when the node shuts down.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl RelayService {
+    pub fn server(
+        rooms: Rooms,
+        secret: &str,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tonic::service::interceptor::InterceptedService<RelayServer<Self>, layers::CheckCredential>
+    {
+        tonic::service::interceptor::InterceptedService::new(
+            RelayServer::new(RelayService { rooms, stop }),
+            layers::CheckCredential::new(secret),
+        )
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send>>;
+
+fn frame(body: Body) -> PeerFrame {
+    PeerFrame { body: Some(body) }
+}
+
+#[tonic::async_trait]
+impl Relay for RelayService {
+    type LinkStream = FrameStream;
+
+    async fn link(
+        &self,
+        req: Request<Streaming<PeerFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (out, out_rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
+        let (rooms, stop) = (self.rooms.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let mut members: HashMap<(u64, String), RoomHandle> = HashMap::new();
+            loop {
+                let f = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    f = inbound.message() => match f {
+                        Ok(Some(f)) => f,
+                        _ => break,
+                    },
+                };
+                match f.body {
+                    Some(Body::Join(j)) => {
+                        let result = join_here(&rooms, &j, &out).await;
+                        let reply = match result {
+                            Ok(room) => {
+                                let info = room.info();
+                                members.insert((j.player, j.room.clone()), room);
+                                JoinResult {
+                                    player: j.player,
+                                    room: j.room,
+                                    error: String::new(),
+                                    game: info.game,
+                                    version: info.version,
+                                }
+                            }
+                            Err(error) => JoinResult {
+                                player: j.player,
+                                room: j.room,
+                                error,
+                                ..JoinResult::default()
+                            },
+                        };
+                        if out.send(frame(Body::Joined(reply))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Body::Input(i)) => {
+                        if let Some(room) = members.get(&(i.player, i.room)) {
+                            room.message(i.player, i.payload);
+                        }
+                    }
+                    Some(Body::Leave(l)) => {
+                        if let Some(room) = members.remove(&(l.player, l.room)) {
+                            room.leave(l.player, LeaveReason::Left);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // The gateway node is gone (or restarted): its players leave.
+            for ((player, _), room) in members {
+                room.leave(player, LeaveReason::Disconnected);
+            }
+        });
+        let stream = futures_util::stream::unfold(out_rx, |mut rx| async move {
+            rx.recv().await.map(|f| (Ok(f), rx))
+        })
+        .take_until(self.stop.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Joins a forwarded player to a local room; its output goes back on the link.
+async fn join_here(
+    rooms: &Rooms,
+    j: &JoinRoom,
+    out: &mpsc::Sender<PeerFrame>,
+) -> Result<RoomHandle, String> {
+    let room = rooms
+        .get(&j.room)
+        .ok_or_else(|| format!("no room `{}` on this node", j.room))?;
+    let (sink, mut events) = mpsc::channel::<RoomEvent>(PLAYER_QUEUE);
+    room.join(j.player, &j.name, sink)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (out, player, room_id) = (out.clone(), j.player, j.room.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let (kind, last) = match event {
+                RoomEvent::Message { bytes, .. } => (Kind::Message(bytes), false),
+                RoomEvent::Kicked { reason, .. } => (Kind::Kicked(reason), true),
+                RoomEvent::Closed { reason, .. } => (Kind::Closed(reason), true),
+            };
+            let output = RoomOutput {
+                player,
+                room: room_id.clone(),
+                kind: Some(kind),
+            };
+            if out.send(frame(Body::Output(output))).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    Ok(room)
+}
+
+// ---------------------------------------------------------------- gateway side
+
+/// This node's links to its peers, by node id.
+pub struct Peers {
+    cluster: Cluster,
+    secret: String,
+    links: Mutex<HashMap<String, Arc<PeerLink>>>,
+}
+
+/// One `Link` stream to a peer, shared by every player forwarded to it.
+pub struct PeerLink {
+    node: String,
+    tx: mpsc::Sender<PeerFrame>,
+    pending: Mutex<HashMap<(u64, String), oneshot::Sender<JoinResult>>>,
+    players: Mutex<HashMap<(u64, String), PlayerSink>>,
+}
+
+/// A player's membership in a room on a peer.
+#[derive(Clone)]
+pub struct RemoteRoom {
+    link: Arc<PeerLink>,
+    room: String,
+}
+
+impl RemoteRoom {
+    pub fn node(&self) -> &str {
+        &self.link.node
+    }
+
+    pub fn message(&self, player: u64, payload: bytes::Bytes) {
+        let input = RoomInput {
+            player,
+            room: self.room.clone(),
+            payload,
+        };
+        // A full link means the peer is not reading: the input is dropped, like one
+        // over a local room's queue.
+        let _ = self.link.tx.try_send(frame(Body::Input(input)));
+    }
+
+    pub fn leave(&self, player: u64) {
+        lock(&self.link.players).remove(&(player, self.room.clone()));
+        let leave = LeaveRoom {
+            player,
+            room: self.room.clone(),
+        };
+        let _ = self.link.tx.try_send(frame(Body::Leave(leave)));
+    }
+}
+
+impl Peers {
+    /// Links to peers of `cluster`; a peer that leaves the cluster ends its link.
+    pub fn new(cluster: Cluster, secret: String) -> Arc<Peers> {
+        let peers = Arc::new(Peers {
+            cluster: cluster.clone(),
+            secret,
+            links: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&peers);
+        let mut events = cluster.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                let Some(peers) = weak.upgrade() else { return };
+                if let ClusterEvent::NodeLeft { node } = event
+                    && let Some(link) = lock(&peers.links).remove(&node)
+                {
+                    link.end(&format!("node {node} left the cluster"));
+                }
+            }
+        });
+        peers
+    }
+
+    /// Joins `player` to `room` on `node`, delivering the room's events to `sink`.
+    pub async fn join(
+        self: &Arc<Self>,
+        node: &str,
+        player: u64,
+        name: &str,
+        room: &str,
+        sink: PlayerSink,
+    ) -> Result<(RemoteRoom, JoinResult), String> {
+        let link = self.link(node).await?;
+        let key = (player, room.to_owned());
+        let (reply, answer) = oneshot::channel();
+        lock(&link.pending).insert(key.clone(), reply);
+        lock(&link.players).insert(key.clone(), sink);
+        let join = JoinRoom {
+            player,
+            name: name.to_owned(),
+            room: room.to_owned(),
+        };
+        if link.tx.send(frame(Body::Join(join))).await.is_err() {
+            lock(&link.players).remove(&key);
+            lock(&link.pending).remove(&key);
+            return Err(format!("the link to node {node} closed"));
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
+            Ok(Ok(r)) if r.error.is_empty() => Ok((
+                RemoteRoom {
+                    link,
+                    room: room.to_owned(),
+                },
+                r,
+            )),
+            Ok(Ok(r)) => {
+                lock(&link.players).remove(&key);
+                Err(r.error)
+            }
+            _ => {
+                lock(&link.players).remove(&key);
+                lock(&link.pending).remove(&key);
+                Err(format!(
+                    "node {node}, which holds room `{room}`, did not answer"
+                ))
+            }
+        }
+    }
+
+    /// The link to `node`, opened if there is none.
+    async fn link(self: &Arc<Self>, node: &str) -> Result<Arc<PeerLink>, String> {
+        if let Some(link) = lock(&self.links).get(node) {
+            if !link.tx.is_closed() {
+                return Ok(link.clone());
+            }
+        }
+        let addr = self
+            .cluster
+            .routing()
+            .nodes
+            .get(node)
+            .map(|n| n.grpc.clone())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("node {node} is not in the cluster"))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to node {node} at {addr}: {e}"))?;
+        let layer = layers::CallLogLayer {
+            side: "client",
+            peer: Some(addr.as_str().into()),
+        };
+        let logged = tower::Layer::layer(&layer, channel);
+        let mut client =
+            RelayClient::with_interceptor(logged, layers::AddCredential::new(&self.secret));
+        let (tx, rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
+        let outbound =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
+        let mut inbound = client
+            .link(outbound)
+            .await
+            .map_err(|s| format!("opening a link to node {node}: {}", s.message()))?
+            .into_inner();
+        let link = Arc::new(PeerLink {
+            node: node.to_owned(),
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            players: Mutex::new(HashMap::new()),
+        });
+        lock(&self.links).insert(node.to_owned(), link.clone());
+        let (reader, peers) = (link.clone(), Arc::downgrade(self));
+        tokio::spawn(async move {
+            let ended = loop {
+                match inbound.next().await {
+                    Some(Ok(f)) => reader.deliver(f),
+                    Some(Err(status)) => break status.message().to_owned(),
+                    None => break "the link closed".to_owned(),
+                }
+            };
+            if let Some(peers) = peers.upgrade() {
+                let mut links = lock(&peers.links);
+                if links
+                    .get(&reader.node)
+                    .is_some_and(|l| Arc::ptr_eq(l, &reader))
+                {
+                    links.remove(&reader.node);
+                }
+            }
+            reader.end(&format!("lost the link to node {} ({ended})", reader.node));
+        });
+        Ok(link)
+    }
+}
+
+impl PeerLink {
+    fn deliver(&self, f: PeerFrame) {
+        match f.body {
+            Some(Body::Joined(r)) => {
+                if let Some(reply) = lock(&self.pending).remove(&(r.player, r.room.clone())) {
+                    let _ = reply.send(r);
+                }
+            }
+            Some(Body::Output(o)) => {
+                let key = (o.player, o.room.clone());
+                let room: Arc<str> = o.room.into();
+                let (event, last) = match o.kind {
+                    Some(Kind::Message(bytes)) => (RoomEvent::Message { room, bytes }, false),
+                    Some(Kind::Kicked(reason)) => (RoomEvent::Kicked { room, reason }, true),
+                    Some(Kind::Closed(reason)) => (RoomEvent::Closed { room, reason }, true),
+                    None => return,
+                };
+                let mut players = lock(&self.players);
+                if let Some(sink) = players.get(&key) {
+                    // A full queue: the session is too slow; like a local room, drop it.
+                    if sink.try_send(event).is_err() || last {
+                        players.remove(&key);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells every forwarded player its remote room is gone.
+    fn end(&self, reason: &str) {
+        lock(&self.pending).clear();
+        for ((_, room), sink) in lock(&self.players).drain() {
+            let _ = sink.try_send(RoomEvent::Kicked {
+                room: room.into(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
