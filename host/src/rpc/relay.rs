@@ -292,10 +292,10 @@ impl Peers {
 
     /// The link to `node`, opened if there is none.
     async fn link(self: &Arc<Self>, node: &str) -> Result<Arc<PeerLink>, String> {
-        if let Some(link) = lock(&self.links).get(node) {
-            if !link.tx.is_closed() {
-                return Ok(link.clone());
-            }
+        if let Some(link) = lock(&self.links).get(node)
+            && !link.tx.is_closed()
+        {
+            return Ok(link.clone());
         }
         let addr = self
             .cluster
