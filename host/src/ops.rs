@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{self, GameEntry, GameStatus, GameVersion, NodeInfo};
+use crate::cluster::{self, GameEntry, GameStatus, GameVersion, NodeInfo, short_sha as short};
 use crate::config::Config;
 use crate::rooms::SwapPolicy;
 
@@ -128,22 +128,18 @@ pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snaps
         .await?;
     let mut snap = Snapshot::default();
     for kv in resp.kvs() {
-        let Some(rest) = kv.key().strip_prefix(prefix.as_bytes()) else {
+        let Some((kind, name)) = cluster::parse_key(prefix, kv.key()) else {
             continue;
         };
-        let rest = String::from_utf8_lossy(rest);
-        let Some((kind, name)) = rest.split_once('/') else {
-            continue;
-        };
-        match kind {
+        match kind.as_str() {
             "nodes" => {
                 if let Ok(node) = serde_json::from_slice(kv.value()) {
-                    snap.nodes.insert(name.to_owned(), node);
+                    snap.nodes.insert(name, node);
                 }
             }
             "games" => {
                 if let Ok(entry) = serde_json::from_slice(kv.value()) {
-                    snap.games.insert(name.to_owned(), entry);
+                    snap.games.insert(name, entry);
                 }
             }
             "status" => {
@@ -160,10 +156,6 @@ pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snaps
         }
     }
     Ok(snap)
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }
 
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {

@@ -175,11 +175,7 @@ async fn a_killed_node_vanishes_within_its_lease_ttl() {
         ludus::guest_build::example_game_bytes("arena").unwrap(),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--etcd", &etcd.url, "--node-id", "k"])
@@ -522,8 +518,10 @@ async fn node_to_node_calls_without_the_cluster_credential_are_refused() {
 
     // A node without a secret does not join at all, and says why.
     let url = etcd.url.clone();
-    let mut config = ludus::config::Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = ludus::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     config.runtime.max_instances = 8;
     config.cluster.etcd = vec![url];
     let err = ludus::server::start(config).await.err().expect("refused");

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Cluster, ClusterEvent};
+use super::{Cluster, ClusterEvent, key, short_sha as short};
 use crate::rooms::{Rooms, SwapPolicy};
 
 /// Earlier versions kept in a game's entry for rollback.
@@ -53,10 +53,6 @@ pub struct GameStatus {
     /// Whether the node reached the desired version.
     pub ok: bool,
     pub error: Option<String>,
-}
-
-fn key(prefix: &str, kind: &str, name: &str) -> String {
-    format!("{prefix}{kind}/{name}")
 }
 
 /// Reads `games/<game>` with its revision.
@@ -225,10 +221,6 @@ async fn apply(c: &Cluster, rooms: &Rooms, game: &str, entry: &GameEntry, revisi
             Err(e) => tracing::info!(game, "not rolling back: {e}"),
         }
     }
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }
 
 async fn swap_in(c: &Cluster, rooms: &Rooms, game: &str, entry: &GameEntry) -> Result<(), String> {

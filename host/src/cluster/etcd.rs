@@ -50,7 +50,7 @@ impl Etcd {
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
-        format!("{}{kind}/{name}", self.prefix)
+        super::key(&self.prefix, kind, name)
     }
 
     fn lease_opts(&self) -> PutOptions {
@@ -338,44 +338,43 @@ async fn load(c: &Cluster) -> Result<i64, ClusterError> {
     Ok(revision)
 }
 
+/// A put of a value that parses becomes the entry; a delete, or a value that does not
+/// parse, removes it.
+fn put_or_remove<K: Ord, V: serde::de::DeserializeOwned>(
+    map: &mut std::collections::BTreeMap<K, V>,
+    key: K,
+    put: bool,
+    kv: &KeyValue,
+) {
+    match put
+        .then(|| serde_json::from_slice::<V>(kv.value()).ok())
+        .flatten()
+    {
+        Some(value) => {
+            map.insert(key, value);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
 /// Applies one key's put (or delete) to the routing table.
 fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
-    let etcd = c.etcd();
-    let Some(rest) = kv.key().strip_prefix(etcd.prefix.as_bytes()) else {
+    let Some((kind, name)) = super::parse_key(&c.etcd().prefix, kv.key()) else {
         return;
     };
-    let rest = String::from_utf8_lossy(rest);
-    let Some((kind, name)) = rest.split_once('/') else {
-        return;
-    };
-    match kind {
+    let name = name.as_str();
+    match kind.as_str() {
         "nodes" => {
-            let node = serde_json::from_slice::<NodeInfo>(kv.value()).ok();
             if !put {
                 let _ = c.inner.events.send(ClusterEvent::NodeLeft {
                     node: name.to_owned(),
                 });
             }
-            c.write_routing(|r| match (put, node) {
-                (true, Some(node)) => {
-                    r.nodes.insert(name.to_owned(), node);
-                }
-                _ => {
-                    r.nodes.remove(name);
-                }
-            });
+            c.write_routing(|r| put_or_remove(&mut r.nodes, name.to_owned(), put, kv));
         }
-        "rooms" => {
-            let entry = serde_json::from_slice::<RoomEntry>(kv.value()).ok();
-            c.write_routing(|r| match (put, entry) {
-                (true, Some(entry)) => {
-                    r.rooms.insert(name.to_owned(), entry);
-                }
-                _ => {
-                    r.rooms.remove(name);
-                }
-            });
-        }
+        "rooms" => c.write_routing(|r| put_or_remove(&mut r.rooms, name.to_owned(), put, kv)),
         "sessions" => {
             let Ok(player) = name.parse::<u64>() else {
                 return;
@@ -424,16 +423,8 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
             let Some((node, game)) = name.split_once('/') else {
                 return;
             };
-            let status = serde_json::from_slice::<super::GameStatus>(kv.value()).ok();
             let at = (node.to_owned(), game.to_owned());
-            c.write_routing(|r| match (put, status) {
-                (true, Some(status)) => {
-                    r.status.insert(at, status);
-                }
-                _ => {
-                    r.status.remove(&at);
-                }
-            });
+            c.write_routing(|r| put_or_remove(&mut r.status, at, put, kv));
         }
         "modules" => {
             let Some((sha, node)) = name.split_once('/') else {

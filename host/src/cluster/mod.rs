@@ -195,7 +195,25 @@ struct Inner {
     stop: CancellationToken,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// `<prefix><kind>/<name>`: every key of the cluster's layout.
+pub fn key(prefix: &str, kind: &str, name: &str) -> String {
+    format!("{prefix}{kind}/{name}")
+}
+
+/// The kind (`nodes`, `games`, …) and name of a key under `prefix` (the inverse of
+/// [`key`]); `None` for a key outside the layout.
+pub fn parse_key(prefix: &str, key: &[u8]) -> Option<(String, String)> {
+    let rest = String::from_utf8_lossy(key.strip_prefix(prefix.as_bytes())?).into_owned();
+    let (kind, name) = rest.split_once('/')?;
+    Some((kind.to_owned(), name.to_owned()))
+}
+
+/// The first 12 hex digits of a sha256, as messages show it.
+pub fn short_sha(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

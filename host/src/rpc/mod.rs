@@ -131,14 +131,15 @@ impl Modules for ModulesService {
     }
 }
 
-type Client = ModulesClient<
-    tonic::service::interceptor::InterceptedService<
-        layers::CallLog<tonic::transport::Channel>,
-        layers::AddCredential,
-    >,
+/// A channel to a node's gRPC address, sending the cluster credential and logging
+/// every call.
+pub type PeerChannel = tonic::service::interceptor::InterceptedService<
+    layers::CallLog<tonic::transport::Channel>,
+    layers::AddCredential,
 >;
 
-async fn client(addr: &str, secret: &str) -> anyhow::Result<Client> {
+/// Connects to the node at `addr` (host:port) for calls with `secret`.
+pub async fn channel(addr: &str, secret: &str) -> anyhow::Result<PeerChannel> {
     let url = format!("http://{addr}");
     let channel = tonic::transport::Endpoint::from_shared(url.clone())?
         .connect_timeout(std::time::Duration::from_secs(3))
@@ -150,10 +151,15 @@ async fn client(addr: &str, secret: &str) -> anyhow::Result<Client> {
         peer: Some(addr.into()),
     };
     let logged = tower::Layer::layer(&layer, channel);
-    Ok(
-        ModulesClient::with_interceptor(logged, layers::AddCredential::new(secret))
-            .max_decoding_message_size(2 * CHUNK),
-    )
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        logged,
+        layers::AddCredential::new(secret),
+    ))
+}
+
+async fn client(addr: &str, secret: &str) -> anyhow::Result<ModulesClient<PeerChannel>> {
+    let channel = channel(addr, secret).await?;
+    Ok(ModulesClient::new(channel).max_decoding_message_size(2 * CHUNK))
 }
 
 /// Fetches module `sha` from the node at `addr` and checks its hash.

@@ -18,17 +18,13 @@ use super::pb::relay_client::RelayClient;
 use super::pb::relay_server::{Relay, RelayServer};
 use super::pb::room_output::Kind;
 use super::pb::{JoinResult, JoinRoom, LeaveRoom, PeerFrame, RoomInput, RoomOutput};
-use crate::cluster::{Cluster, ClusterEvent};
+use crate::cluster::{Cluster, ClusterEvent, lock};
 use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
 
 /// Frames queued on a link before a sender waits.
 const LINK_QUEUE: usize = 8192;
 /// Room events queued per forwarded membership on the owner.
 const PLAYER_QUEUE: usize = 1024;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---------------------------------------------------------------- owner side
 
@@ -305,19 +301,10 @@ impl Peers {
             .map(|n| n.grpc.clone())
             .filter(|a| !a.is_empty())
             .ok_or_else(|| format!("node {node} is not in the cluster"))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .connect()
+        let channel = super::channel(&addr, &self.secret)
             .await
-            .map_err(|e| format!("connecting to node {node} at {addr}: {e}"))?;
-        let layer = layers::CallLogLayer {
-            side: "client",
-            peer: Some(addr.as_str().into()),
-        };
-        let logged = tower::Layer::layer(&layer, channel);
-        let mut client =
-            RelayClient::with_interceptor(logged, layers::AddCredential::new(&self.secret));
+            .map_err(|e| format!("node {node}: {e:#}"))?;
+        let mut client = RelayClient::new(channel);
         let (tx, rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
         let outbound =
             futures_util::stream::unfold(
