@@ -242,6 +242,28 @@ impl Client {
         self.send(In::Create(create)).await
     }
 
+    /// Asks the matchmaker for a match; `properties` must match other players' exactly.
+    pub async fn find_match(
+        &mut self,
+        game: &str,
+        mode: &str,
+        properties: &[(&str, &str)],
+    ) -> anyhow::Result<u64> {
+        let find = pb::FindMatch {
+            game: game.to_owned(),
+            mode: mode.to_owned(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        self.send(In::FindMatch(find)).await
+    }
+
+    pub async fn cancel_match(&mut self) -> anyhow::Result<u64> {
+        self.send(In::CancelMatch(pb::CancelMatch {})).await
+    }
+
     pub async fn message(&mut self, room: &str, payload: impl Into<Bytes>) -> anyhow::Result<u64> {
         self.send(In::Message(pb::RoomMessage {
             room_id: room.to_owned(),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::ClusterConfig;
 use crate::gateway::GatewayConfig;
 use crate::gateway::auth::AuthConfig;
+use crate::matchmaking::MatchmakingConfig;
 use crate::rooms::{RoomsConfig, SwapPolicy};
 use crate::runtime::RuntimeLimits;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Games served by this node, by name.
     pub games: BTreeMap<String, GameConfig>,
+    /// Room sizes and waits for matches, per game.
+    pub matchmaking: MatchmakingConfig,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             cluster: ClusterConfig::default(),
             games: BTreeMap::new(),
+            matchmaking: MatchmakingConfig::default(),
         }
     }
 }

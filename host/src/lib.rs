@@ -12,6 +12,8 @@
 //!   recovery after a guest failure, and live swaps per room or per game.
 //! - [`gateway`]: axum HTTP + WebSocket for clients: auth, frames, sessions that survive
 //!   a dropped connection, room and game listings, the browser page.
+//! - [`matchmaking`]: tickets, the leader (elected through etcd in a cluster) that groups
+//!   them into rooms on the least loaded node.
 //! - [`server`]: a running node (runtime, rooms, gateway, [`reload`] watcher) and its
 //!   one shutdown path; [`config`] is its TOML/env configuration.
 //! - [`dev`]: `ludus dev`, build + serve + watch one game.
@@ -31,6 +33,7 @@ pub mod demo;
 pub mod dev;
 pub mod gateway;
 pub mod guest_build;
+pub mod matchmaking;
 pub mod ops;
 pub mod percentile;
 pub mod reload;

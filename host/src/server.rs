@@ -10,6 +10,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::auth::Auth;
+use crate::matchmaking::Matchmaker;
 use crate::reload::ModuleWatcher;
 use crate::rooms::Rooms;
 use crate::runtime::Runtime;
@@ -20,6 +21,7 @@ pub struct Server {
     pub rooms: Rooms,
     pub gateway: Gateway,
     pub cluster: Cluster,
+    pub matchmaker: Matchmaker,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     grpc: Option<JoinHandle<()>>,
@@ -61,8 +63,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding the gateway to {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (cluster, grpc, peers) = if config.cluster.etcd.is_empty() {
-        (Cluster::local(&addr.to_string()), None, None)
+    config.matchmaking.check()?;
+    let (cluster, grpc, peers, matchmaker) = if config.cluster.etcd.is_empty() {
+        let cluster = Cluster::local(&addr.to_string());
+        let matchmaker = Matchmaker::start(
+            cluster.clone(),
+            rooms.clone(),
+            config.matchmaking.clone(),
+            None,
+            shutdown.clone(),
+        );
+        (cluster, None, None, matchmaker)
     } else {
         let secret = config.cluster.secret()?;
         let grpc = tokio::net::TcpListener::bind(config.cluster.grpc_listen)
@@ -79,12 +90,20 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         for (sha, bytes) in held {
             cluster.hold_module(&sha, Arc::new(bytes)).await?;
         }
+        let matchmaker = Matchmaker::start(
+            cluster.clone(),
+            rooms.clone(),
+            config.matchmaking.clone(),
+            Some(secret.clone()),
+            shutdown.clone(),
+        );
         let stop = shutdown.clone();
         let serve = crate::rpc::serve(
             grpc,
             cluster.clone(),
             rt.clone(),
             rooms.clone(),
+            matchmaker.clone(),
             secret.clone(),
             stop,
         );
@@ -95,7 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         });
         tracing::info!(node = cluster.node_id(), etcd = ?config.cluster.etcd, grpc = %grpc_addr, "joined the cluster");
         let peers = crate::rpc::relay::Peers::new(cluster.clone(), secret);
-        (cluster, Some(task), Some(peers))
+        (cluster, Some(task), Some(peers), matchmaker)
     };
     let gateway = Gateway::new(
         rooms.clone(),
@@ -104,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown.clone(),
         cluster.clone(),
         peers,
+        matchmaker.clone(),
     );
     let app = gateway.router();
     let stop = shutdown.clone();
@@ -118,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         rooms,
         gateway,
         cluster,
+        matchmaker,
         shutdown,
         http,
         grpc,

@@ -21,7 +21,7 @@ const RETRY: Duration = Duration::from_secs(1);
 pub(super) struct Etcd {
     client: Client,
     pub prefix: String,
-    ttl: Duration,
+    pub ttl: Duration,
     lease: AtomicI64,
     /// The cluster credential for calls to other nodes.
     pub secret: String,
@@ -55,6 +55,11 @@ impl Etcd {
 
     fn lease_opts(&self) -> PutOptions {
         PutOptions::new().with_lease(self.lease.load(Ordering::Acquire))
+    }
+
+    /// The current lease, if one was granted.
+    pub fn lease_id(&self) -> Option<i64> {
+        Some(self.lease.load(Ordering::Acquire)).filter(|&id| id != 0)
     }
 
     pub fn client(&self) -> Client {

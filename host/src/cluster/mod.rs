@@ -285,6 +285,14 @@ impl Cluster {
         self.inner.etcd.is_some()
     }
 
+    /// The etcd client, the key prefix, the current lease and its TTL (etcd backend
+    /// only; the lease is `None` while the node holds none).
+    pub fn etcd_session(&self) -> Option<(etcd_client::Client, String, Option<i64>, Duration)> {
+        let etcd = self.inner.etcd.as_ref()?;
+        let lease = etcd.lease_id().filter(|_| self.is_leased());
+        Some((etcd.client(), etcd.prefix.clone(), lease, etcd.ttl))
+    }
+
     /// Whether the node holds a valid lease (always true for a local cluster).
     pub fn is_leased(&self) -> bool {
         self.inner.leased.load(Ordering::Acquire)

@@ -99,6 +99,7 @@ impl Gateway {
         shutdown: CancellationToken,
         cluster: Cluster,
         peers: Option<Arc<crate::rpc::relay::Peers>>,
+        matchmaker: crate::matchmaking::Matchmaker,
     ) -> Self {
         let session_cfg = SessionConfig {
             grace_period: cfg.grace_period,
@@ -107,7 +108,14 @@ impl Gateway {
         };
         Gateway {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(rooms.clone(), session_cfg, shutdown, cluster, peers),
+                sessions: Sessions::new(
+                    rooms.clone(),
+                    session_cfg,
+                    shutdown,
+                    cluster,
+                    peers,
+                    matchmaker,
+                ),
                 rooms,
                 auth,
                 cfg: Arc::new(cfg),

@@ -25,6 +25,7 @@ use super::pb::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
 };
 use crate::cluster::{Cluster, ClusterError, ClusterEvent};
+use crate::matchmaking::{MatchEvent, MatchSink, Matchmaker, check_request};
 use crate::rooms::{
     CreateError, CreateRoom, LeaveReason, RoomEvent, RoomHandle, Rooms, check_room_id,
 };
@@ -101,6 +102,7 @@ pub struct Sessions {
     rooms: Rooms,
     cluster: Cluster,
     peers: Option<Arc<Peers>>,
+    matchmaker: Matchmaker,
     cfg: SessionConfig,
     shutdown: CancellationToken,
 }
@@ -112,6 +114,7 @@ impl Sessions {
         shutdown: CancellationToken,
         cluster: Cluster,
         peers: Option<Arc<Peers>>,
+        matchmaker: Matchmaker,
     ) -> Arc<Self> {
         let mut events = cluster.subscribe();
         let sessions = Arc::new(Sessions {
@@ -119,6 +122,7 @@ impl Sessions {
             rooms,
             cluster,
             peers,
+            matchmaker,
             cfg,
             shutdown,
         });
@@ -208,6 +212,7 @@ impl Sessions {
     fn start(self: &Arc<Self>, who: &Identity) -> SessionHandle {
         let (tx, ctl) = mpsc::channel(256);
         let (sink, events) = mpsc::channel(self.cfg.player_queue.max(1));
+        let (match_sink, matches) = mpsc::unbounded_channel();
         let handle = SessionHandle {
             id: format!("{:016x}", fastrand::u64(..)).into(),
             resume_token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into(),
@@ -221,6 +226,10 @@ impl Sessions {
             cluster: self.cluster.clone(),
             joined: HashMap::new(),
             peers: self.peers.clone(),
+            matchmaker: self.matchmaker.clone(),
+            ticket: None,
+            match_sink,
+            matches,
             sink,
             events,
             conn: None,
@@ -263,6 +272,12 @@ struct Session {
     joined: HashMap<String, Joined>,
     /// Links to other nodes, for rooms that live there (cluster only).
     peers: Option<Arc<Peers>>,
+    matchmaker: Matchmaker,
+    /// The player's match ticket, while it waits.
+    ticket: Option<String>,
+    /// The matchmaker tells this session about its ticket here; `matches` is its end.
+    match_sink: MatchSink,
+    matches: mpsc::UnboundedReceiver<MatchEvent>,
     /// Rooms deliver this player's events here; `events` is its other end.
     sink: mpsc::Sender<RoomEvent>,
     events: mpsc::Receiver<RoomEvent>,
@@ -338,6 +353,7 @@ impl Session {
                         }
                     }
                 }
+                Some(event) = self.matches.recv() => self.match_event(event),
                 _ = sleep_until(expires), if expires.is_some() => {
                     tracing::info!(player = self.who.player_id, "session expired after its grace period");
                     break;
@@ -354,6 +370,83 @@ impl Session {
         }
         for (_, room) in self.joined.drain() {
             room.leave(self.who.player_id, LeaveReason::Disconnected);
+        }
+        if let Some(ticket) = self.ticket.take() {
+            self.matchmaker.cancel(&ticket);
+        }
+    }
+
+    fn match_event(&mut self, event: MatchEvent) {
+        let body = match event {
+            MatchEvent::Found {
+                ticket,
+                room,
+                game,
+                mode,
+                players,
+            } => {
+                if self.ticket.as_deref() != Some(ticket.as_str()) {
+                    return; // cancelled meanwhile
+                }
+                Out::MatchFound(pb::MatchFound {
+                    ticket_id: ticket,
+                    room_id: room,
+                    game,
+                    mode,
+                    players,
+                })
+            }
+            MatchEvent::Dropped { ticket, reason } => {
+                if self.ticket.as_deref() != Some(ticket.as_str()) {
+                    return;
+                }
+                Out::MatchCancelled(pb::MatchCancelled {
+                    ticket_id: ticket,
+                    reason,
+                })
+            }
+        };
+        self.ticket = None;
+        self.send(body);
+    }
+
+    fn find_match(&mut self, find: pb::FindMatch, seq: u64) {
+        if let Some(ticket) = &self.ticket {
+            let e = format!("already looking for a match (ticket {ticket}); cancel it first");
+            return self.send(error(ErrorCode::Refused, e, seq));
+        }
+        if !self.rooms.has_game(&find.game) {
+            let e = CreateError::UnknownGame(find.game).to_string();
+            return self.send(error(ErrorCode::NoSuchGame, e, seq));
+        }
+        if let Err(e) = check_request(&find.mode, &find.properties) {
+            return self.send(error(ErrorCode::Malformed, e, seq));
+        }
+        let ticket = self.matchmaker.submit(
+            self.who.player_id,
+            &find.game,
+            &find.mode,
+            find.properties,
+            self.match_sink.clone(),
+        );
+        self.ticket = Some(ticket.clone());
+        self.send(Out::MatchQueued(pb::MatchQueued {
+            ticket_id: ticket,
+            game: find.game,
+            mode: find.mode,
+        }));
+    }
+
+    fn cancel_match(&mut self, seq: u64) {
+        match self.ticket.take() {
+            Some(ticket) => {
+                self.matchmaker.cancel(&ticket);
+                self.send(Out::MatchCancelled(pb::MatchCancelled {
+                    ticket_id: ticket,
+                    reason: "cancelled by the player".into(),
+                }));
+            }
+            None => self.send(error(ErrorCode::NoTicket, "no match ticket to cancel", seq)),
         }
     }
 
@@ -531,6 +624,8 @@ impl Session {
                 let result = self.create(create).await;
                 self.reply(result.map_err(|e| error(e.0, e.1, seq)), seq);
             }
+            Some(In::FindMatch(find)) => self.find_match(find, seq),
+            Some(In::CancelMatch(_)) => self.cancel_match(seq),
             Some(In::Leave(leave)) => match self.joined.remove(&leave.room_id) {
                 Some(room) => {
                     room.leave(self.who.player_id, LeaveReason::Left);

@@ -10,6 +10,7 @@ use crate::cluster::Cluster;
 use crate::runtime::Runtime;
 
 pub mod layers;
+pub mod matchmaking;
 pub mod relay;
 
 pub mod pb {
@@ -69,9 +70,11 @@ pub async fn serve(
     cluster: Cluster,
     rt: Arc<Runtime>,
     rooms: crate::rooms::Rooms,
+    matchmaker: crate::matchmaking::Matchmaker,
     secret: String,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let node = cluster.node_id().to_owned();
     tonic::transport::Server::builder()
         .layer(layers::CallLogLayer {
             side: "server",
@@ -79,6 +82,12 @@ pub async fn serve(
         })
         .add_service(ModulesService::server(cluster, rt, &secret))
         .add_service(relay::RelayService::server(rooms, &secret, stop.clone()))
+        .add_service(matchmaking::MatchmakingService::server(
+            matchmaker,
+            node,
+            &secret,
+            stop.clone(),
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async move { stop.cancelled().await },

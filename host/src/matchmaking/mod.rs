@@ -1,0 +1,468 @@
+//! Matchmaking: a player asks for a match (`{game, mode, properties}`); the cluster's
+//! matchmaker leader groups tickets that share game, mode and properties into rooms of
+//! the size the game's rules declare, places each room on the least loaded node and
+//! tells the players' nodes, which tell the clients which room to join.
+//!
+//! Every node runs a [`Matchmaker`]: it holds its players' tickets and keeps one link
+//! to the leader, in-process when this node leads (always, for a single node), else a
+//! gRPC `Queue` stream. In a cluster the leader is elected through etcd's election API
+//! under the node's lease: when the leader dies its lease runs out, another node wins,
+//! and every node submits its pending tickets to the new leader.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub mod leader;
+
+use crate::cluster::{Cluster, lock};
+use crate::rooms::{CreateRoom, Rooms};
+use crate::rpc::pb::{
+    Placed, QueueDown, QueueUp, Ticket, queue_down::Body as Down, queue_up::Body as Up,
+};
+use leader::LeaderHandle;
+
+/// Room size and patience for one game's matches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchRules {
+    /// Fewest players a room starts with (once the oldest ticket has waited `wait`).
+    pub min_players: u32,
+    /// A room starts at once when this many players wait.
+    pub max_players: u32,
+    /// How long the oldest ticket waits for a full room before a room starts with
+    /// `min_players` or more.
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+}
+
+impl Default for MatchRules {
+    fn default() -> Self {
+        MatchRules {
+            min_players: 2,
+            max_players: 8,
+            wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[matchmaking]` in the config file. In a cluster the leader's rules apply: give
+/// every node the same section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchmakingConfig {
+    /// Rules of games without their own entry.
+    pub default: MatchRules,
+    /// Rules by game name.
+    pub games: BTreeMap<String, MatchRules>,
+}
+
+impl MatchmakingConfig {
+    pub fn rules(&self, game: &str) -> &MatchRules {
+        self.games.get(game).unwrap_or(&self.default)
+    }
+
+    /// Refuses rules no room could be made from, naming the game.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let all = std::iter::once(("default", &self.default))
+            .chain(self.games.iter().map(|(g, r)| (g.as_str(), r)));
+        for (game, r) in all {
+            anyhow::ensure!(
+                r.min_players >= 1 && r.min_players <= r.max_players && r.max_players <= 1000,
+                "matchmaking rules of `{game}`: need 1 <= min_players ({}) <= max_players ({}) <= 1000",
+                r.min_players,
+                r.max_players
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a player's session hears about its ticket.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MatchEvent {
+    Found {
+        ticket: String,
+        room: String,
+        game: String,
+        mode: String,
+        players: u32,
+    },
+    Dropped {
+        ticket: String,
+        reason: String,
+    },
+}
+
+pub type MatchSink = mpsc::UnboundedSender<MatchEvent>;
+
+/// Limits on a ticket's fields.
+pub const MAX_MODE_LEN: usize = 64;
+pub const MAX_PROPERTIES: usize = 16;
+pub const MAX_PROPERTY_LEN: usize = 64;
+
+/// Checks a match request's mode and properties; the error names the problem.
+pub fn check_request(mode: &str, properties: &HashMap<String, String>) -> Result<(), String> {
+    if mode.len() > MAX_MODE_LEN {
+        return Err(format!("mode is longer than {MAX_MODE_LEN} bytes"));
+    }
+    if properties.len() > MAX_PROPERTIES {
+        return Err(format!(
+            "{} properties; at most {MAX_PROPERTIES}",
+            properties.len()
+        ));
+    }
+    if let Some((k, _)) = properties
+        .iter()
+        .find(|(k, v)| k.len() > MAX_PROPERTY_LEN || v.len() > MAX_PROPERTY_LEN)
+    {
+        return Err(format!(
+            "property `{}` (key or value) is longer than {MAX_PROPERTY_LEN} bytes",
+            k.chars().take(MAX_PROPERTY_LEN).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+struct Pending {
+    ticket: Ticket,
+    since: Instant,
+    sink: MatchSink,
+}
+
+/// This node's matchmaker: its players' tickets and its link to the leader.
+#[derive(Clone)]
+pub struct Matchmaker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster: Cluster,
+    rooms: Rooms,
+    cfg: Arc<MatchmakingConfig>,
+    /// The cluster credential (gRPC links to a leader on another node).
+    secret: Option<String>,
+    pending: Mutex<HashMap<String, Pending>>,
+    /// The link to the leader while one is open.
+    link: Mutex<Option<mpsc::Sender<QueueUp>>>,
+    /// The leader this node runs while it leads.
+    leading: Mutex<Option<LeaderHandle>>,
+    stop: CancellationToken,
+}
+
+/// Backoff between attempts to reach the leader.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl Matchmaker {
+    /// Starts the node's matchmaker: the in-process leader for a single node, the
+    /// election for a cluster, and the link to whoever leads. Stops with `stop`.
+    pub fn start(
+        cluster: Cluster,
+        rooms: Rooms,
+        cfg: MatchmakingConfig,
+        secret: Option<String>,
+        stop: CancellationToken,
+    ) -> Matchmaker {
+        let cfg = Arc::new(cfg);
+        let mm = Matchmaker {
+            inner: Arc::new(Inner {
+                cluster: cluster.clone(),
+                rooms,
+                cfg: cfg.clone(),
+                secret,
+                pending: Mutex::new(HashMap::new()),
+                link: Mutex::new(None),
+                leading: Mutex::new(None),
+                stop: stop.clone(),
+            }),
+        };
+        if cluster.is_etcd() {
+            tokio::spawn(mm.clone().campaign());
+        } else {
+            *lock(&mm.inner.leading) = Some(LeaderHandle::start(cfg, cluster));
+        }
+        tokio::spawn(mm.clone().keep_linked());
+        mm
+    }
+
+    /// The leader this node runs, if it leads.
+    pub fn leading(&self) -> Option<LeaderHandle> {
+        lock(&self.inner.leading).clone()
+    }
+
+    /// Queues a ticket for `player`; its outcome goes to `sink`. Returns the ticket id.
+    pub fn submit(
+        &self,
+        player: u64,
+        game: &str,
+        mode: &str,
+        properties: HashMap<String, String>,
+        sink: MatchSink,
+    ) -> String {
+        let id = format!("{:016x}", fastrand::u64(..));
+        let ticket = Ticket {
+            id: id.clone(),
+            player,
+            game: game.to_owned(),
+            mode: mode.to_owned(),
+            properties,
+            waited_ms: 0,
+        };
+        lock(&self.inner.pending).insert(
+            id.clone(),
+            Pending {
+                ticket: ticket.clone(),
+                since: Instant::now(),
+                sink,
+            },
+        );
+        // Without a link the ticket goes with the others when the next one opens.
+        self.up(Up::Submit(ticket));
+        id
+    }
+
+    /// Withdraws a ticket (a no-op for one already matched or dropped).
+    pub fn cancel(&self, ticket: &str) {
+        if lock(&self.inner.pending).remove(ticket).is_some() {
+            self.up(Up::Cancel(ticket.to_owned()));
+        }
+    }
+
+    fn up(&self, body: Up) {
+        if let Some(link) = lock(&self.inner.link).as_ref() {
+            let _ = link.try_send(QueueUp { body: Some(body) });
+        }
+    }
+
+    /// Keeps a link to the leader open, re-submitting every pending ticket on each new
+    /// one, with backoff between failed attempts.
+    async fn keep_linked(self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.inner.stop.is_cancelled() {
+                return;
+            }
+            match self.open().await {
+                Ok((leader, tx, mut rx)) => {
+                    backoff = BACKOFF_MIN;
+                    *lock(&self.inner.link) = Some(tx.clone());
+                    let tickets: Vec<Ticket> = lock(&self.inner.pending)
+                        .values()
+                        .map(|p| Ticket {
+                            waited_ms: p.since.elapsed().as_millis() as u64,
+                            ..p.ticket.clone()
+                        })
+                        .collect();
+                    if !tickets.is_empty() {
+                        tracing::info!(%leader, tickets = tickets.len(), "submitting pending tickets to the matchmaker leader");
+                    }
+                    for ticket in tickets {
+                        let _ = tx
+                            .send(QueueUp {
+                                body: Some(Up::Submit(ticket)),
+                            })
+                            .await;
+                    }
+                    tracing::debug!(%leader, "linked to the matchmaker leader");
+                    loop {
+                        tokio::select! {
+                            _ = self.inner.stop.cancelled() => return,
+                            down = rx.recv() => match down {
+                                Some(down) => self.down(down, &tx),
+                                None => break,
+                            },
+                        }
+                    }
+                    *lock(&self.inner.link) = None;
+                    tracing::info!(%leader, "the link to the matchmaker leader ended");
+                }
+                Err(e) => tracing::debug!("reaching the matchmaker leader: {e}"),
+            }
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Opens a link to the current leader: (leader's node id, up, down).
+    async fn open(
+        &self,
+    ) -> anyhow::Result<(String, mpsc::Sender<QueueUp>, mpsc::Receiver<QueueDown>)> {
+        let me = self.inner.cluster.node_id().to_owned();
+        let Some((client, prefix, _, _)) = self.inner.cluster.etcd_session() else {
+            let leader = self
+                .leading()
+                .ok_or_else(|| anyhow::anyhow!("no matchmaker running"))?;
+            let (tx, rx) = leader.connect(&me);
+            return Ok((me, tx, rx));
+        };
+        let name = election_name(&prefix);
+        let resp = client.election_client().leader(name).await?;
+        let leader = resp
+            .kv()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .ok_or_else(|| anyhow::anyhow!("no matchmaker leader elected yet"))?;
+        if leader == me {
+            let handle = self.leading().ok_or_else(|| {
+                anyhow::anyhow!("elected here, but the leader is not running yet")
+            })?;
+            let (tx, rx) = handle.connect(&me);
+            return Ok((leader, tx, rx));
+        }
+        let addr = self
+            .inner
+            .cluster
+            .routing()
+            .nodes
+            .get(&leader)
+            .map(|n| n.grpc.clone())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not in the routing table"))?;
+        let secret = self.inner.secret.clone().unwrap_or_default();
+        let (tx, rx) = crate::rpc::matchmaking::link(&addr, &secret, &me).await?;
+        Ok((leader, tx, rx))
+    }
+
+    fn down(&self, down: QueueDown, tx: &mpsc::Sender<QueueUp>) {
+        match down.body {
+            Some(Down::Place(place)) => {
+                let (mm, tx) = (self.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let error = match mm.place_here(&place.room, &place.game).await {
+                        Ok(()) => String::new(),
+                        Err(e) => e,
+                    };
+                    let placed = Placed {
+                        room: place.room,
+                        error,
+                    };
+                    let _ = tx
+                        .send(QueueUp {
+                            body: Some(Up::Placed(placed)),
+                        })
+                        .await;
+                });
+            }
+            Some(Down::Matched(m)) => {
+                let mut pending = lock(&self.inner.pending);
+                for ticket in m.tickets {
+                    if let Some(p) = pending.remove(&ticket) {
+                        let _ = p.sink.send(MatchEvent::Found {
+                            ticket,
+                            room: m.room.clone(),
+                            game: m.game.clone(),
+                            mode: m.mode.clone(),
+                            players: m.players,
+                        });
+                    }
+                }
+            }
+            Some(Down::Dropped(d)) => {
+                if let Some(p) = lock(&self.inner.pending).remove(&d.ticket) {
+                    let _ = p.sink.send(MatchEvent::Dropped {
+                        ticket: d.ticket,
+                        reason: d.reason,
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Starts a room the leader placed here (claimed in the cluster first).
+    async fn place_here(&self, room: &str, game: &str) -> Result<(), String> {
+        let (cluster, rooms) = (&self.inner.cluster, &self.inner.rooms);
+        if !rooms.has_game(game) {
+            return Err(format!("node {} has no game `{game}`", cluster.node_id()));
+        }
+        cluster
+            .claim_room(room, game)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = CreateRoom {
+            game: game.to_owned(),
+            id: Some(room.to_owned()),
+            config: None,
+            seed: None,
+        };
+        if let Err(e) = rooms.create(req).await {
+            cluster.release_room(room).await;
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+
+    /// Campaigns for leadership under the node's lease; leads while the election says
+    /// so, then campaigns again.
+    async fn campaign(self) {
+        let cluster = self.inner.cluster.clone();
+        let me = cluster.node_id().to_owned();
+        loop {
+            if self.inner.stop.is_cancelled() {
+                return;
+            }
+            let Some((client, prefix, Some(lease), ttl)) = cluster.etcd_session() else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let name = election_name(&prefix);
+            let mut election = client.election_client();
+            let lease_changed = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if cluster.etcd_session().and_then(|s| s.2) != Some(lease) {
+                        return;
+                    }
+                }
+            };
+            let won = tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                _ = lease_changed => continue,
+                won = election.campaign(name.clone(), me.clone(), lease) => won,
+            };
+            let key = match won {
+                Ok(resp) => resp.leader().cloned(),
+                Err(e) => {
+                    tracing::warn!("matchmaker election: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(key) = key else { continue };
+            let handle = LeaderHandle::start(self.inner.cfg.clone(), cluster.clone());
+            *lock(&self.inner.leading) = Some(handle.clone());
+            tracing::info!(node = %me, "this node is the matchmaker leader");
+            // Lead while the election's leader key is ours.
+            let check = (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = self.inner.stop.cancelled() => break,
+                    _ = tokio::time::sleep(check) => {}
+                }
+                match election.leader(name.clone()).await {
+                    Ok(r) if r.kv().is_some_and(|kv| kv.key() == key.key()) => {}
+                    Ok(_) => break,
+                    Err(_) if !cluster.is_leased() => break,
+                    Err(_) => {}
+                }
+            }
+            *lock(&self.inner.leading) = None;
+            handle.stop();
+            tracing::info!(node = %me, "no longer the matchmaker leader");
+            let options = etcd_client::ResignOptions::new().with_leader(key);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), election.resign(Some(options))).await;
+        }
+    }
+}
+
+/// The etcd election the matchmaker leader is chosen by.
+pub fn election_name(prefix: &str) -> String {
+    format!("{prefix}matchmaker")
+}
