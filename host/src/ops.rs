@@ -120,6 +120,8 @@ pub struct Snapshot {
     pub games: BTreeMap<String, GameEntry>,
     /// By game, then node.
     pub status: BTreeMap<String, BTreeMap<String, GameStatus>>,
+    /// The node leading the matchmaker (the oldest candidate of its etcd election).
+    pub matchmaker_leader: Option<String>,
 }
 
 pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snapshot> {
@@ -127,6 +129,7 @@ pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snaps
         .get(prefix, Some(GetOptions::new().with_prefix()))
         .await?;
     let mut snap = Snapshot::default();
+    let mut oldest_candidate = i64::MAX;
     for kv in resp.kvs() {
         let Some((kind, name)) = cluster::parse_key(prefix, kv.key()) else {
             continue;
@@ -151,6 +154,10 @@ pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snaps
                         .or_default()
                         .insert(node.to_owned(), status);
                 }
+            }
+            "matchmaker" if kv.create_revision() < oldest_candidate => {
+                oldest_candidate = kv.create_revision();
+                snap.matchmaker_leader = Some(String::from_utf8_lossy(kv.value()).into_owned());
             }
             _ => {}
         }
@@ -322,7 +329,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&snap)?);
         return Ok(());
     }
-    println!("cluster at {prefix}: {} nodes", snap.nodes.len());
+    println!(
+        "cluster at {prefix}: {} nodes; matchmaker leader: {}",
+        snap.nodes.len(),
+        snap.matchmaker_leader.as_deref().unwrap_or("none")
+    );
     println!(
         "{:<16} {:<22} {:<22} {:>6} {:>8}",
         "node", "gateway", "grpc", "rooms", "players"

@@ -16,6 +16,16 @@ const SECRET: &str = "the test cluster's shared secret";
 
 /// A node of the cluster at `etcd` under `prefix`, serving arena.
 async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, tempfile::TempDir) {
+    node_with(etcd, prefix, id, ttl, |_| {}).await
+}
+
+async fn node_with(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ttl: Duration,
+    tweak: impl FnOnce(&mut ludus::config::Config),
+) -> (Server, tempfile::TempDir) {
     let (url, prefix, id) = (etcd.url.clone(), prefix.to_owned(), id.to_owned());
     serve(&["arena"], move |c| {
         c.cluster.etcd = vec![url];
@@ -23,6 +33,7 @@ async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, te
         c.cluster.node_id = Some(id);
         c.cluster.lease_ttl = ttl;
         c.cluster.secret = Some(SECRET.into());
+        tweak(c);
     })
     .await
 }
@@ -639,4 +650,229 @@ async fn a_player_on_one_node_plays_in_a_room_on_another_and_sees_the_same_snaps
     create_outcome(&mut guest).await.unwrap();
     assert_eq!(a.gateway.connections(), 1, "the guest never reconnected");
     a.stop().await;
+}
+
+/// Matches of exactly `n` arena players (no waiting for fewer).
+fn full_rooms_of(n: u32) -> impl FnOnce(&mut ludus::config::Config) {
+    move |c| {
+        let rules = ludus::matchmaking::MatchRules {
+            min_players: n,
+            max_players: n,
+            wait: Duration::from_secs(600),
+        };
+        c.matchmaking.games.insert("arena".into(), rules);
+    }
+}
+
+/// The next frame on `c` that is not a room message.
+async fn next_answer(c: &mut Client, wait: Duration) -> Out {
+    loop {
+        let frame = tokio::time::timeout(wait, c.recv())
+            .await
+            .expect("an answer in time")
+            .expect("connected");
+        match frame.body {
+            Some(Out::Message(_)) | None => {}
+            Some(body) => return body,
+        }
+    }
+}
+
+/// Asks for an arena match and waits until the ticket is queued.
+async fn ask_for_match(c: &mut Client) {
+    c.find_match("arena", "", &[]).await.unwrap();
+    match next_answer(c, WAIT).await {
+        Out::MatchQueued(_) => {}
+        other => panic!("expected match_queued, got {other:?}"),
+    }
+}
+
+/// Waits for the match, joins its room (wherever it lives) and returns the room id.
+async fn join_match(c: &mut Client, wait: Duration) -> String {
+    let found = match next_answer(c, wait).await {
+        Out::MatchFound(f) => f,
+        other => panic!("expected match_found, got {other:?}"),
+    };
+    c.join(&found.room_id).await.unwrap();
+    match next_answer(c, WAIT).await {
+        Out::Joined(j) => assert_eq!(j.room_id, found.room_id),
+        other => panic!("joining {}: {other:?}", found.room_id),
+    }
+    found.room_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_players_on_three_nodes_end_up_in_five_full_rooms_spread_over_the_nodes() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/matches/";
+    let ttl = Duration::from_secs(10);
+    let (a, _da) = node_with(&etcd, prefix, "a", ttl, full_rooms_of(8)).await;
+    let (b, _db) = node_with(&etcd, prefix, "b", ttl, full_rooms_of(8)).await;
+    let (c, _dc) = node_with(&etcd, prefix, "c", ttl, full_rooms_of(8)).await;
+    let nodes = [&a, &b, &c];
+    for n in nodes {
+        eventually(WAIT, "every node sees all three", async || {
+            node_ids(n) == ["a", "b", "c"]
+        })
+        .await;
+    }
+    let mut clients = Vec::new();
+    for i in 0..40 {
+        let node = nodes[i % 3];
+        let c = Client::guest(node.addr, &format!("p{i}"), ClientOptions::default())
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    for c in &mut clients {
+        ask_for_match(c).await;
+    }
+    let mut members: std::collections::BTreeMap<String, usize> = Default::default();
+    for c in &mut clients {
+        *members.entry(join_match(c, WAIT).await).or_default() += 1;
+    }
+    assert_eq!(members.len(), 5, "{members:?}");
+    assert!(members.values().all(|&n| n == 8), "{members:?}");
+    // Each room is full where it lives, and the rooms are spread: 2, 2, 1.
+    let mut per_node = Vec::new();
+    for n in nodes {
+        let here: Vec<&String> = members
+            .keys()
+            .filter(|r| n.rooms.get(r).is_some())
+            .collect();
+        for room in &here {
+            assert_eq!(n.rooms.get(room).unwrap().info().seats, 8);
+        }
+        per_node.push(here.len());
+    }
+    per_node.sort();
+    assert_eq!(per_node, [1, 2, 2], "rooms per node");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_memberships() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/leader-kill/";
+    let ttl = Duration::from_secs(2);
+    // The first node to campaign leads: a `ludus serve` process that can die by SIGKILL.
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file(&dir, "arena");
+    let port = common::free_port();
+    let mut leader = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--etcd", &etcd.url, "--node-id", "l"])
+        .arg("--game")
+        .arg(format!("arena={module}"))
+        .env("LUDUS_CLUSTER__PREFIX", prefix)
+        .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+        .env("LUDUS_MATCHMAKING__GAMES__ARENA__MIN_PLAYERS", "8")
+        .env("LUDUS_MATCHMAKING__GAMES__ARENA__MAX_PLAYERS", "8")
+        .env("LUDUS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ludus serve");
+    let mut election = etcd.client().await.election_client();
+    let name = ludus::matchmaking::election_name(prefix);
+    eventually(
+        Duration::from_secs(20),
+        "l leads the matchmaker",
+        async || {
+            election
+                .leader(name.clone())
+                .await
+                .ok()
+                .and_then(|r| r.kv().map(|kv| kv.value().to_vec()))
+                .as_deref()
+                == Some(b"l")
+        },
+    )
+    .await;
+    let (a, _da) = node_with(&etcd, prefix, "a", ttl, full_rooms_of(8)).await;
+    let (b, _db) = node_with(&etcd, prefix, "b", ttl, full_rooms_of(8)).await;
+    for n in [&a, &b] {
+        eventually(WAIT, "every node sees all three", async || {
+            node_ids(n) == ["a", "b", "l"]
+        })
+        .await;
+    }
+
+    // A player on a plays in a room on l.
+    let l_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut host = Client::guest(l_addr, "host", ClientOptions::default())
+        .await
+        .unwrap();
+    host.create("arena", "on-l", "").await.unwrap();
+    create_outcome(&mut host).await.unwrap();
+    let mut visitor = Client::guest(a.addr, "visitor", ClientOptions::default())
+        .await
+        .unwrap();
+    eventually(WAIT, "a knows room on-l", async || {
+        a.cluster.routing().rooms.contains_key("on-l")
+    })
+    .await;
+    visitor.join("on-l").await.unwrap();
+    create_outcome(&mut visitor).await.unwrap();
+
+    // Five players queue with the leader on l; seven are needed.
+    let mut clients = Vec::new();
+    for i in 0..7 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let c = Client::guest(node.addr, &format!("q{i}"), ClientOptions::default())
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    for c in &mut clients[..5] {
+        ask_for_match(c).await;
+    }
+
+    leader.kill().expect("SIGKILL");
+    let killed = std::time::Instant::now();
+    let _ = leader.wait();
+
+    // The visitor's room is gone with its node: told why, still connected to a.
+    let kicked = loop {
+        match next_answer(&mut visitor, WAIT).await {
+            Out::Kicked(k) => break k,
+            _ => continue,
+        }
+    };
+    assert_eq!(kicked.room_id, "on-l");
+    assert!(kicked.reason.contains("node l"), "{}", kicked.reason);
+
+    // The rest ask while there is no leader; the visitor too: eight in all.
+    for c in &mut clients[5..] {
+        ask_for_match(c).await;
+    }
+    ask_for_match(&mut visitor).await;
+    clients.push(visitor);
+    let mut rooms = std::collections::BTreeSet::new();
+    for c in &mut clients {
+        rooms.insert(join_match(c, ttl + Duration::from_secs(8)).await);
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < ttl + Duration::from_secs(5),
+        "matched {took:?} after the kill"
+    );
+    assert_eq!(rooms.len(), 1, "{rooms:?}");
+    let room = rooms.into_iter().next().unwrap();
+    let owner = [&a, &b]
+        .into_iter()
+        .find(|n| n.rooms.get(&room).is_some())
+        .expect("the room lives on a or b");
+    assert_eq!(owner.rooms.get(&room).unwrap().info().seats, 8);
+    // `ludus status` names the new leader.
+    let (ok, out, err) = ludus(&["status", "--json", "--etcd", &etcd.url, "--prefix", prefix]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let leader = status["matchmaker_leader"].as_str().unwrap_or_default();
+    assert!(leader == "a" || leader == "b", "{out}");
+    a.stop().await;
+    b.stop().await;
 }

@@ -428,6 +428,16 @@ impl Matchmaker {
             };
             let key = match won {
                 Ok(resp) => resp.leader().cloned(),
+                // etcd requests time out after a few seconds: campaigning again keeps
+                // this node's place in line (the candidate key stays under its lease).
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!("matchmaker election: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
