@@ -22,6 +22,8 @@ pub struct Server {
     pub gateway: Gateway,
     pub cluster: Cluster,
     pub matchmaker: Matchmaker,
+    /// Links to other nodes' rooms (cluster only).
+    pub peers: Option<Arc<crate::rpc::relay::Peers>>,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     grpc: Option<JoinHandle<()>>,
@@ -122,7 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.gateway.clone(),
         shutdown.clone(),
         cluster.clone(),
-        peers,
+        peers.clone(),
         matchmaker.clone(),
     );
     let app = gateway.router();
@@ -139,6 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         gateway,
         cluster,
         matchmaker,
+        peers,
         shutdown,
         http,
         grpc,

@@ -761,21 +761,7 @@ async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_mem
     let dir = tempfile::tempdir().unwrap();
     let module = module_file(&dir, "arena");
     let port = common::free_port();
-    let mut leader = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--etcd", &etcd.url, "--node-id", "l"])
-        .arg("--game")
-        .arg(format!("arena={module}"))
-        .env("LUDUS_CLUSTER__PREFIX", prefix)
-        .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
-        .env("LUDUS_CLUSTER__SECRET", SECRET)
-        .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
-        .env("LUDUS_MATCHMAKING__GAMES__ARENA__MIN_PLAYERS", "8")
-        .env("LUDUS_MATCHMAKING__GAMES__ARENA__MAX_PLAYERS", "8")
-        .env("LUDUS_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting ludus serve");
+    let mut leader = serve_process(&etcd, prefix, "l", port, &module);
     let mut election = etcd.client().await.election_client();
     let name = ludus::matchmaking::election_name(prefix);
     eventually(
@@ -831,9 +817,8 @@ async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_mem
         ask_for_match(c).await;
     }
 
-    leader.kill().expect("SIGKILL");
+    leader.kill();
     let killed = std::time::Instant::now();
-    let _ = leader.wait();
 
     // The visitor's room is gone with its node: told why, still connected to a.
     let kicked = loop {
@@ -875,4 +860,103 @@ async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_mem
     assert!(leader == "a" || leader == "b", "{out}");
     a.stop().await;
     b.stop().await;
+}
+
+/// A `ludus serve` process, killed (SIGKILL) when dropped, so a failing test leaves
+/// none behind.
+struct Proc(std::process::Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `ludus serve` as node `id` of the cluster (arena, 2 s lease, matches of 8)
+/// on `port`.
+fn serve_process(etcd: &Etcd, prefix: &str, id: &str, port: u16, module: &str) -> Proc {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--etcd", &etcd.url, "--node-id", id])
+        .arg("--game")
+        .arg(format!("arena={module}"))
+        .env("LUDUS_CLUSTER__PREFIX", prefix)
+        .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+        .env("LUDUS_MATCHMAKING__GAMES__ARENA__MIN_PLAYERS", "8")
+        .env("LUDUS_MATCHMAKING__GAMES__ARENA__MAX_PLAYERS", "8")
+        .env("LUDUS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ludus serve");
+    Proc(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_peer_that_restarts_is_opened_again_in_the_background() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/relink/";
+    let (a, _da) = node(&etcd, prefix, "a", Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file(&dir, "arena");
+    let port = common::free_port();
+    let mut b = serve_process(&etcd, prefix, "b", port, &module);
+    eventually(Duration::from_secs(20), "a sees b", async || {
+        node_ids(&a).contains(&"b".to_owned())
+    })
+    .await;
+    let b_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut host = Client::guest(b_addr, "host", ClientOptions::default())
+        .await
+        .unwrap();
+    host.create("arena", "on-b", "").await.unwrap();
+    create_outcome(&mut host).await.unwrap();
+    eventually(WAIT, "a knows room on-b", async || {
+        a.cluster.routing().rooms.contains_key("on-b")
+    })
+    .await;
+    let mut guest = Client::guest(a.addr, "guest", ClientOptions::default())
+        .await
+        .unwrap();
+    guest.join("on-b").await.unwrap();
+    create_outcome(&mut guest).await.unwrap();
+    let peers = a.peers.clone().expect("a cluster node has peers");
+    assert_eq!(peers.linked(), ["b"]);
+
+    // b crashes and comes back under its id (its gRPC port is a new one).
+    b.kill();
+    match next_answer(&mut guest, WAIT).await {
+        Out::Kicked(k) => assert!(k.reason.contains("node b"), "{}", k.reason),
+        other => panic!("expected kicked, got {other:?}"),
+    }
+    let mut b = serve_process(&etcd, prefix, "b", port, &module);
+    eventually(
+        Duration::from_secs(15),
+        "a links to the new b by itself",
+        async || peers.linked() == ["b"],
+    )
+    .await;
+    // And the guest plays on the new b over that link.
+    let mut host = Client::guest(b_addr, "host", ClientOptions::default())
+        .await
+        .unwrap();
+    host.create("arena", "on-b-again", "").await.unwrap();
+    create_outcome(&mut host).await.unwrap();
+    eventually(WAIT, "a knows room on-b-again", async || {
+        a.cluster.routing().rooms.contains_key("on-b-again")
+    })
+    .await;
+    guest.join("on-b-again").await.unwrap();
+    create_outcome(&mut guest).await.unwrap();
+    b.kill();
+    a.stop().await;
 }

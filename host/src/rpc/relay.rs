@@ -3,7 +3,8 @@
 //! multiplexes every player it forwards to that peer over it; the owner joins those
 //! players to its room with a sink that relays the room's output back on the same stream.
 //! When the link ends (the peer died, restarted, or left the cluster) every forwarded
-//! player is told, per room, with a reason; the next join opens a new link.
+//! player is told, per room, with a reason, and the link is opened again in the
+//! background with backoff while the peer is in the cluster.
 
 use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
@@ -25,6 +26,9 @@ use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
 const LINK_QUEUE: usize = 8192;
 /// Room events queued per forwarded membership on the owner.
 const PLAYER_QUEUE: usize = 1024;
+/// Backoff between attempts to reopen a broken link.
+const RELINK_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RELINK_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 // ---------------------------------------------------------------- owner side
 
@@ -342,8 +346,55 @@ impl Peers {
                 }
             }
             reader.end(&format!("lost the link to node {} ({ended})", reader.node));
+            if let Some(peers) = peers.upgrade() {
+                tokio::spawn(peers.relink(reader.node.clone()));
+            }
         });
         Ok(link)
+    }
+
+    /// Opens the link to `node` again after it broke, with backoff, for as long as the
+    /// node is in the cluster (a peer that restarts comes back under its id, maybe on a
+    /// new address) and no join has opened one meanwhile.
+    // Boxed: `link` spawns this, so its future type would otherwise contain itself.
+    fn relink(
+        self: Arc<Self>,
+        node: String,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut backoff = RELINK_MIN;
+            loop {
+                tokio::time::sleep(backoff).await;
+                if !self.cluster.routing().nodes.contains_key(&node) || self.is_linked(&node) {
+                    return;
+                }
+                match self.link(&node).await {
+                    Ok(_) => {
+                        tracing::info!(%node, "link to the peer open again");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(%node, "reopening the link: {e}"),
+                }
+                backoff = (backoff * 2).min(RELINK_MAX);
+            }
+        })
+    }
+
+    fn is_linked(&self, node: &str) -> bool {
+        lock(&self.links)
+            .get(node)
+            .is_some_and(|l| !l.tx.is_closed())
+    }
+
+    /// Peers with an open link.
+    pub fn linked(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = lock(&self.links)
+            .iter()
+            .filter(|(_, l)| !l.tx.is_closed())
+            .map(|(n, _)| n.clone())
+            .collect();
+        nodes.sort();
+        nodes
     }
 }
 
