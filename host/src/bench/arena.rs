@@ -71,6 +71,12 @@ pub struct ArenaBench {
     pub swap: Option<PathBuf>,
     #[arg(long)]
     pub swap_with: Option<PathBuf>,
+    /// Cross-node play: rooms are created on this node (127.0.0.1, same cluster as
+    /// --target) by their first player, and the other players join them through
+    /// --target, which relays them to this node. Only those relayed players' latency is
+    /// measured (the creators still play, so the load is the same).
+    #[arg(long)]
+    pub rooms_on: Option<SocketAddr>,
     /// A label for the report (e.g. `ludus` or `native`).
     #[arg(long, default_value = "ludus")]
     pub label: String,
@@ -108,6 +114,8 @@ const DRAIN: u8 = 2;
 
 struct Shared {
     target: SocketAddr,
+    /// Where rooms are created (the target unless --rooms-on).
+    rooms_on: SocketAddr,
     room_size: usize,
     tick_hz: u32,
     input_period: Duration,
@@ -173,11 +181,10 @@ pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
 }
 
 pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
-    if !args.target.ip().is_loopback() {
-        bail!(
-            "ludus bench arena only loads 127.0.0.1 targets, not {}",
-            args.target
-        );
+    for target in std::iter::once(args.target).chain(args.rooms_on) {
+        if !target.ip().is_loopback() {
+            bail!("ludus bench arena only loads 127.0.0.1 targets, not {target}");
+        }
     }
     anyhow::ensure!(
         args.room_size > 0 && args.clients > 0 && args.input_hz > 0,
@@ -225,6 +232,7 @@ pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
 async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared {
         target: args.target,
+        rooms_on: args.rooms_on.unwrap_or(args.target),
         room_size: args.room_size,
         tick_hz: args.tick_hz,
         input_period: Duration::from_secs(1) / args.input_hz,
@@ -392,8 +400,9 @@ fn frame(seq: u64, ack: u64, body: In) -> Message {
 
 /// Logs in, connects and joins; returns the socket, the player id and the last seq seen.
 async fn join(room: &str, creator: bool, s: &Shared) -> anyhow::Result<(Ws, u64, u64, u64)> {
-    let (token, _) = crate::client::guest_login(s.target, "bench").await?;
-    let url = format!("ws://{}/v1/ws?token={token}", s.target);
+    let node = if creator { s.rooms_on } else { s.target };
+    let (token, _) = crate::client::guest_login(node, "bench").await?;
+    let url = format!("ws://{node}/v1/ws?token={token}");
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .context("connecting")?;
@@ -509,7 +518,8 @@ async fn client(
                 let Some(Out::Message(m)) = f.body else { continue };
                 let Some(shown) = seq_in_snapshot(&m.payload, &me_pattern) else { continue };
                 let now = Instant::now();
-                let measuring = phase == MEASURE;
+                // With --rooms-on, a room's creator plays on the room's own node.
+                let measuring = phase == MEASURE && !(creator && s.rooms_on != s.target);
                 if measuring {
                     stats.snapshots += 1;
                 }

@@ -337,21 +337,18 @@ impl Leader {
     /// The linked node with the least load that was not tried yet: players it reports
     /// plus seats placed on it lately, then fewer rooms, then its id.
     fn least_loaded(&self, tried: &[String]) -> Option<String> {
-        let routing = self.cluster.routing();
+        let loads = self.cluster.node_loads();
+        let mut recent: HashMap<&str, u64> = HashMap::new();
+        for (_, node, seats) in &self.recent {
+            *recent.entry(node.as_str()).or_default() += u64::from(*seats);
+        }
         self.links
             .keys()
             .filter(|node| !tried.contains(node))
             .min_by_key(|node| {
-                let info = routing.nodes.get(*node);
-                let recent: u64 = self
-                    .recent
-                    .iter()
-                    .filter(|(_, n, _)| n == *node)
-                    .map(|(_, _, seats)| u64::from(*seats))
-                    .sum();
-                let players = info.map_or(0, |i| i.players as u64);
-                let rooms = info.map_or(0, |i| i.rooms);
-                (players + recent, rooms, (*node).clone())
+                let (players, rooms) = loads.get(*node).copied().unwrap_or_default();
+                let recent = recent.get(node.as_str()).copied().unwrap_or_default();
+                (players as u64 + recent, rooms, (*node).clone())
             })
             .cloned()
     }

@@ -233,8 +233,17 @@ impl Matchmaker {
     }
 
     fn up(&self, body: Up) {
-        if let Some(link) = lock(&self.inner.link).as_ref() {
-            let _ = link.try_send(QueueUp { body: Some(body) });
+        let Some(link) = lock(&self.inner.link).clone() else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(msg)) =
+            link.try_send(QueueUp { body: Some(body) })
+        {
+            // A burst: wait for room rather than lose the ticket (a closed link is
+            // fine to skip: the next one gets every pending ticket).
+            tokio::spawn(async move {
+                let _ = link.send(msg).await;
+            });
         }
     }
 
