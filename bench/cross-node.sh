@@ -41,6 +41,9 @@ for run in $(seq "$runs"); do
   echo "== run $run: $clients clients on n1, rooms on n2 (remote)"
   ludus bench arena --target 127.0.0.1:7410 --rooms-on 127.0.0.1:7420 --clients "$clients" --label remote 2>/dev/null | tee -a "$out" | grep -v '^{'
   sleep 3
+done
+# After the arena runs: matched rooms stay until their players leave (then close).
+for run in $(seq "$runs"); do
   echo "== run $run: $tickets tickets over 3 nodes, rooms of 8"
   ludus bench match --targets 127.0.0.1:7410,127.0.0.1:7420,127.0.0.1:7430 --tickets "$tickets" | tee -a "$out" | grep -v '^{'
   sleep 3

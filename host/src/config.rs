@@ -112,6 +112,12 @@ mod tests {
             std::time::Duration::from_secs(30)
         );
         assert_eq!(config.games["arena"].policy, SwapPolicy::AllRooms);
+        assert_eq!(config.matchmaking.rules("arena").max_players, 8);
+        assert_eq!(config.matchmaking.rules("chess").min_players, 2);
+        config
+            .matchmaking
+            .check()
+            .expect("the README's rules are valid");
     }
 
     #[test]

@@ -210,3 +210,53 @@ async fn rules_no_room_could_be_made_from_refuse_to_start() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matched_room_closes_when_its_players_never_come_or_all_leave() {
+    let (server, _dir) = serve(&["arena"], |c| {
+        c.matchmaking
+            .games
+            .insert("arena".into(), rules(2, 2, Duration::from_secs(60)));
+        c.matchmaking.empty_room_grace = Duration::from_millis(300);
+    })
+    .await;
+    let mut clients = players(&server, 4).await;
+    for c in &mut clients {
+        c.find_match("arena", "", &[]).await.unwrap();
+        queued(c).await;
+    }
+    let mut rooms = Vec::new();
+    for c in &mut clients {
+        rooms.push(found(c).await.room_id);
+    }
+    let (abandoned, played) = (rooms[0].clone(), rooms[2].clone());
+    assert_ne!(abandoned, played);
+    // The second pair joins, plays past the grace period, then leaves.
+    for c in &mut clients[2..] {
+        c.join(&played).await.unwrap();
+        assert!(matches!(next_answer(c).await, Out::Joined(_)));
+    }
+    common::eventually(WAIT, "the room nobody joined closes", async || {
+        server.rooms.get(&abandoned).is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.rooms.get(&played).is_some(),
+        "a room with players stays"
+    );
+    for c in &mut clients[2..] {
+        c.send(ludus::gateway::pb::client_frame::Body::Leave(
+            ludus::gateway::pb::LeaveRoom {
+                room_id: played.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    common::eventually(WAIT, "the room all left closes", async || {
+        server.rooms.get(&played).is_none()
+    })
+    .await;
+    server.stop().await;
+}

@@ -51,13 +51,27 @@ impl Default for MatchRules {
 
 /// `[matchmaking]` in the config file. In a cluster the leader's rules apply: give
 /// every node the same section.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatchmakingConfig {
     /// Rules of games without their own entry.
     pub default: MatchRules,
     /// Rules by game name.
     pub games: BTreeMap<String, MatchRules>,
+    /// A room the matchmaker made closes when it is empty this long after it started
+    /// (none of its players came) or at any later check (all of them left).
+    #[serde(with = "humantime_serde")]
+    pub empty_room_grace: Duration,
+}
+
+impl Default for MatchmakingConfig {
+    fn default() -> Self {
+        MatchmakingConfig {
+            default: MatchRules::default(),
+            games: BTreeMap::new(),
+            empty_room_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 impl MatchmakingConfig {
@@ -152,6 +166,9 @@ struct Inner {
     leading: Mutex<Option<LeaderHandle>>,
     stop: CancellationToken,
 }
+
+/// How often a matched room is checked for players after its grace period.
+const MATCHED_ROOM_CHECK: Duration = Duration::from_secs(5);
 
 /// Backoff between attempts to reach the leader.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -400,10 +417,37 @@ impl Matchmaker {
             config: None,
             seed: None,
         };
-        if let Err(e) = rooms.create(req).await {
-            cluster.release_room(room).await;
-            return Err(e.to_string());
-        }
+        let handle = match rooms.create(req).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                cluster.release_room(room).await;
+                return Err(e.to_string());
+            }
+        };
+        // A matched room is for its players: once empty (or if none of them came) it
+        // closes, rather than tick for nobody.
+        let stop = self.inner.stop.clone();
+        let grace = self.inner.cfg.empty_room_grace;
+        let check = MATCHED_ROOM_CHECK.min(grace).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            loop {
+                if handle.is_closed() {
+                    return;
+                }
+                if handle.info().seats == 0 {
+                    handle.close("every matched player has left").await;
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(check) => {}
+                }
+            }
+        });
         Ok(())
     }
 
