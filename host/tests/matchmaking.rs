@@ -197,8 +197,10 @@ async fn one_ticket_per_player_cancel_works_and_bad_requests_are_refused_by_name
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_no_room_could_be_made_from_refuse_to_start() {
-    let mut config = ludus::config::Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = ludus::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     config
         .matchmaking
         .games

@@ -182,7 +182,7 @@ impl Leader {
                 }
             }
             ToLeader::Up { node, link, up } => {
-                if !self.links.get(&node).is_some_and(|(l, _)| *l == link) {
+                if self.links.get(&node).is_none_or(|(l, _)| *l != link) {
                     return; // a replaced link
                 }
                 match up.body {
@@ -312,10 +312,7 @@ impl Leader {
         for key in keys {
             let rules = self.cfg.rules(&key.0).clone();
             let (min, max) = (rules.min_players as usize, rules.max_players as usize);
-            loop {
-                let Some(queue) = self.queues.get_mut(&key) else {
-                    break;
-                };
+            while let Some(queue) = self.queues.get_mut(&key) {
                 let oldest = queue.front().and_then(|id| self.tickets.get(id));
                 let waited = oldest.is_some_and(|w| now.duration_since(w.since) >= rules.wait);
                 let take = if queue.len() >= max {
