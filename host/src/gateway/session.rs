@@ -61,6 +61,8 @@ enum Control {
     },
     /// The player logged in elsewhere in the cluster: end this session.
     Evict { reason: String },
+    /// News of the player's match ticket.
+    Match(MatchEvent),
 }
 
 #[derive(Clone)]
@@ -212,7 +214,19 @@ impl Sessions {
     fn start(self: &Arc<Self>, who: &Identity) -> SessionHandle {
         let (tx, ctl) = mpsc::channel(256);
         let (sink, events) = mpsc::channel(self.cfg.player_queue.max(1));
-        let (match_sink, matches) = mpsc::unbounded_channel();
+        // Match outcomes come on the control channel: one channel fewer for the
+        // session loop to poll on every wake-up.
+        let to_session = tx.downgrade();
+        let match_sink: MatchSink = Arc::new(move |event| {
+            let Some(tx) = to_session.upgrade() else {
+                return;
+            };
+            if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(Control::Match(event)) {
+                tokio::spawn(async move {
+                    let _ = tx.send(msg).await;
+                });
+            }
+        });
         let handle = SessionHandle {
             id: format!("{:016x}", fastrand::u64(..)).into(),
             resume_token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into(),
@@ -229,7 +243,6 @@ impl Sessions {
             matchmaker: self.matchmaker.clone(),
             ticket: None,
             match_sink,
-            matches,
             sink,
             events,
             conn: None,
@@ -275,9 +288,8 @@ struct Session {
     matchmaker: Matchmaker,
     /// The player's match ticket, while it waits.
     ticket: Option<String>,
-    /// The matchmaker tells this session about its ticket here; `matches` is its end.
+    /// The matchmaker tells this session about its ticket here (as `Control::Match`).
     match_sink: MatchSink,
-    matches: mpsc::UnboundedReceiver<MatchEvent>,
     /// Rooms deliver this player's events here; `events` is its other end.
     sink: mpsc::Sender<RoomEvent>,
     events: mpsc::Receiver<RoomEvent>,
@@ -319,6 +331,7 @@ impl Session {
                     Some(Control::Attach { conn, last_seen, reply }) => {
                         let _ = reply.send(self.attach(conn, last_seen));
                     }
+                    Some(Control::Match(event)) => self.match_event(event),
                     Some(Control::Evict { reason }) => {
                         tracing::info!(player = self.who.player_id, "{reason}");
                         self.close_conn(close_code::REPLACED, &reason);
@@ -353,7 +366,6 @@ impl Session {
                         }
                     }
                 }
-                Some(event) = self.matches.recv() => self.match_event(event),
                 _ = sleep_until(expires), if expires.is_some() => {
                     tracing::info!(player = self.who.player_id, "session expired after its grace period");
                     break;

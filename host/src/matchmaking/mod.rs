@@ -111,7 +111,8 @@ pub enum MatchEvent {
     },
 }
 
-pub type MatchSink = mpsc::UnboundedSender<MatchEvent>;
+/// Where a ticket's outcome goes (the player's session); called once per ticket.
+pub type MatchSink = Arc<dyn Fn(MatchEvent) + Send + Sync>;
 
 /// Limits on a ticket's fields.
 pub const MAX_MODE_LEN: usize = 64;
@@ -379,7 +380,7 @@ impl Matchmaker {
                 let mut pending = lock(&self.inner.pending);
                 for ticket in m.tickets {
                     if let Some(p) = pending.remove(&ticket) {
-                        let _ = p.sink.send(MatchEvent::Found {
+                        (p.sink)(MatchEvent::Found {
                             ticket,
                             room: m.room.clone(),
                             game: m.game.clone(),
@@ -391,7 +392,7 @@ impl Matchmaker {
             }
             Some(Down::Dropped(d)) => {
                 if let Some(p) = lock(&self.inner.pending).remove(&d.ticket) {
-                    let _ = p.sink.send(MatchEvent::Dropped {
+                    (p.sink)(MatchEvent::Dropped {
                         ticket: d.ticket,
                         reason: d.reason,
                     });
