@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Etcd, eventually, serve};
+use common::{Etcd, eventually, next_answer, serve};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::pb::server_frame::Body as Out;
 use ludus::server::Server;
@@ -661,20 +661,6 @@ fn full_rooms_of(n: u32) -> impl FnOnce(&mut ludus::config::Config) {
             wait: Duration::from_secs(600),
         };
         c.matchmaking.games.insert("arena".into(), rules);
-    }
-}
-
-/// The next frame on `c` that is not a room message.
-async fn next_answer(c: &mut Client, wait: Duration) -> Out {
-    loop {
-        let frame = tokio::time::timeout(wait, c.recv())
-            .await
-            .expect("an answer in time")
-            .expect("connected");
-        match frame.body {
-            Some(Out::Message(_)) | None => {}
-            Some(body) => return body,
-        }
     }
 }
 

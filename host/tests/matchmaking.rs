@@ -31,16 +31,7 @@ fn rules(min: u32, max: u32, wait: Duration) -> MatchRules {
 
 /// The next frame that is not a room message.
 async fn next_answer(c: &mut Client) -> Out {
-    loop {
-        let frame = tokio::time::timeout(WAIT, c.recv())
-            .await
-            .expect("an answer in time")
-            .expect("connected");
-        match frame.body {
-            Some(Out::Message(_)) | None => {}
-            Some(body) => return body,
-        }
-    }
+    common::next_answer(c, WAIT).await
 }
 
 async fn queued(c: &mut Client) -> String {

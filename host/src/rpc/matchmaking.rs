@@ -5,6 +5,7 @@
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::layers;
@@ -75,10 +76,9 @@ impl Matchmaking for MatchmakingService {
                 }
             }
         });
-        let stream = futures_util::stream::unfold(down, |mut rx| async move {
-            rx.recv().await.map(|m| (Ok(m), rx))
-        })
-        .take_until(self.stop.clone().cancelled_owned());
+        let stream = ReceiverStream::new(down)
+            .map(Ok)
+            .take_until(self.stop.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -95,11 +95,7 @@ pub async fn link(
         node: node.to_owned(),
     });
     up.send(QueueUp { body: Some(hello) }).await?;
-    let outbound =
-        futures_util::stream::unfold(
-            up_rx,
-            |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-        );
+    let outbound = ReceiverStream::new(up_rx);
     let mut inbound = client
         .queue(outbound)
         .await

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::layers;
@@ -124,10 +125,9 @@ impl Relay for RelayService {
                 room.leave(player, LeaveReason::Disconnected);
             }
         });
-        let stream = futures_util::stream::unfold(out_rx, |mut rx| async move {
-            rx.recv().await.map(|f| (Ok(f), rx))
-        })
-        .take_until(self.stop.clone().cancelled_owned());
+        let stream = ReceiverStream::new(out_rx)
+            .map(Ok)
+            .take_until(self.stop.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -310,11 +310,7 @@ impl Peers {
             .map_err(|e| format!("node {node}: {e:#}"))?;
         let mut client = RelayClient::new(channel);
         let (tx, rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
-        let outbound =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
-            );
+        let outbound = ReceiverStream::new(rx);
         let mut inbound = client
             .link(outbound)
             .await

@@ -305,3 +305,21 @@ pub async fn eventually(wait: Duration, what: &str, mut check: impl AsyncFnMut()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The next frame on `c` that is not a room message, within `wait`.
+pub async fn next_answer(
+    c: &mut ludus::client::Client,
+    wait: Duration,
+) -> ludus::gateway::pb::server_frame::Body {
+    use ludus::gateway::pb::server_frame::Body as Out;
+    loop {
+        let frame = tokio::time::timeout(wait, c.recv())
+            .await
+            .expect("an answer in time")
+            .expect("connected");
+        match frame.body {
+            Some(Out::Message(_)) | None => {}
+            Some(body) => return body,
+        }
+    }
+}
