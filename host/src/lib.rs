@@ -33,6 +33,7 @@ pub mod demo;
 pub mod dev;
 pub mod gateway;
 pub mod guest_build;
+pub mod mailbox;
 pub mod matchmaking;
 pub mod ops;
 pub mod percentile;

@@ -130,6 +130,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let app = gateway.router();
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
+        // Game frames are small and latency matters: no Nagle delay on any socket.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("could not set TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await

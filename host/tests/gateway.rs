@@ -534,3 +534,37 @@ async fn a_normal_close_ends_the_session_at_once() {
     assert_eq!(server.gateway.sessions(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_shutdown_tells_each_player_why_with_code_1001() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let (token, _) = ludus::client::guest_login(server.addr, "raw")
+        .await
+        .unwrap();
+    let url = format!("ws://{}/v1/ws?token={token}&format=json", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+    let create = json!({ "seq": 1, "body": { "create": { "game": "arena", "room_id": "down" } } });
+    ws.send(Message::Text(create.to_string().into()))
+        .await
+        .unwrap();
+    let stopping = tokio::spawn(server.stop());
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a close frame within the wait");
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "the server is shutting down");
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}

@@ -73,6 +73,9 @@ async fn main() {
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("binding");
     println!("listening on {}", listener.local_addr().expect("address"));
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).await.expect("serving");
 }
 
@@ -94,7 +97,8 @@ async fn ws(
     let Ok(id) = q.token.parse::<u64>() else {
         return (axum::http::StatusCode::UNAUTHORIZED, "bad token").into_response();
     };
-    ws.read_buffer_size(8 * 1024)
+    // The same socket settings as Ludus's gateway.
+    ws.read_buffer_size(ludus::gateway::READ_BUFFER_BYTES)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| connection(app, id, socket))
 }

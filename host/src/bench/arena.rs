@@ -398,12 +398,21 @@ fn frame(seq: u64, ack: u64, body: In) -> Message {
     )
 }
 
+/// The load generator's sockets: small buffers (tungstenite zero-fills its read buffer,
+/// 128 KiB by default, on every read attempt: that memset was a fifth of this
+/// process's CPU), and no Nagle delay, as a game client would have.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
 /// Logs in, connects and joins; returns the socket, the player id and the last seq seen.
 async fn join(room: &str, creator: bool, s: &Shared) -> anyhow::Result<(Ws, u64, u64, u64)> {
     let node = if creator { s.rooms_on } else { s.target };
     let (token, _) = crate::client::guest_login(node, "bench").await?;
     let url = format!("ws://{node}/v1/ws?token={token}");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
         .await
         .context("connecting")?;
     let welcome = next_frame(&mut ws).await?;

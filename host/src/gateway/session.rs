@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +25,10 @@ use super::pb::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
 };
 use crate::cluster::{Cluster, ClusterError, ClusterEvent};
+use crate::mailbox;
 use crate::matchmaking::{MatchEvent, MatchSink, Matchmaker, check_request};
 use crate::rooms::{
-    CreateError, CreateRoom, LeaveReason, RoomEvent, RoomHandle, Rooms, check_room_id,
+    CreateError, CreateRoom, LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms, check_room_id,
 };
 use crate::rpc::relay::{Peers, RemoteRoom};
 
@@ -63,13 +64,16 @@ enum Control {
     Evict { reason: String },
     /// News of the player's match ticket.
     Match(MatchEvent),
+    /// The server is shutting down. (A message rather than a cancellation token the
+    /// loop would poll: every source the loop selects on costs CPU on every wake-up.)
+    Shutdown,
 }
 
 #[derive(Clone)]
 pub struct SessionHandle {
     id: Arc<str>,
     resume_token: Arc<str>,
-    tx: mpsc::Sender<Control>,
+    tx: mailbox::Sender<Control>,
 }
 
 impl SessionHandle {
@@ -80,8 +84,10 @@ impl SessionHandle {
             last_seen,
             reply,
         };
-        if let Err(mpsc::error::SendError(Control::Attach { conn, .. })) =
-            self.tx.send(request).await
+        if let Err(
+            mailbox::TrySendError::Closed(Control::Attach { conn, .. })
+            | mailbox::TrySendError::Full(Control::Attach { conn, .. }),
+        ) = self.tx.try_send(request)
         {
             return Err(AttachError::Gone(Some(conn)));
         }
@@ -128,6 +134,24 @@ impl Sessions {
             cfg,
             shutdown,
         });
+        // Shutdown reaches each session as a control message.
+        let (weak, token) = (Arc::downgrade(&sessions), sessions.shutdown.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            let Some(sessions) = weak.upgrade() else {
+                return;
+            };
+            let handles: Vec<SessionHandle> = sessions
+                .map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for session in handles {
+                let _ = session.tx.try_send(Control::Shutdown);
+            }
+        });
         // A login on another node ends the session here.
         let weak = Arc::downgrade(&sessions);
         tokio::spawn(async move {
@@ -145,7 +169,7 @@ impl Sessions {
                 };
                 if let Some(session) = sessions.get(player) {
                     let reason = format!("logged in on another node ({node})");
-                    let _ = session.tx.send(Control::Evict { reason }).await;
+                    let _ = session.tx.try_send(Control::Evict { reason });
                 }
             }
         });
@@ -212,20 +236,14 @@ impl Sessions {
     }
 
     fn start(self: &Arc<Self>, who: &Identity) -> SessionHandle {
-        let (tx, ctl) = mpsc::channel(256);
-        let (sink, events) = mpsc::channel(self.cfg.player_queue.max(1));
+        // Control messages are few and small: their queue is not bounded.
+        let (tx, ctl) = mailbox::channel(usize::MAX);
+        let (sink, events) = mailbox::channel(self.cfg.player_queue.max(1));
         // Match outcomes come on the control channel: one channel fewer for the
         // session loop to poll on every wake-up.
-        let to_session = tx.downgrade();
+        let to_session = tx.clone();
         let match_sink: MatchSink = Arc::new(move |event| {
-            let Some(tx) = to_session.upgrade() else {
-                return;
-            };
-            if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(Control::Match(event)) {
-                tokio::spawn(async move {
-                    let _ = tx.send(msg).await;
-                });
-            }
+            let _ = to_session.try_send(Control::Match(event));
         });
         let handle = SessionHandle {
             id: format!("{:016x}", fastrand::u64(..)).into(),
@@ -243,7 +261,7 @@ impl Sessions {
             matchmaker: self.matchmaker.clone(),
             ticket: None,
             match_sink,
-            sink,
+            sink: sink.into(),
             events,
             conn: None,
             out_seq: 0,
@@ -256,10 +274,14 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(who.player_id, handle.clone());
+        if self.shutdown.is_cancelled() {
+            // Started after the shutdown notice went out (or while it did).
+            let _ = handle.tx.try_send(Control::Shutdown);
+        }
         let sessions = self.clone();
         tokio::spawn(async move {
             let (player, id) = (session.who.player_id, session.id.clone());
-            session.run(ctl, sessions.shutdown.clone()).await;
+            session.run(ctl).await;
             let ended = {
                 let mut map = sessions.map.lock().unwrap_or_else(|e| e.into_inner());
                 let ended = map.get(&player).is_some_and(|h| h.id == id);
@@ -291,8 +313,8 @@ struct Session {
     /// The matchmaker tells this session about its ticket here (as `Control::Match`).
     match_sink: MatchSink,
     /// Rooms deliver this player's events here; `events` is its other end.
-    sink: mpsc::Sender<RoomEvent>,
-    events: mpsc::Receiver<RoomEvent>,
+    sink: PlayerSink,
+    events: mailbox::Receiver<RoomEvent>,
     /// The attached connection, read and written by this task.
     conn: Option<Conn>,
     /// Number of the last frame sent to the client.
@@ -315,23 +337,23 @@ fn error(code: ErrorCode, message: impl Into<String>, in_reply_to: u64) -> Out {
 }
 
 impl Session {
-    async fn run(mut self, mut ctl: mpsc::Receiver<Control>, shutdown: CancellationToken) {
-        let shutdown = shutdown.cancelled();
-        tokio::pin!(shutdown);
+    async fn run(mut self, mut ctl: mailbox::Receiver<Control>) {
+        let mut batch = Vec::new();
         loop {
             let expires = self.expires;
             let attached = self.conn.is_some();
+            let room_for_events = self.room_for_events();
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    self.close_conn(close_code::SHUTTING_DOWN, "the server is shutting down");
-                    break;
-                }
                 command = ctl.recv() => match command {
                     Some(Control::Attach { conn, last_seen, reply }) => {
                         let _ = reply.send(self.attach(conn, last_seen));
                     }
                     Some(Control::Match(event)) => self.match_event(event),
+                    Some(Control::Shutdown) => {
+                        self.close_conn(close_code::SHUTTING_DOWN, "the server is shutting down");
+                        break;
+                    }
                     Some(Control::Evict { reason }) => {
                         tracing::info!(player = self.who.player_id, "{reason}");
                         self.close_conn(close_code::REPLACED, &reason);
@@ -356,14 +378,11 @@ impl Session {
                         self.detach();
                     }
                 },
-                Some(event) = self.events.recv(), if self.can_buffer() => {
-                    self.room_event(event);
-                    // Whatever else is already queued goes out with the same flush.
-                    while self.can_buffer() {
-                        match self.events.try_recv() {
-                            Ok(event) => self.room_event(event),
-                            Err(_) => break,
-                        }
+                // Everything queued goes out with the same flush (while detached, only
+                // what the replay buffer has room for).
+                _ = self.events.recv_many(&mut batch, room_for_events), if room_for_events > 0 => {
+                    for event in batch.drain(..) {
+                        self.room_event(event);
                     }
                 }
                 _ = sleep_until(expires), if expires.is_some() => {
@@ -462,10 +481,15 @@ impl Session {
         }
     }
 
-    /// Room events are taken while a connection is attached, or while the replay
-    /// buffer has room; otherwise they wait in the player's queue.
-    fn can_buffer(&self) -> bool {
-        self.conn.is_some() || self.unacked.len() < self.cfg.replay_frames
+    /// How many room events the session may take now: any number while a connection
+    /// is attached, else as many as the replay buffer has room for; the rest wait in
+    /// the player's queue.
+    fn room_for_events(&self) -> usize {
+        if self.conn.is_some() {
+            usize::MAX
+        } else {
+            self.cfg.replay_frames.saturating_sub(self.unacked.len())
+        }
     }
 
     // A refusal hands the socket back (moved once per connect; its size does not matter).

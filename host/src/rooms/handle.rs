@@ -122,7 +122,13 @@ impl RoomHandle {
     }
 
     /// Adds a player; the game may refuse it. Events for the player go to `sink`.
-    pub async fn join(&self, player: u64, name: &str, sink: PlayerSink) -> Result<(), JoinError> {
+    pub async fn join(
+        &self,
+        player: u64,
+        name: &str,
+        sink: impl Into<PlayerSink>,
+    ) -> Result<(), JoinError> {
+        let sink = sink.into();
         let (reply, rx) = oneshot::channel();
         let command = Command::Join {
             room: self.key,
