@@ -568,3 +568,55 @@ async fn a_server_shutdown_tells_each_player_why_with_code_1001() {
         .expect("the server stops")
         .unwrap();
 }
+
+/// `ludus bench arena` against a real node: every client joins, plays and measures; the
+/// join phase ends as soon as every client has joined (not at its timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arena_benchmark_joins_plays_and_reports() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let args = ludus::bench::arena::ArenaBench {
+        target: server.addr,
+        clients: 20,
+        room_size: 8,
+        input_hz: 20,
+        tick_hz: 20,
+        warmup: Duration::from_millis(300),
+        duration: Duration::from_secs(1),
+        join_concurrency: 8,
+        join_timeout: Duration::from_secs(60),
+        server_pid: Some(std::process::id()),
+        find_max: false,
+        p99_bound: Duration::from_millis(100),
+        step: 1000,
+        swap: None,
+        swap_with: None,
+        rooms_on: None,
+        label: "test".into(),
+    };
+    let started = Instant::now();
+    let reports = ludus::bench::arena::run(args).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let r = &reports[0];
+    assert_eq!(
+        (r.joined, r.join_errors, r.disconnects),
+        (20, 0, 0),
+        "{r:?}"
+    );
+    assert!(r.inputs_sent >= 20, "{r:?}");
+    // 20 clients, 20 snapshots per second each, over about a second.
+    assert!(
+        r.latency_samples > 100 && r.snapshots_per_sec > 100.0,
+        "{r:?}"
+    );
+    assert!(
+        r.latency_p50_ms > 0.0 && r.latency_p50_ms <= r.latency_p99_ms,
+        "{r:?}"
+    );
+    assert!(r.latency_p99_ms <= r.latency_max_ms, "{r:?}");
+    assert!(r.server_rss_mib > 0.0, "{r:?}");
+    server.stop().await;
+}

@@ -121,6 +121,8 @@ struct Shared {
     input_period: Duration,
     phase: AtomicU8,
     joined: AtomicUsize,
+    /// Clients whose join failed (the join phase ends when joined + failed = N).
+    failed: AtomicUsize,
     join_slots: Semaphore,
     /// When the measurement started, for timestamps of latency samples.
     epoch: Instant,
@@ -238,6 +240,7 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
         input_period: Duration::from_secs(1) / args.input_hz,
         phase: AtomicU8::new(WARMUP),
         joined: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
         join_slots: Semaphore::new(args.join_concurrency.max(1)),
         epoch: Instant::now(),
     });
@@ -264,8 +267,9 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     let join_deadline = Instant::now() + args.join_timeout;
     loop {
         let joined = shared.joined.load(Ordering::Relaxed);
+        let settled = joined + shared.failed.load(Ordering::Relaxed);
         bar.set_position(joined as u64);
-        if joined >= n || Instant::now() > join_deadline || tasks.iter().all(|t| t.is_finished()) {
+        if settled >= n || Instant::now() > join_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -486,11 +490,32 @@ async fn client(
         Ok(j) => j,
         Err(e) => {
             stats.join_error = Some(format!("{e:#}"));
+            s.failed.fetch_add(1, Ordering::Relaxed);
             return stats;
         }
     };
     s.joined.fetch_add(1, Ordering::Relaxed);
-    let _ = start.wait_for(|go| *go).await;
+    // Until every client has joined, keep reading (the room is already ticking): a
+    // client that stopped reading would fall behind and be dropped as too slow.
+    let waiting = start.wait_for(|go| *go);
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            _ = &mut waiting => break,
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Ok(f) = ServerFrame::decode(&b[..]) {
+                        last_seen = last_seen.max(f.seq);
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    stats.disconnected = true;
+                    return stats;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
     let me_pattern = format!("{{\"id\":{me},").into_bytes();
     let phase_offset = s.input_period.mul_f64(fastrand::f64());
     let mut inputs =
