@@ -333,10 +333,7 @@ impl Room {
     /// `leave`, whose own effects are applied in turn.
     fn apply_effects(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
-        loop {
-            let Some(instance) = self.instance.as_mut() else {
-                break;
-            };
+        while let Some(instance) = self.instance.as_mut() {
             effects.extend(instance.drain_effects());
             if effects.is_empty() || self.closed {
                 break;

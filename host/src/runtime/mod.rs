@@ -12,6 +12,7 @@ mod limits;
 mod module;
 mod module_store;
 mod room_data;
+#[allow(clippy::module_inception)] // `runtime::Runtime`, the engine and its pools
 mod runtime;
 
 pub use bindings::CONTRACT;

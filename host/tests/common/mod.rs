@@ -134,8 +134,10 @@ pub async fn serve(
     tweak: impl FnOnce(&mut ludus::config::Config),
 ) -> (ludus::server::Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = ludus::config::Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = ludus::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ludus::config::Config::default()
+    };
     config.runtime.max_instances = 64;
     config.rooms.workers = 2;
     config.auth.secret = Some("a test secret of enough length".into());
