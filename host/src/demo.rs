@@ -46,11 +46,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         room.info().tick_hz
     );
 
-    let (tx, mut watcher) = tokio::sync::mpsc::channel(1024);
+    let (tx, mut watcher) = crate::mailbox::channel(1024);
     room.join(1, "bot-1", tx).await?;
     let mut others = Vec::new();
     for id in 2..=args.bots {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let (tx, rx) = crate::mailbox::channel(1024);
         room.join(id, &format!("bot-{id}"), tx).await?;
         others.push(rx);
     }
@@ -70,7 +70,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     room.message(id, format!(r#"{{"seq":{seq},"dx":{dx},"dy":{dy}}}"#).into_bytes());
                 }
                 for rx in &mut others {
-                    while rx.try_recv().is_ok() {}
+                    while rx.try_recv().is_some() {}
                 }
             }
             _ = report.tick() => {

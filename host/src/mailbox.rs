@@ -1,4 +1,5 @@
-//! A many-producer, single-consumer queue for a session's loop.
+//! A many-producer, single-consumer queue: a player's room events (`PlayerSink`) and a
+//! session's control messages.
 //!
 //! The session loop waits on several sources at once and polls each of them on every
 //! wake-up (20-40 times a second per player under a 20 Hz game). For an empty tokio
@@ -69,10 +70,6 @@ impl<T> Sender<T> {
         self.0.waker.wake();
         Ok(())
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.0.receiver_gone.load(Ordering::Acquire)
-    }
 }
 
 impl<T> Clone for Sender<T> {
@@ -139,6 +136,11 @@ impl<T> Receiver<T> {
         let value = queue.pop_front();
         self.0.len.store(queue.len(), Ordering::Release);
         value
+    }
+
+    /// The next queued value, without waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.take_one()
     }
 
     /// Ready with the next value, or with `None` once every sender is gone.
@@ -214,7 +216,6 @@ mod tests {
 
         let (tx, rx) = channel::<u8>(8);
         drop(rx);
-        assert!(tx.is_closed());
         assert_eq!(tx.try_send(1), Err(TrySendError::Closed(1)));
     }
 }

@@ -108,12 +108,12 @@ async fn arena_refuses_players_past_its_configured_size() {
         .unwrap();
     join(&room, 1).await;
     join(&room, 2).await;
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (tx, _rx) = ludus::mailbox::channel(8);
     match room.join(3, "third", tx).await {
         Err(JoinError::Rejected(reason)) => assert!(reason.contains("full"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (tx, _rx) = ludus::mailbox::channel(8);
     assert!(matches!(
         room.join(1, "again", tx).await,
         Err(JoinError::AlreadyJoined(1))
@@ -175,7 +175,7 @@ async fn tictactoe_is_played_to_a_win_with_illegal_moves_refused() {
     assert_eq!(start["next"], 10);
     o.json().await;
 
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (tx, _rx) = ludus::mailbox::channel(8);
     assert!(matches!(
         room.join(30, "third", tx).await,
         Err(JoinError::Rejected(_))

@@ -22,6 +22,15 @@ fn opts(mode: Mode) -> ClientOptions {
     }
 }
 
+/// A new guest's bare WebSocket in JSON text mode (no client library in between).
+async fn raw_json_socket(
+    addr: SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (token, _) = ludus::client::guest_login(addr, "raw").await.unwrap();
+    let url = format!("ws://{addr}/v1/ws?token={token}&format=json");
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
 /// The next frame matching `pred`, failing after `WAIT`.
 async fn until(client: &mut Client, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
     let deadline = Instant::now() + WAIT;
@@ -112,11 +121,7 @@ async fn login_join_move_and_see_snapshots_in_binary_and_json_modes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_text_frames_embed_the_game_payload_as_json() {
     let (server, _dir) = serve(&["arena"], |_| {}).await;
-    let (token, _) = ludus::client::guest_login(server.addr, "raw")
-        .await
-        .unwrap();
-    let url = format!("ws://{}/v1/ws?token={token}&format=json", server.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = raw_json_socket(server.addr).await;
     let welcome: Value = match ws.next().await.unwrap().unwrap() {
         Message::Text(t) => serde_json::from_str(&t).unwrap(),
         other => panic!("{other:?}"),
@@ -538,11 +543,7 @@ async fn a_normal_close_ends_the_session_at_once() {
 #[tokio::test]
 async fn a_server_shutdown_tells_each_player_why_with_code_1001() {
     let (server, _dir) = serve(&["arena"], |_| {}).await;
-    let (token, _) = ludus::client::guest_login(server.addr, "raw")
-        .await
-        .unwrap();
-    let url = format!("ws://{}/v1/ws?token={token}&format=json", server.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = raw_json_socket(server.addr).await;
     assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
     let create = json!({ "seq": 1, "body": { "create": { "game": "arena", "room_id": "down" } } });
     ws.send(Message::Text(create.to_string().into()))

@@ -123,7 +123,7 @@ async fn a_canary_swaps_its_share_of_rooms_and_new_rooms_get_the_game_default_co
     let small = common::room(&rooms, "arena").await;
     assert_eq!(small.info().version, "2.0.0");
     join(&small, 1).await;
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (tx, _rx) = ludus::mailbox::channel(8);
     assert!(
         small.join(2, "second", tx).await.is_err(),
         "the room holds one player"

@@ -179,7 +179,7 @@ async fn service_costs(
         .await?;
     let mut sinks = Vec::new();
     for id in 1..=8 {
-        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let (tx, rx) = crate::mailbox::channel(4096);
         room.join(id, "bench", tx).await?;
         room.message(id, format!(r#"{{"seq":1,"dx":{id},"dy":1}}"#).into_bytes());
         sinks.push(rx);
@@ -189,7 +189,7 @@ async fn service_costs(
         let module = if i % 2 == 0 { v2.clone() } else { v1.clone() };
         pauses.push(room.swap(module).await?.pause);
         for rx in &mut sinks {
-            while rx.try_recv().is_ok() {}
+            while rx.try_recv().is_some() {}
         }
     }
     rooms.shutdown("bench done");

@@ -261,7 +261,7 @@ impl Sessions {
             matchmaker: self.matchmaker.clone(),
             ticket: None,
             match_sink,
-            sink: sink.into(),
+            sink,
             events,
             conn: None,
             out_seq: 0,

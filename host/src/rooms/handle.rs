@@ -122,13 +122,7 @@ impl RoomHandle {
     }
 
     /// Adds a player; the game may refuse it. Events for the player go to `sink`.
-    pub async fn join(
-        &self,
-        player: u64,
-        name: &str,
-        sink: impl Into<PlayerSink>,
-    ) -> Result<(), JoinError> {
-        let sink = sink.into();
+    pub async fn join(&self, player: u64, name: &str, sink: PlayerSink) -> Result<(), JoinError> {
         let (reply, rx) = oneshot::channel();
         let command = Command::Join {
             room: self.key,

@@ -17,7 +17,7 @@ mod worker;
 
 pub use config::RoomsConfig;
 pub use error::{CreateError, GameSwapError, JoinError, SwapError};
-pub use events::{PlayerSink, RoomEvent};
+pub use events::{PlayerEvents, PlayerSink, RoomEvent};
 pub use games::{GameInfo, GameSwapReport, RoomSwapResult, SwapPolicy};
 pub use handle::{LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
 

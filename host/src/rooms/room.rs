@@ -5,11 +5,11 @@
 //! escapes: the room restores itself from its checkpoint on a fresh instance, or closes
 //! and tells its players why.
 
+use crate::mailbox::TrySendError;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::error::TrySendError;
 
 use super::config::{RoomsConfig, TICK_HZ_RANGE};
 use super::error::{CreateError, JoinError, SwapError};

@@ -141,7 +141,7 @@ async fn join_here(
     let room = rooms
         .get(&j.room)
         .ok_or_else(|| format!("no room `{}` on this node", j.room))?;
-    let (sink, mut events) = mpsc::channel::<RoomEvent>(PLAYER_QUEUE);
+    let (sink, mut events) = crate::mailbox::channel::<RoomEvent>(PLAYER_QUEUE);
     room.join(j.player, &j.name, sink)
         .await
         .map_err(|e| e.to_string())?;

@@ -4,12 +4,11 @@
 #![allow(dead_code)]
 
 use ludus::guest_build::example_game_bytes;
-use ludus::rooms::{RoomEvent, RoomHandle, Rooms, RoomsConfig};
+use ludus::rooms::{PlayerEvents, RoomEvent, RoomHandle, Rooms, RoomsConfig};
 use ludus::runtime::{Module, Runtime, RuntimeLimits};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Rooms on a small runtime, checkpointing often so recovery tests need not wait.
 pub fn rooms() -> Rooms {
@@ -63,11 +62,11 @@ pub async fn room(rooms: &Rooms, game: &str) -> RoomHandle {
 
 pub struct Player {
     pub id: u64,
-    pub rx: mpsc::Receiver<RoomEvent>,
+    pub rx: PlayerEvents,
 }
 
 pub async fn join(room: &RoomHandle, id: u64) -> Player {
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = ludus::mailbox::channel(1024);
     room.join(id, &format!("player-{id}"), tx)
         .await
         .unwrap_or_else(|e| panic!("join {id}: {e}"));
@@ -111,7 +110,7 @@ impl Player {
 
     /// Drops whatever is queued.
     pub fn drain(&mut self) {
-        while self.rx.try_recv().is_ok() {}
+        while self.rx.try_recv().is_some() {}
     }
 }
 
