@@ -1,10 +1,11 @@
 //! A worker's inbox: commands from any thread, with wake-ups coalesced.
 //!
 //! A worker that had messages within the last `LINGER` does not sleep deeply: it polls
-//! its inbox every `POLL`, and senders do not wake it. Under load that turns one
-//! futex wake per player input into a timer wake every `POLL` per worker (an input waits
-//! at most `POLL` longer; a 20 Hz game never notices). An idle worker parks until its
-//! next tick and the first command wakes it at once.
+//! its inbox every `POLL`, and player inputs and leaves do not wake it. Under load that
+//! turns one futex wake per player input into a timer wake every `POLL` per worker (an
+//! input waits at most `POLL` longer; a 20 Hz game never notices). A command someone
+//! awaits a reply to (create, join, swap, close, shutdown) wakes it at once, and so
+//! does the first command to an idle worker, which parks until its next tick.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -46,17 +47,20 @@ impl Inbox {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
+        let urgent = !matches!(command, Command::Message { .. } | Command::Leave { .. });
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(command);
-        if self.state.load(Ordering::SeqCst) == PARKED
+        let parked = self.state.load(Ordering::SeqCst) == PARKED
             && self
                 .state
                 .compare_exchange(PARKED, AWAKE, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
+                .is_ok();
+        if (parked || urgent)
             && let Some(thread) = self.thread.get()
         {
+            // Also ends a lingering worker's `park_timeout` early.
             thread.unpark();
         }
         true
@@ -78,7 +82,7 @@ impl Inbox {
         let now = Instant::now();
         let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
         if now.duration_since(last_command) < LINGER {
-            std::thread::sleep(until_deadline.map_or(POLL, |d| d.min(POLL)));
+            std::thread::park_timeout(until_deadline.map_or(POLL, |d| d.min(POLL)));
             return;
         }
         self.state.store(PARKED, Ordering::SeqCst);
