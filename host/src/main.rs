@@ -68,6 +68,8 @@ enum Bench {
     Runtime(ludus::bench::runtime::RuntimeBench),
     /// The arena load test against a running node (127.0.0.1 only).
     Arena(ludus::bench::arena::ArenaBench),
+    /// The arena workload's socket traffic alone (no server work): the CPU floor of a given N.
+    Floor(ludus::bench::floor::FloorBench),
     /// Matchmaker throughput: N clients ask for a match at once; tickets matched per second.
     Match(ludus::bench::matchmaking::MatchBench),
     /// Server memory per idle connection and per arena room (starts `ludus serve`).
@@ -133,6 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(Bench::Arena(args)) => ludus::bench::arena::run(args).await.map(drop),
+        Command::Bench(Bench::Floor(args)) => {
+            ludus::bench::floor::print(&ludus::bench::floor::run(args).await?);
+            Ok(())
+        }
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {
