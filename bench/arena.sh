@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The arena benchmark of bench/README.md: Ludus and the native baseline, each alone on
 # this machine with the load generator, at fixed N and with --find-max, then a live swap
-# under load, RUNS times (default 3; report the medians). Usage:
+# under load, and the socket floor (`ludus bench floor`) at each N, RUNS times (default
+# 3; report the medians). Usage:
 #   RUNS=3 bash bench/arena.sh [N ...]   (default N: 500 2000 5000)
 # Each run's JSON lines are appended to $OUT (default target/arena-bench.jsonl).
 set -euo pipefail
@@ -27,6 +28,7 @@ start_native() { target/release/native-arena 127.0.0.1:7401 >/dev/null & pids+=(
 for run in $(seq "$runs"); do
 echo "== run $run of $runs"
 for n in ${sizes[*]}; do
+  "$bench" bench floor --clients "$n"
   start_native; "$bench" bench arena --target 127.0.0.1:7401 --label native --clients "$n"; stop
   start_ludus;  "$bench" bench arena --target 127.0.0.1:7400 --label ludus --clients "$n"; stop
 done

@@ -573,21 +573,32 @@ async fn client(
 
 pub fn print(r: &Report) {
     println!(
-        "{} N={}: joined {}/{} ({} errors{}), disconnects {}, latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} samples), {:.0} snapshots/s, server CPU {:.0}% ({:.1}% per 1000 clients) RSS {:.0} MiB ({:.1} KiB/client), load generator CPU {:.0}%",
+        "{:<10} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8}",
+        "label",
+        "N",
+        "joined",
+        "errors",
+        "disc",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "snaps/s",
+        "srv CPU",
+        "/1000 cl",
+        "RSS MiB",
+        "KiB/cl",
+        "gen CPU"
+    );
+    println!(
+        "{:<10} {:>6} {:>7} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>7.0}% {:>8.1}% {:>8.0} {:>8.1} {:>7.0}%",
         r.label,
         r.clients,
         r.joined,
-        r.clients,
         r.join_errors,
-        r.first_join_error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default(),
         r.disconnects,
         r.latency_p50_ms,
         r.latency_p99_ms,
         r.latency_max_ms,
-        r.latency_samples,
         r.snapshots_per_sec,
         r.server_cpu_pct,
         r.server_cpu_pct_per_1000_clients,
@@ -595,6 +606,9 @@ pub fn print(r: &Report) {
         r.server_rss_kib_per_client,
         r.loadgen_cpu_pct
     );
+    if let Some(e) = &r.first_join_error {
+        println!("  first join error: {e}");
+    }
     if let Some(s) = &r.swap_summary {
         println!(
             "  swap under load: {s}; latency in the second after it: p99 {:.1} ms, max {:.1} ms",
