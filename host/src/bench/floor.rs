@@ -73,6 +73,13 @@ fn thread_cpu_secs(tid: &str) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// The soft limit on open files, from /proc/self/limits.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 fn this_thread_id() -> anyhow::Result<String> {
     let link = std::fs::read_link("/proc/thread-self").context("reading /proc/thread-self")?;
     link.file_name()
@@ -197,6 +204,15 @@ pub async fn run(a: FloorBench) -> anyhow::Result<FloorReport> {
         a.input_bytes > 0 && a.snapshot_bytes > 0,
         "message sizes must be > 0"
     );
+    // Both ends are in this process: two descriptors per connection.
+    if let Some(limit) = open_files_limit() {
+        let needed = 2 * a.clients as u64 + 64;
+        anyhow::ensure!(
+            needed <= limit,
+            "{} connections need about {needed} open files in this process, and its limit is {limit} (raise it with `ulimit -n`)",
+            a.clients
+        );
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
