@@ -578,9 +578,11 @@ async fn the_arena_benchmark_joins_plays_and_reports() {
     let args = ludus::bench::arena::ArenaBench {
         target: server.addr,
         clients: 20,
-        room_size: 8,
-        input_hz: 20,
-        tick_hz: 20,
+        workload: ludus::bench::Workload {
+            room_size: 8,
+            input_hz: 20,
+            tick_hz: 20,
+        },
         warmup: Duration::from_millis(300),
         duration: Duration::from_secs(1),
         join_concurrency: 8,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::{Workload, cpu_secs};
 use crate::gateway::pb::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
 };
@@ -35,15 +36,9 @@ pub struct ArenaBench {
     /// Clients (N).
     #[arg(long, default_value_t = 500)]
     pub clients: usize,
-    /// Players per room (R).
-    #[arg(long, default_value_t = 8)]
-    pub room_size: usize,
-    /// Inputs per second per client (I).
-    #[arg(long, default_value_t = 20)]
-    pub input_hz: u32,
-    /// Ticks per second of each room (T), passed in the room config.
-    #[arg(long, default_value_t = 20)]
-    pub tick_hz: u32,
+    /// Room size and rates (the tick rate is passed in the room config).
+    #[command(flatten)]
+    pub workload: Workload,
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -138,16 +133,6 @@ struct ClientStats {
     latencies: Vec<(u32, u32)>,
 }
 
-fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
-const CLK_TCK: f64 = 100.0;
-
 /// The pid listening on `port`, from /proc/net/tcp and the processes' fds.
 pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
     let mut inode = None;
@@ -189,7 +174,7 @@ pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
         }
     }
     anyhow::ensure!(
-        args.room_size > 0 && args.clients > 0 && args.input_hz > 0,
+        args.workload.room_size > 0 && args.clients > 0 && args.workload.input_hz > 0,
         "clients, room size and rate must be > 0"
     );
     let pid = match args.server_pid {
@@ -235,9 +220,9 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     let shared = Arc::new(Shared {
         target: args.target,
         rooms_on: args.rooms_on.unwrap_or(args.target),
-        room_size: args.room_size,
-        tick_hz: args.tick_hz,
-        input_period: Duration::from_secs(1) / args.input_hz,
+        room_size: args.workload.room_size,
+        tick_hz: args.workload.tick_hz,
+        input_period: Duration::from_secs(1) / args.workload.input_hz,
         phase: AtomicU8::new(WARMUP),
         joined: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
@@ -254,11 +239,11 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     let run_tag = fastrand::u32(..);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let room = format!("bench-{run_tag:08x}-{}", i / args.room_size);
+        let room = format!("bench-{run_tag:08x}-{}", i / args.workload.room_size);
         tasks.push(tokio::spawn(client(
             i,
             room,
-            i % args.room_size == 0,
+            i % args.workload.room_size == 0,
             shared.clone(),
             start_rx.clone(),
         )));
@@ -279,7 +264,7 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     tokio::time::sleep(args.warmup).await;
 
     let pid_s = pid.to_string();
-    let (server0, self0, t0) = (cpu_ticks(&pid_s)?, cpu_ticks("self")?, Instant::now());
+    let (server0, self0, t0) = (cpu_secs(&pid_s)?, cpu_secs("self")?, Instant::now());
     shared.phase.store(MEASURE, Ordering::Relaxed);
     bar.set_message(format!("{} N={n}: measure", args.label));
     let mut swap_at = None;
@@ -295,8 +280,8 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
         tokio::time::sleep(args.duration).await;
     }
     let (server1, self1, elapsed) = (
-        cpu_ticks(&pid_s)?,
-        cpu_ticks("self")?,
+        cpu_secs(&pid_s)?,
+        cpu_secs("self")?,
         t0.elapsed().as_secs_f64(),
     );
     let rss = crate::bench::memory::rss_bytes(pid)?;
@@ -339,9 +324,9 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     report.latency_p99_ms = pct(&all, 0.99);
     report.latency_max_ms = all.last().map_or(0.0, |us| f64::from(*us) / 1000.0);
     report.snapshots_per_sec = snapshots as f64 / elapsed;
-    report.server_cpu_pct = (server1 - server0) as f64 / CLK_TCK / elapsed * 100.0;
+    report.server_cpu_pct = (server1 - server0) / elapsed * 100.0;
     report.server_cpu_pct_per_1000_clients = report.server_cpu_pct / (n as f64 / 1000.0);
-    report.loadgen_cpu_pct = (self1 - self0) as f64 / CLK_TCK / elapsed * 100.0;
+    report.loadgen_cpu_pct = (self1 - self0) / elapsed * 100.0;
     report.server_rss_mib = rss as f64 / 1048576.0;
     report.server_rss_kib_per_client = rss as f64 / 1024.0 / n as f64;
     if let Some(at) = swap_at {

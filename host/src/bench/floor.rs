@@ -18,20 +18,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::{Workload, cpu_secs};
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct FloorBench {
     /// Connections (N).
     #[arg(long, default_value_t = 5000)]
     pub clients: usize,
-    /// Clients per room (R): the server end writes a room's snapshots in one go.
-    #[arg(long, default_value_t = 8)]
-    pub room_size: usize,
-    /// Inputs per second per client (I).
-    #[arg(long, default_value_t = 20)]
-    pub input_hz: u32,
-    /// Snapshots per second per client (the rooms' tick rate, T).
-    #[arg(long, default_value_t = 20)]
-    pub tick_hz: u32,
+    /// Room size and rates (the server end writes a room's snapshots in one go).
+    #[command(flatten)]
+    pub workload: Workload,
     /// Bytes of one input on the wire (an arena input in a binary WebSocket frame).
     #[arg(long, default_value_t = 70)]
     pub input_bytes: usize,
@@ -63,14 +59,6 @@ pub struct FloorReport {
 struct Counters {
     server_in: AtomicU64,
     client_in: AtomicU64,
-}
-
-fn thread_cpu_secs(tid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
 }
 
 /// The soft limit on open files, from /proc/self/limits.
@@ -134,14 +122,14 @@ async fn server_end(
             }
         });
         room.push(write);
-        if room.len() == a.room_size {
+        if room.len() == a.workload.room_size {
             rooms.push(std::mem::take(&mut room));
         }
     }
     if !room.is_empty() {
         rooms.push(room);
     }
-    let period = Duration::from_secs(1) / a.tick_hz;
+    let period = Duration::from_secs(1) / a.workload.tick_hz;
     let count = rooms.len() as u32;
     for (i, mut room) in rooms.into_iter().enumerate() {
         let snapshot = vec![b's'; a.snapshot_bytes];
@@ -167,7 +155,7 @@ async fn client_end(
     counters: Arc<Counters>,
     connected: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
-    let period = Duration::from_secs(1) / a.input_hz;
+    let period = Duration::from_secs(1) / a.workload.input_hz;
     for _ in 0..a.clients {
         let socket = TcpStream::connect(addr).await.context("connecting")?;
         socket.set_nodelay(true)?;
@@ -197,7 +185,10 @@ async fn client_end(
 
 pub async fn run(a: FloorBench) -> anyhow::Result<FloorReport> {
     anyhow::ensure!(
-        a.clients > 0 && a.room_size > 0 && a.input_hz > 0 && a.tick_hz > 0,
+        a.clients > 0
+            && a.workload.room_size > 0
+            && a.workload.input_hz > 0
+            && a.workload.tick_hz > 0,
         "clients, room size and rates must be > 0"
     );
     anyhow::ensure!(
@@ -236,7 +227,10 @@ pub async fn run(a: FloorBench) -> anyhow::Result<FloorReport> {
     tokio::time::sleep(a.warmup).await;
 
     let cpu = || -> anyhow::Result<(f64, f64)> {
-        Ok((thread_cpu_secs(&server_tid)?, thread_cpu_secs(&client_tid)?))
+        Ok((
+            cpu_secs(&format!("self/task/{server_tid}"))?,
+            cpu_secs(&format!("self/task/{client_tid}"))?,
+        ))
     };
     let bytes = || {
         (
@@ -255,9 +249,9 @@ pub async fn run(a: FloorBench) -> anyhow::Result<FloorReport> {
     let delivered = inputs + snapshots;
     Ok(FloorReport {
         clients: a.clients,
-        inputs_offered_per_sec: a.clients as f64 * f64::from(a.input_hz),
+        inputs_offered_per_sec: a.clients as f64 * f64::from(a.workload.input_hz),
         inputs_delivered_per_sec: inputs,
-        snapshots_offered_per_sec: a.clients as f64 * f64::from(a.tick_hz),
+        snapshots_offered_per_sec: a.clients as f64 * f64::from(a.workload.tick_hz),
         snapshots_delivered_per_sec: snapshots,
         server_end_cpu_pct: server_cpu,
         client_end_cpu_pct: client_cpu,
@@ -295,9 +289,11 @@ mod tests {
     async fn a_small_floor_run_delivers_what_it_offers() {
         let report = run(FloorBench {
             clients: 40,
-            room_size: 8,
-            input_hz: 20,
-            tick_hz: 20,
+            workload: Workload {
+                room_size: 8,
+                input_hz: 20,
+                tick_hz: 20,
+            },
             input_bytes: 70,
             snapshot_bytes: 390,
             warmup: Duration::from_millis(300),

@@ -6,8 +6,36 @@ pub mod matchmaking;
 pub mod memory;
 pub mod runtime;
 
+use anyhow::anyhow;
 use serde::Serialize;
 use std::time::Duration;
+
+/// The arena workload's shape, shared by `bench arena` and `bench floor` so the floor
+/// always moves what the arena benchmark moves.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Workload {
+    /// Players per room (R).
+    #[arg(long, default_value_t = 8)]
+    pub room_size: usize,
+    /// Inputs per second per client (I).
+    #[arg(long, default_value_t = 20)]
+    pub input_hz: u32,
+    /// Ticks per second of each room (T): a snapshot to every player per tick.
+    #[arg(long, default_value_t = 20)]
+    pub tick_hz: u32,
+}
+
+const CLK_TCK: f64 = 100.0;
+
+/// CPU time (user + system) of `/proc/{path}`: a pid, `self`, or `self/task/TID`.
+pub fn cpu_secs(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{path}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / CLK_TCK)
+}
 
 /// Percentiles of a set of timings.
 #[derive(Clone, Debug, Serialize)]
