@@ -67,8 +67,12 @@ pub fn leave<G: Game>(slot: &'static Slot<G>, player: u64, reason: wit::LeaveRea
     })
 }
 
-pub fn message<G: Game>(slot: &'static Slot<G>, from: u64, msg: Vec<u8>) {
-    with_game(slot, |game, room| game.message(room, PlayerId(from), &msg))
+pub fn messages<G: Game>(slot: &'static Slot<G>, batch: Vec<wit::Message>) {
+    with_game(slot, |game, room| {
+        for m in batch {
+            game.message(room, PlayerId(m.from), &m.payload);
+        }
+    })
 }
 
 pub fn tick<G: Game>(slot: &'static Slot<G>, dt_micros: u64) {

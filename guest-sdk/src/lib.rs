@@ -39,6 +39,8 @@ pub trait Game: Default + Serialize + DeserializeOwned + 'static {
     }
 
     /// A member sent a message (opaque bytes; JSON if you use the `*_json` helpers).
+    /// Messages come in the order they arrived, as they arrive, or all just before the
+    /// next tick if the room asked for that with [`Room::hold_messages_until_tick`].
     fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
         let _ = (room, from, msg);
     }
@@ -121,8 +123,8 @@ macro_rules! export_game {
                 fn leave(player: u64, reason: $crate::__private::WitLeaveReason) {
                     $crate::__private::leave::<$game>(&LUDUS_GAME, player, reason)
                 }
-                fn message(from: u64, msg: $crate::__private::Vec<u8>) {
-                    $crate::__private::message::<$game>(&LUDUS_GAME, from, msg)
+                fn messages(batch: $crate::__private::Vec<$crate::__private::WitMessage>) {
+                    $crate::__private::messages::<$game>(&LUDUS_GAME, batch)
                 }
                 fn tick(dt_micros: u64) {
                     $crate::__private::tick::<$game>(&LUDUS_GAME, dt_micros)
@@ -158,11 +160,11 @@ pub mod __private {
         });
     }
 
-    pub use crate::export::{Loaded, describe, init, join, leave, message, restore, save, tick};
+    pub use crate::export::{Loaded, describe, init, join, leave, messages, restore, save, tick};
     pub use bindings::export_room;
     pub use bindings::exports::ludus::game::room::Guest as RoomGuest;
     pub use bindings::ludus::game::types::{
-        LeaveReason as WitLeaveReason, Player as WitPlayer, RoomInit,
+        LeaveReason as WitLeaveReason, Message as WitMessage, Player as WitPlayer, RoomInit,
     };
     pub use std::string::String;
     pub use std::vec::Vec;

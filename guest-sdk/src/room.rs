@@ -95,6 +95,18 @@ impl Room {
         host::set_tick_rate(hz);
     }
 
+    /// Hold members' messages and hand them to [`Game::message`](crate::Game::message)
+    /// just before the next tick (`true`), or as they arrive (`false`, the default).
+    ///
+    /// For a game that applies inputs and shows their effect only at its tick (a
+    /// snapshot per tick), holding changes nothing players see and costs one call into
+    /// the game per tick instead of one per input. A game that answers a message at once
+    /// (a chat, a turn-based move) should not hold. The setting stays with the room
+    /// across a live swap until a game changes it.
+    pub fn hold_messages_until_tick(&mut self, hold: bool) {
+        host::hold_messages(hold);
+    }
+
     /// Set the room's public label (room listings, matchmaking).
     pub fn set_label(&mut self, label: &str) {
         host::set_label(label);

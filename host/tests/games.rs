@@ -279,3 +279,46 @@ async fn a_closed_room_tells_its_players() {
         "a closed room leaves the directory"
     );
 }
+
+/// Arena holds its inputs until the tick (`hold-messages`): nothing reaches the game
+/// between ticks, then everything that came is handed over, in order, just before the
+/// tick's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arena_takes_its_inputs_just_before_the_tick() {
+    let rooms = rooms();
+    install(&rooms, "arena").await;
+    let room = rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            config: Some(r#"{"tick_hz": 2}"#.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("create arena at 2 Hz");
+    let mut a = join(&room, 1).await;
+    // A snapshot: a tick just ran, the next is 500 ms away.
+    a.until(WAIT, |s| s["tick"].is_u64()).await;
+    room.message(1, input(1, 5, 5));
+    room.message(1, b"not json".to_vec());
+    room.message(1, input(2, 5, 5));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        a.rx.try_recv().is_none(),
+        "a held input was answered before the tick"
+    );
+    // The malformed input's answer comes first, then the snapshot with both inputs.
+    let err = a.json().await;
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bad input")),
+        "{err}"
+    );
+    let snap = a.json().await;
+    let me = avatar(&snap, 1).expect("in the snapshot");
+    assert_eq!(
+        (me["seq"].clone(), me["x"].clone()),
+        (json!(2), json!(510)),
+        "{snap}"
+    );
+}

@@ -8,7 +8,9 @@
 //!
 //! Room -> client, every tick:
 //! `{"tick": 12, "rules": 1, "players": [{"id": 1, "x": 503, "y": 498, "seq": 7}]}`.
-//! A malformed input gets `{"error": "..."}` back to its sender.
+//! A malformed input gets `{"error": "..."}` back to its sender. Inputs are held until
+//! the tick (`Room::hold_messages_until_tick`): each tick applies what came since the
+//! last one, then sends the snapshot.
 //!
 //! Room config: `{"max_players": 8, "tick_hz": 20}` (defaults 8 and the host's rate).
 //!
@@ -94,6 +96,8 @@ impl Game for Arena {
         if let Some(hz) = config.tick_hz {
             room.set_tick_rate(hz);
         }
+        // Inputs show only in the next snapshot: take them all just before the tick.
+        room.hold_messages_until_tick(true);
         Ok(Arena { max_players: config.max_players, ..Arena::default() })
     }
 

@@ -4,7 +4,9 @@
 //! - create: a room's instantiate + `init`, directly on the runtime;
 //! - create (service): `Rooms::create`, including the hop to a worker thread;
 //! - message / tick: one guest call in an arena room of 8 players (tick includes the
-//!   snapshot broadcast's effects being drained);
+//!   snapshot broadcast's effects being drained); message: a `messages` call with one
+//!   input; messages x8: one call with an input from each of the 8 players (what a room
+//!   that holds its messages until the tick makes at 20 Hz inputs and ticks);
 //! - swap pause: save + instantiate + restore of an 8-player arena room, as the room
 //!   measures it, alternating v1 and v2.
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{Stats, human};
 use crate::rooms::{CreateRoom, Rooms, RoomsConfig};
-use crate::runtime::{Module, RoomInit, Runtime, RuntimeLimits};
+use crate::runtime::{Message, Module, RoomInit, Runtime, RuntimeLimits};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RuntimeBench {
@@ -37,6 +39,7 @@ pub struct RuntimeReport {
     pub create: Stats,
     pub create_service: Stats,
     pub message: Stats,
+    pub messages_8: Stats,
     pub tick: Stats,
     pub swap_pause: Stats,
 }
@@ -101,7 +104,7 @@ pub async fn run(args: RuntimeBench) -> anyhow::Result<RuntimeReport> {
         drop(instance);
     }
 
-    let (message, tick) = call_costs(&rt, &v1, args.samples)?;
+    let (message, messages_8, tick) = call_costs(&rt, &v1, args.samples)?;
     let (create_service, swap_pause) = service_costs(rt.clone(), v1, v2, create_samples).await?;
     Ok(RuntimeReport {
         module_bytes: v1_bytes.len(),
@@ -109,6 +112,7 @@ pub async fn run(args: RuntimeBench) -> anyhow::Result<RuntimeReport> {
         create: Stats::of(create),
         create_service: Stats::of(create_service),
         message: Stats::of(message),
+        messages_8: Stats::of(messages_8),
         tick: Stats::of(tick),
         swap_pause: Stats::of(swap_pause),
     })
@@ -118,28 +122,40 @@ fn call_costs(
     rt: &Arc<Runtime>,
     module: &Arc<Module>,
     samples: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>)> {
     let room = init(0);
     let mut instance = rt.instantiate(module, &room)?;
     instance.init(&room)?.map_err(anyhow::Error::msg)?;
     for id in 1..=8 {
         instance.join(id, "bench")?.map_err(anyhow::Error::msg)?;
     }
-    let inputs: Vec<Vec<u8>> = (1..=samples as u64)
-        .map(|seq| {
-            format!(
-                r#"{{"seq":{seq},"dx":{},"dy":{}}}"#,
-                (seq % 21) as i64 - 10,
-                3
-            )
-            .into_bytes()
-        })
+    let input = |seq: u64, from: u64| Message {
+        from,
+        payload: format!(
+            r#"{{"seq":{seq},"dx":{},"dy":{}}}"#,
+            (seq % 21) as i64 - 10,
+            3
+        )
+        .into_bytes(),
+    };
+    let inputs: Vec<[Message; 1]> = (1..=samples as u64)
+        .map(|seq| [input(seq, 1 + seq % 8)])
         .collect();
     let mut message = Vec::with_capacity(samples);
-    for (i, input) in inputs.iter().enumerate() {
+    for batch in &inputs {
         let start = Instant::now();
-        instance.message(1 + (i as u64 % 8), input)?;
+        instance.messages(batch)?;
         message.push(start.elapsed());
+    }
+    let first = samples as u64 + 1;
+    let batches: Vec<Vec<Message>> = (0..samples as u64 / 8)
+        .map(|b| (1..=8).map(|from| input(first + b, from)).collect())
+        .collect();
+    let mut messages_8 = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let start = Instant::now();
+        instance.messages(batch)?;
+        messages_8.push(start.elapsed());
     }
     let mut tick = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -148,7 +164,7 @@ fn call_costs(
         instance.drain_effects().for_each(drop);
         tick.push(start.elapsed());
     }
-    Ok((message, tick))
+    Ok((message, messages_8, tick))
 }
 
 async fn service_costs(
@@ -207,6 +223,7 @@ pub fn print(report: &RuntimeReport) {
         ("room create: instantiate + init", &report.create),
         ("room create via Rooms (worker)", &report.create_service),
         ("message call (8 players)", &report.message),
+        ("messages call, 8 inputs", &report.messages_8),
         ("tick call + snapshot (8 players)", &report.tick),
         ("swap pause (8 players)", &report.swap_pause),
     ];

@@ -15,7 +15,12 @@ use super::config::{RoomsConfig, TICK_HZ_RANGE};
 use super::error::{CreateError, JoinError, SwapError};
 use super::events::{PlayerSink, RoomEvent};
 use super::handle::{RoomShared, SwapOutcome};
-use crate::runtime::{Effect, GameInstance, GuestError, LeaveReason, Module, RoomInit, Runtime};
+use crate::runtime::{
+    Effect, GameInstance, GuestError, LeaveReason, Message, Module, RoomInit, Runtime,
+};
+
+/// Most messages one `messages` call carries; a fuller queue is delivered at once.
+pub const MAX_MESSAGES_PER_CALL: usize = 256;
 
 struct Member {
     name: String,
@@ -53,6 +58,10 @@ pub(super) struct Room {
     closed: bool,
     /// Reused between calls so applying effects does not allocate.
     effects: Vec<Effect>,
+    /// Members' messages not yet given to the game, in arrival order.
+    queued: Vec<Message>,
+    /// The game asked for its messages just before each tick (`hold-messages`).
+    hold_until_tick: bool,
 }
 
 fn period(hz: u32) -> Duration {
@@ -94,6 +103,8 @@ impl Room {
             failures: VecDeque::new(),
             closed: false,
             effects: Vec::new(),
+            queued: Vec::new(),
+            hold_until_tick: false,
         };
         room.apply_effects();
         Ok(room)
@@ -143,12 +154,44 @@ impl Room {
         self.after_call(result);
     }
 
-    pub fn message(&mut self, player: u64, bytes: &[u8]) {
+    /// Queues a member's message for the game. Returns true when the worker should
+    /// deliver the queue once its current batch of commands is done (the first message
+    /// queued by a room that does not hold messages until its tick); a full queue is
+    /// delivered at once.
+    pub fn queue_message(&mut self, player: u64, bytes: &[u8]) -> bool {
         if self.closed || !self.members.contains_key(&player) {
+            return false;
+        }
+        self.queued.push(Message {
+            from: player,
+            payload: bytes.to_vec(),
+        });
+        if self.queued.len() >= MAX_MESSAGES_PER_CALL {
+            self.deliver_messages();
+            return false;
+        }
+        !self.hold_until_tick && self.queued.len() == 1
+    }
+
+    /// Gives the queued messages to the game in one call. The worker calls it before
+    /// any other command for the room and the room before each tick, so the game sees
+    /// messages, joins and leaves in the order they came.
+    pub fn deliver_messages(&mut self) {
+        if self.queued.is_empty() {
             return;
         }
-        let result = self.instance().message(player, bytes);
-        self.after_call(result);
+        let mut batch = std::mem::take(&mut self.queued);
+        // The sender may have been removed since (kicked by a call, or too slow).
+        batch.retain(|m| self.members.contains_key(&m.from));
+        if !batch.is_empty() && !self.closed {
+            let result = self.instance().messages(&batch);
+            self.after_call(result);
+        }
+        batch.clear();
+        if self.queued.is_empty() {
+            // Keep the allocation for the next batch.
+            self.queued = batch;
+        }
     }
 
     /// Runs a due tick and schedules the next one a period after it was due (not
@@ -162,6 +205,10 @@ impl Room {
         self.next_tick += self.tick_period;
         if self.next_tick <= now {
             self.next_tick = now + self.tick_period;
+        }
+        self.deliver_messages();
+        if self.closed {
+            return;
         }
         let result = self.instance().tick(dt);
         self.shared.ticks.fetch_add(1, Ordering::Relaxed);
@@ -365,6 +412,7 @@ impl Room {
                     }
                     Effect::SetTickRate(hz) => self.set_tick_rate(hz),
                     Effect::SetLabel(label) => self.shared.update(|info| info.label = label),
+                    Effect::HoldMessages(hold) => self.hold_until_tick = hold,
                 }
             }
             effects.clear();

@@ -75,6 +75,8 @@ pub(super) struct Worker {
     rt: Arc<Runtime>,
     cfg: Arc<RoomsConfig>,
     directory: Arc<Directory>,
+    /// Rooms with messages to deliver once the current batch of commands is handled.
+    to_deliver: Vec<u64>,
 }
 
 impl Worker {
@@ -92,6 +94,7 @@ impl Worker {
             rt,
             cfg,
             directory,
+            to_deliver: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("ludus-rooms-{index}"))
@@ -114,6 +117,7 @@ impl Worker {
                     return;
                 }
             }
+            self.deliver_messages();
             self.run_due_ticks();
             let next_tick = self.timers.peek().map(|Reverse((at, _))| *at);
             self.inbox.wait(next_tick, last_command);
@@ -143,6 +147,19 @@ impl Worker {
         }
     }
 
+    /// Hands each room the messages that came in the last batch of commands, in one
+    /// call per room (rooms that hold messages until their tick are not listed).
+    fn deliver_messages(&mut self) {
+        let mut keys = std::mem::take(&mut self.to_deliver);
+        for key in keys.drain(..) {
+            if let Some(room) = self.rooms.get_mut(&key) {
+                room.deliver_messages();
+                self.settle(key);
+            }
+        }
+        self.to_deliver = keys;
+    }
+
     /// After anything happened to a room: drop it if it closed, else make sure its next
     /// tick is queued.
     fn settle(&mut self, key: u64) {
@@ -166,6 +183,19 @@ impl Worker {
 
     /// Returns false when the worker must stop.
     fn handle(&mut self, command: Command) -> bool {
+        // Messages queued before a join, leave, swap or close reach the game first.
+        let other_for = match &command {
+            Command::Join { room, .. }
+            | Command::Leave { room, .. }
+            | Command::Swap { room, .. }
+            | Command::Close { room, .. } => Some(*room),
+            Command::Create { .. } | Command::Message { .. } | Command::Shutdown { .. } => None,
+        };
+        if let Some(key) = other_for
+            && let Some(room) = self.rooms.get_mut(&key)
+        {
+            room.deliver_messages();
+        }
         match command {
             Command::Create {
                 key,
@@ -216,7 +246,10 @@ impl Worker {
                 bytes,
             } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
-                    r.message(player, &bytes);
+                    if r.queue_message(player, &bytes) {
+                        self.to_deliver.push(room);
+                    }
+                    // A full queue was delivered at once, and the game may have closed.
                     self.settle(room);
                 }
             }

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 /// The contract this host speaks: the package name and version of `wit/game.wit`.
 pub const CONTRACT: Contract = Contract {
     package: "ludus:game",
-    version: "0.1.0",
+    version: "0.2.0",
 };
 
 /// A contract version.
@@ -21,7 +21,7 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// The name of the interface a game must export: `ludus:game/room@0.1.0`.
+    /// The name of the interface a game must export: `ludus:game/room@0.2.0`.
     pub fn room_export(&self) -> String {
         format!("{}/room@{}", self.package, self.version)
     }

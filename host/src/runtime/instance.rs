@@ -11,7 +11,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::Game;
 use super::bindings::exports::ludus::game::room::Guest;
-use super::bindings::ludus::game::types::{LeaveReason, Player};
+use super::bindings::ludus::game::types::{LeaveReason, Message, Player};
 use super::epoch::epochs;
 use super::module::Module;
 use super::room_data::{Effect, RoomData, RoomInit};
@@ -25,7 +25,7 @@ pub enum Call {
     Init,
     Join,
     Leave,
-    Message,
+    Messages,
     Tick,
     Save,
     Restore,
@@ -39,7 +39,7 @@ impl fmt::Display for Call {
             Call::Init => "init",
             Call::Join => "join",
             Call::Leave => "leave",
-            Call::Message => "message",
+            Call::Messages => "messages",
             Call::Tick => "tick",
             Call::Save => "save",
             Call::Restore => "restore",
@@ -161,6 +161,20 @@ impl GameInstance {
         call: Call,
         f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
+        let deadline = match call {
+            Call::Join | Call::Leave | Call::Messages => self.deadlines.message,
+            Call::Tick => self.deadlines.tick,
+            _ => self.deadlines.lifecycle,
+        };
+        self.call_within(call, deadline, f)
+    }
+
+    fn call_within<R>(
+        &mut self,
+        call: Call,
+        deadline: Duration,
+        f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestError> {
         if self.poisoned {
             return Err(GuestError {
                 call,
@@ -168,11 +182,6 @@ impl GameInstance {
                 detail: String::new(),
             });
         }
-        let deadline = match call {
-            Call::Join | Call::Leave | Call::Message => self.deadlines.message,
-            Call::Tick => self.deadlines.tick,
-            _ => self.deadlines.lifecycle,
-        };
         self.store.set_epoch_deadline(epochs(deadline));
         let data = self.store.data_mut();
         data.last_error_log = None;
@@ -206,8 +215,16 @@ impl GameInstance {
         self.call(Call::Leave, |g, s| g.call_leave(s, id, reason))
     }
 
-    pub fn message(&mut self, from: u64, msg: &[u8]) -> Result<(), GuestError> {
-        self.call(Call::Message, |g, s| g.call_message(s, from, msg))
+    /// Delivers a batch of members' messages in one call. The call's deadline is the
+    /// message deadline for each message of the batch (at most the lifecycle deadline).
+    pub fn messages(&mut self, batch: &[Message]) -> Result<(), GuestError> {
+        let n = u32::try_from(batch.len()).unwrap_or(u32::MAX).max(1);
+        let deadline = self
+            .deadlines
+            .message
+            .saturating_mul(n)
+            .min(self.deadlines.lifecycle.max(self.deadlines.message));
+        self.call_within(Call::Messages, deadline, |g, s| g.call_messages(s, batch))
     }
 
     pub fn tick(&mut self, dt: Duration) -> Result<(), GuestError> {

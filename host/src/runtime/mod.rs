@@ -16,7 +16,7 @@ mod room_data;
 mod runtime;
 
 pub use bindings::CONTRACT;
-pub use bindings::ludus::game::types::LeaveReason;
+pub use bindings::ludus::game::types::{LeaveReason, Message};
 pub use instance::{Call, GameInstance, GuestError, GuestErrorKind};
 pub use limits::RuntimeLimits;
 pub use module::{Module, ModuleError};

@@ -29,6 +29,7 @@ pub enum Effect {
     Close(String),
     SetTickRate(u32),
     SetLabel(String),
+    HoldMessages(bool),
 }
 
 /// A room's identity as the guest sees it on `init` and `restore`.
@@ -158,6 +159,11 @@ impl host::Host for RoomData {
 
     fn set_label(&mut self, label: String) -> wasmtime::Result<()> {
         self.effects.push(Effect::SetLabel(label));
+        Ok(())
+    }
+
+    fn hold_messages(&mut self, until_tick: bool) -> wasmtime::Result<()> {
+        self.effects.push(Effect::HoldMessages(until_tick));
         Ok(())
     }
 
