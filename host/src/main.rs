@@ -78,14 +78,21 @@ enum Bench {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A benchmark's rooms open and close by the thousand: their info lines would bury
+    // its report. LUDUS_LOG still overrides.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "warn,ludus=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG")
-                .unwrap_or_else(|_| "warn,ludus=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
