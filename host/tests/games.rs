@@ -98,14 +98,7 @@ async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
 async fn arena_refuses_players_past_its_configured_size() {
     let rooms = rooms();
     install(&rooms, "arena").await;
-    let room = rooms
-        .create(CreateRoom {
-            game: "arena".into(),
-            config: Some(r#"{"max_players": 2}"#.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let room = common::room_with(&rooms, "arena", Some(r#"{"max_players": 2}"#)).await;
     join(&room, 1).await;
     join(&room, 2).await;
     let (tx, _rx) = ludus::mailbox::channel(8);
@@ -287,14 +280,7 @@ async fn a_closed_room_tells_its_players() {
 async fn arena_takes_its_inputs_just_before_the_tick() {
     let rooms = rooms();
     install(&rooms, "arena").await;
-    let room = rooms
-        .create(CreateRoom {
-            game: "arena".into(),
-            config: Some(r#"{"tick_hz": 2}"#.into()),
-            ..Default::default()
-        })
-        .await
-        .expect("create arena at 2 Hz");
+    let room = common::room_with(&rooms, "arena", Some(r#"{"tick_hz": 2}"#)).await;
     let mut a = join(&room, 1).await;
     // A snapshot: a tick just ran, the next is 500 ms away.
     a.until(WAIT, |s| s["tick"].is_u64()).await;

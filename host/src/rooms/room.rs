@@ -187,11 +187,9 @@ impl Room {
             let result = self.instance().messages(&batch);
             self.after_call(result);
         }
+        // Nothing queues during a call (the worker is this thread): keep the allocation.
         batch.clear();
-        if self.queued.is_empty() {
-            // Keep the allocation for the next batch.
-            self.queued = batch;
-        }
+        self.queued = batch;
     }
 
     /// Runs a due tick and schedules the next one a period after it was due (not

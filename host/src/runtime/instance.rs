@@ -161,12 +161,23 @@ impl GameInstance {
         call: Call,
         f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
-        let deadline = match call {
-            Call::Join | Call::Leave | Call::Messages => self.deadlines.message,
-            Call::Tick => self.deadlines.tick,
-            _ => self.deadlines.lifecycle,
-        };
-        self.call_within(call, deadline, f)
+        self.call_within(call, self.deadline(call, 1), f)
+    }
+
+    /// A call's deadline; a `messages` call carrying `messages` messages gets the
+    /// message deadline for each (at most the lifecycle deadline, at least one message's).
+    fn deadline(&self, call: Call, messages: u32) -> Duration {
+        let d = &self.deadlines;
+        match call {
+            Call::Join | Call::Leave => d.message,
+            Call::Messages => d
+                .message
+                .saturating_mul(messages.max(1))
+                .min(d.lifecycle)
+                .max(d.message),
+            Call::Tick => d.tick,
+            _ => d.lifecycle,
+        }
     }
 
     fn call_within<R>(
@@ -215,15 +226,10 @@ impl GameInstance {
         self.call(Call::Leave, |g, s| g.call_leave(s, id, reason))
     }
 
-    /// Delivers a batch of members' messages in one call. The call's deadline is the
-    /// message deadline for each message of the batch (at most the lifecycle deadline).
+    /// Delivers a batch of members' messages in one call (see [`Self::deadline`]).
     pub fn messages(&mut self, batch: &[Message]) -> Result<(), GuestError> {
-        let n = u32::try_from(batch.len()).unwrap_or(u32::MAX).max(1);
-        let deadline = self
-            .deadlines
-            .message
-            .saturating_mul(n)
-            .min(self.deadlines.lifecycle.max(self.deadlines.message));
+        let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+        let deadline = self.deadline(Call::Messages, n);
         self.call_within(Call::Messages, deadline, |g, s| g.call_messages(s, batch))
     }
 

@@ -50,8 +50,14 @@ pub async fn install(rooms: &Rooms, game: &str) -> Arc<Module> {
 
 /// A new room of an installed game, with the default config.
 pub async fn room(rooms: &Rooms, game: &str) -> RoomHandle {
+    room_with(rooms, game, None).await
+}
+
+/// A new room of an installed game with the given config (JSON), or the default one.
+pub async fn room_with(rooms: &Rooms, game: &str, config: Option<&str>) -> RoomHandle {
     let req = ludus::rooms::CreateRoom {
         game: game.into(),
+        config: config.map(str::to_owned),
         ..Default::default()
     };
     rooms
