@@ -317,8 +317,8 @@ impl Client {
     /// good (replaced, expired).
     async fn resume_after(&mut self, cause: anyhow::Error) -> anyhow::Result<()> {
         if let Some(closed) = cause.downcast_ref::<Closed>()
-            && (closed.code == crate::gateway::session::close_code::REPLACED
-                || closed.code == crate::gateway::session::close_code::SESSION_ENDED)
+            && (closed.code == crate::gateway::close_code::REPLACED
+                || closed.code == crate::gateway::close_code::SESSION_ENDED)
         {
             return Err(cause);
         }

@@ -9,13 +9,16 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cluster::ClusterConfig;
 use crate::gateway::GatewayConfig;
 use crate::gateway::auth::AuthConfig;
 use crate::matchmaking::MatchmakingConfig;
-use crate::rooms::{RoomsConfig, SwapPolicy};
+pub use crate::rollout::GameConfig;
+use crate::rooms::RoomsConfig;
+#[cfg(test)]
+use crate::rooms::SwapPolicy;
 use crate::runtime::RuntimeLimits;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,21 +51,6 @@ impl Default for Config {
             matchmaking: MatchmakingConfig::default(),
         }
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GameConfig {
-    /// The game's `.wasm` file. It is watched: a changed file is compiled in the
-    /// background and swapped into the game's rooms; a broken one is refused.
-    pub module: PathBuf,
-    /// Which rooms a new version reaches.
-    #[serde(default = "default_policy")]
-    pub policy: SwapPolicy,
-}
-
-fn default_policy() -> SwapPolicy {
-    SwapPolicy::AllRooms
 }
 
 impl Config {

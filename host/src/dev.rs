@@ -1,18 +1,19 @@
 //! `ludus dev <game dir>`: the designer's loop. Builds the game for `wasm32-wasip2`,
-//! serves it with the browser page, watches its sources, rebuilds on save; the rebuilt
-//! module is swapped live into running rooms by the server's module watcher. A build
-//! error is printed and the running version stays.
+//! serves it with the browser page, watches its sources, rebuilds on save and hands the
+//! rebuilt module to the node's rollout, which swaps it live into running rooms. A build
+//! error or a refused module is printed and the running version stays.
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, GameConfig};
-use crate::guest_build::build_crate;
+use crate::config::Config;
+use crate::guest_build::{BuiltCrate, build_crate};
+use crate::rollout::{Deployed, Source};
 use crate::rooms::SwapPolicy;
+use crate::server::Server;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct DevArgs {
@@ -23,9 +24,23 @@ pub struct DevArgs {
     pub listen: SocketAddr,
 }
 
-async fn build(dir: &Path) -> anyhow::Result<crate::guest_build::BuiltCrate> {
+async fn build(dir: &Path) -> anyhow::Result<BuiltCrate> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || build_crate(&dir)).await?
+}
+
+/// Hands a build to the node's rollout: installed the first time, swapped live after.
+async fn deploy(server: &Server, built: &BuiltCrate) -> anyhow::Result<String> {
+    let source = Source::File(built.wasm.clone());
+    let deployed = server
+        .rollout
+        .deploy(&built.package, source, SwapPolicy::AllRooms)
+        .await?;
+    Ok(match deployed {
+        Deployed::Installed(m) => format!("installed {}", m.label()),
+        Deployed::Unchanged(m) => format!("{} is already running (no change)", m.label()),
+        Deployed::Swapped(_, report) => format!("swapped live: {}", report.summary()),
+    })
 }
 
 pub async fn run(
@@ -40,14 +55,10 @@ pub async fn run(
     let built = build(&dir).await?;
     let mut config = Config::load(None)?;
     config.listen = args.listen;
-    config.games = BTreeMap::from([(
-        built.package.clone(),
-        GameConfig {
-            module: built.wasm.clone(),
-            policy: SwapPolicy::AllRooms,
-        },
-    )]);
+    // The game comes through the rollout below, not from a watched file.
+    config.games.clear();
     let server = crate::server::start(config).await?;
+    deploy(&server, &built).await?;
     println!(
         "serving `{}`: open {}/ in a browser to play",
         built.package,
@@ -75,7 +86,10 @@ pub async fn run(
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), changes.recv()).await {}
                 println!("change seen, rebuilding ...");
                 match build(&dir).await {
-                    Ok(_) => println!("built; the server swaps it into running rooms (see {}/v1/games)", server.url()),
+                    Ok(built) => match deploy(&server, &built).await {
+                        Ok(done) => println!("{done}"),
+                        Err(e) => println!("{e:#}"),
+                    },
                     Err(e) => println!("{e:#}\nthe running version stays"),
                 }
             }

@@ -14,6 +14,7 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use crate::lock::Recover;
 
 /// Why a value was not queued; the value comes back.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl<T> Sender<T> {
             return Err(TrySendError::Closed(value));
         }
         {
-            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = self.0.queue.lock().recover();
             if queue.len() >= self.0.capacity {
                 return Err(TrySendError::Full(value));
             }
@@ -94,7 +95,7 @@ impl<T> Receiver<T> {
         if limit == 0 || self.0.len.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.0.queue.lock().recover();
         let n = queue.len().min(limit);
         out.extend(queue.drain(..n));
         self.0.len.store(queue.len(), Ordering::Release);
@@ -132,7 +133,7 @@ impl<T> Receiver<T> {
         if self.0.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.0.queue.lock().recover();
         let value = queue.pop_front();
         self.0.len.store(queue.len(), Ordering::Release);
         value
@@ -169,7 +170,7 @@ impl<T> Drop for Receiver<T> {
         self.0
             .queue
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .clear();
     }
 }

@@ -1,13 +1,11 @@
 //! Operator commands against a cluster: `ludus deploy`, `ludus rollback`, `ludus status`.
 
 use anyhow::{Context, anyhow, bail};
-use etcd_client::{Client, GetOptions};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{self, GameEntry, GameStatus, GameVersion, NodeInfo, short_sha as short};
+use crate::cluster::{GameVersion, Operator, short_sha as short};
 use crate::config::Config;
 use crate::rooms::SwapPolicy;
 
@@ -26,8 +24,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// etcd, the key prefix, and the cluster credential (for uploads).
-    async fn connect(&self) -> anyhow::Result<(Client, String, Option<String>)> {
+    /// The cluster, and its credential (for uploads).
+    async fn connect(&self) -> anyhow::Result<(Operator, Option<String>)> {
         let mut cfg = Config::load(self.config.as_deref())?.cluster;
         if !self.etcd.is_empty() {
             cfg.etcd = self.etcd.clone();
@@ -35,19 +33,8 @@ impl Target {
         if self.prefix.is_some() {
             cfg.prefix = self.prefix.clone();
         }
-        if cfg.etcd.is_empty() {
-            bail!(
-                "no etcd given: use --etcd URL[,URL...] or set cluster.etcd / LUDUS_CLUSTER__ETCD"
-            );
-        }
-        let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5));
-        let client = Client::connect(&cfg.etcd, Some(options))
-            .await
-            .with_context(|| format!("connecting to etcd at {}", cfg.etcd.join(",")))?;
-        let secret = cfg.secret().ok();
-        Ok((client, cfg.prefix(), secret))
+        let operator = Operator::connect(&cfg).await?;
+        Ok((operator, cfg.secret().ok()))
     }
 }
 
@@ -113,66 +100,15 @@ pub struct StatusArgs {
     pub target: Target,
 }
 
-/// Everything under a prefix that the commands read.
-#[derive(Serialize, Default)]
-pub struct Snapshot {
-    pub nodes: BTreeMap<String, NodeInfo>,
-    pub games: BTreeMap<String, GameEntry>,
-    /// By game, then node.
-    pub status: BTreeMap<String, BTreeMap<String, GameStatus>>,
-    /// The node leading the matchmaker (the oldest candidate of its etcd election).
-    pub matchmaker_leader: Option<String>,
-}
-
-pub async fn snapshot(client: &mut Client, prefix: &str) -> anyhow::Result<Snapshot> {
-    let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await?;
-    let mut snap = Snapshot::default();
-    let mut oldest_candidate = i64::MAX;
-    for kv in resp.kvs() {
-        let Some((kind, name)) = cluster::parse_key(prefix, kv.key()) else {
-            continue;
-        };
-        match kind.as_str() {
-            "nodes" => {
-                if let Ok(node) = serde_json::from_slice(kv.value()) {
-                    snap.nodes.insert(name, node);
-                }
-            }
-            "games" => {
-                if let Ok(entry) = serde_json::from_slice(kv.value()) {
-                    snap.games.insert(name, entry);
-                }
-            }
-            "status" => {
-                if let (Some((node, game)), Ok(status)) =
-                    (name.split_once('/'), serde_json::from_slice(kv.value()))
-                {
-                    snap.status
-                        .entry(game.to_owned())
-                        .or_default()
-                        .insert(node.to_owned(), status);
-                }
-            }
-            "matchmaker" if kv.create_revision() < oldest_candidate => {
-                oldest_candidate = kv.create_revision();
-                snap.matchmaker_leader = Some(String::from_utf8_lossy(kv.value()).into_owned());
-            }
-            _ => {}
-        }
-    }
-    Ok(snap)
-}
-
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("reading {}", args.module.display()))?;
-    let (mut client, prefix, secret) = args.target.connect().await?;
+    let (mut cluster, secret) = args.target.connect().await?;
+    let prefix = cluster.prefix().to_owned();
     let secret = secret.ok_or_else(|| {
         anyhow!("set the cluster's secret (LUDUS_CLUSTER__SECRET or cluster.secret) to upload")
     })?;
-    let snap = snapshot(&mut client, &prefix).await?;
+    let snap = cluster.snapshot().await?;
     let node = snap
         .nodes
         .values()
@@ -195,9 +131,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         version: uploaded.version,
         size: uploaded.size,
     };
-    cluster::set_desired(
-        &mut client,
-        &prefix,
+    cluster
+        .set_desired(
         &args.game,
         version.clone(),
         args.policy,
@@ -206,19 +141,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!("{} desired version is now {}", args.game, version.version);
-    wait_for(&mut client, &prefix, &args.game, &version, args.timeout).await
+    wait_for(&mut cluster, &args.game, &version, args.timeout).await
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    let (mut client, prefix, _) = args.target.connect().await?;
-    let entry = cluster::rollback(
-        &mut client,
-        &prefix,
-        &args.game,
-        None,
-        "rolled back by an operator".into(),
-    )
-    .await?;
+    let (mut cluster, _) = args.target.connect().await?;
+    let entry = cluster
+        .rollback(&args.game, "rolled back by an operator".into())
+        .await?;
     println!(
         "{} desired version is now {} ({})",
         args.game,
@@ -226,8 +156,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         short(&entry.current.sha256)
     );
     wait_for(
-        &mut client,
-        &prefix,
+        &mut cluster,
         &args.game,
         &entry.current,
         args.timeout,
@@ -237,8 +166,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
 
 /// Shows each node's progress until all run `version`, one fails, or time runs out.
 async fn wait_for(
-    client: &mut Client,
-    prefix: &str,
+    cluster: &mut Operator,
     game: &str,
     version: &GameVersion,
     timeout: Duration,
@@ -247,7 +175,7 @@ async fn wait_for(
     let deadline = written + timeout;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let snap = snapshot(client, prefix).await?;
+        let snap = cluster.snapshot().await?;
         if let Some(entry) = snap.games.get(game)
             && entry.current.sha256 != version.sha256
         {
@@ -295,7 +223,7 @@ async fn wait_for(
         if let Some(failed) = failed {
             // Give a rollback by the failing node a moment to show.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let after = snapshot(client, prefix).await?;
+            let after = cluster.snapshot().await?;
             let note = after
                 .games
                 .get(game)
@@ -323,8 +251,9 @@ async fn wait_for(
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (mut client, prefix, _) = args.target.connect().await?;
-    let snap = snapshot(&mut client, &prefix).await?;
+    let (mut cluster, _) = args.target.connect().await?;
+    let prefix = cluster.prefix().to_owned();
+    let snap = cluster.snapshot().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snap)?);
         return Ok(());

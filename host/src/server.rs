@@ -1,58 +1,57 @@
-//! A running node: runtime, rooms, gateway and module watcher, with one shutdown path.
+//! A running node: runtime, rooms, cluster, rollout, gRPC, matchmaker and gateway, wired
+//! in that order, with one shutdown path: a root [`CancellationToken`] whose children
+//! reach every part, and a [`TaskTracker`] holding the node's own tasks, so
+//! [`Server::stop`] closes every WebSocket with 1001, lets rooms and tasks finish, and
+//! returns.
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::auth::Auth;
 use crate::matchmaking::Matchmaker;
-use crate::reload::ModuleWatcher;
+use crate::rollout::{ModuleWatcher, Rollout};
 use crate::rooms::Rooms;
+use crate::rpc::relay::Peers;
 use crate::runtime::Runtime;
+
+/// How long the gateway's connections get to close after SIGTERM or Ctrl-C.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the node's other tasks get once the gateway and rooms have stopped.
+const TASKS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A started node. Stop it with [`Server::stop`].
 pub struct Server {
     pub addr: SocketAddr,
     pub rooms: Rooms,
+    pub rollout: Rollout,
     pub gateway: Gateway,
     pub cluster: Cluster,
     pub matchmaker: Matchmaker,
     /// Links to other nodes' rooms (cluster only).
-    pub peers: Option<Arc<crate::rpc::relay::Peers>>,
+    pub peers: Option<Arc<Peers>>,
     shutdown: CancellationToken,
-    http: JoinHandle<std::io::Result<()>>,
-    grpc: Option<JoinHandle<()>>,
+    tasks: TaskTracker,
+    /// The gateway's task, awaited first: sessions close their sockets before rooms close.
+    http: tokio::task::JoinHandle<()>,
     _watcher: Option<ModuleWatcher>,
 }
 
-/// Loads the configured games, binds the gateway and starts watching module files.
+/// Starts a node: installs the configured games, binds the gateway (and gRPC in a
+/// cluster) and starts watching module files.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    let rt = Runtime::new(config.runtime.clone())?;
-    let rooms = Rooms::new(rt.clone(), config.rooms.clone())?;
-    let mut held = Vec::new();
-    for (name, game) in &config.games {
-        let bytes = tokio::fs::read(&game.module)
-            .await
-            .with_context(|| format!("game `{name}`: reading {}", game.module.display()))?;
-        let module = rt
-            .load(bytes.clone())
-            .await
-            .map_err(|e| anyhow!("game `{name}` ({}): {e}", game.module.display()))?;
-        tracing::info!(game = %name, module = %module.label(), "game installed");
-        held.push((module.sha256_hex(), bytes));
-        rooms.install(name, module);
-    }
-    let watcher = if config.games.is_empty() {
-        None
-    } else {
-        Some(ModuleWatcher::start(rooms.clone(), &config.games)?)
+    config.matchmaking.check()?;
+    let secret = match config.cluster.etcd.is_empty() {
+        true => None,
+        false => Some(config.cluster.secret()?),
     };
-
     let (auth, generated) = Auth::new(&config.auth)?;
     if generated.is_some() {
         tracing::warn!(
@@ -60,97 +59,115 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
              (set LUDUS_AUTH__SECRET for tokens that outlive the process)"
         );
     }
+    let rt = Runtime::new(config.runtime.clone())?;
+    let rooms = Rooms::new(rt.clone(), config.rooms.clone())?;
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gateway to {}", config.listen))?;
     let addr = listener.local_addr()?;
-    config.matchmaking.check()?;
-    let (cluster, grpc, peers, matchmaker) = if config.cluster.etcd.is_empty() {
-        let cluster = Cluster::local(&addr.to_string());
-        let matchmaker = Matchmaker::start(
-            cluster.clone(),
-            rooms.clone(),
-            config.matchmaking.clone(),
-            None,
-            shutdown.clone(),
-        );
-        (cluster, None, None, matchmaker)
-    } else {
-        let secret = config.cluster.secret()?;
-        let grpc = tokio::net::TcpListener::bind(config.cluster.grpc_listen)
-            .await
-            .with_context(|| format!("binding gRPC to {}", config.cluster.grpc_listen))?;
-        let grpc_addr = grpc.local_addr()?;
-        let cluster = Cluster::start(
-            &config.cluster,
-            &addr.to_string(),
-            &grpc_addr.to_string(),
-            rooms.clone(),
-        )
-        .await?;
-        for (sha, bytes) in held {
-            cluster.hold_module(&sha, Arc::new(bytes)).await?;
-        }
-        let matchmaker = Matchmaker::start(
-            cluster.clone(),
-            rooms.clone(),
-            config.matchmaking.clone(),
-            Some(secret.clone()),
-            shutdown.clone(),
-        );
-        let stop = shutdown.clone();
-        let serve = crate::rpc::serve(
-            grpc,
-            cluster.clone(),
-            rt.clone(),
-            rooms.clone(),
-            matchmaker.clone(),
-            secret.clone(),
-            stop,
-        );
-        let task = tokio::spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!("gRPC server: {e}");
-            }
-        });
-        tracing::info!(node = cluster.node_id(), etcd = ?config.cluster.etcd, grpc = %grpc_addr, "joined the cluster");
-        let peers = crate::rpc::relay::Peers::new(cluster.clone(), secret);
-        (cluster, Some(task), Some(peers), matchmaker)
+    let grpc = match &secret {
+        None => None,
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(config.cluster.grpc_listen)
+                .await
+                .with_context(|| format!("binding gRPC to {}", config.cluster.grpc_listen))?,
+        ),
     };
+    let grpc_addr = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
+    let cluster = match grpc_addr {
+        None => Cluster::local(&addr.to_string()),
+        Some(grpc_addr) => {
+            let cluster = Cluster::start(
+                &config.cluster,
+                &addr.to_string(),
+                &grpc_addr.to_string(),
+                rooms.clone(),
+            )
+            .await?;
+            tracing::info!(node = cluster.node_id(), etcd = ?config.cluster.etcd, grpc = %grpc_addr, "joined the cluster");
+            cluster
+        }
+    };
+
+    let rollout = Rollout::new(rooms.clone(), cluster.clone(), secret.clone());
+    let watcher = rollout.start(&config.games).await?;
+    if cluster.is_etcd() {
+        tasks.spawn(crate::rollout::follow(rollout.clone(), shutdown.child_token()));
+    }
+
+    let matchmaker = Matchmaker::start(
+        cluster.clone(),
+        rooms.clone(),
+        config.matchmaking.clone(),
+        secret.clone(),
+        shutdown.child_token(),
+    );
+    let peers = match (grpc, &secret) {
+        (Some(grpc), Some(secret)) => {
+            let stop = shutdown.child_token();
+            let routes = crate::rpc::routes(
+                cluster.clone(),
+                rt.clone(),
+                rooms.clone(),
+                secret,
+                stop.clone(),
+            )
+            .add_service(crate::matchmaking::remote::MatchmakingService::server(
+                matchmaker.clone(),
+                cluster.node_id().to_owned(),
+                secret,
+                stop.clone(),
+            ));
+            tasks.spawn(async move {
+                if let Err(e) = crate::rpc::serve(grpc, routes, stop).await {
+                    tracing::error!("gRPC server: {e}");
+                }
+            });
+            Some(Peers::new(cluster.clone(), secret.clone()))
+        }
+        _ => None,
+    };
+
     let gateway = Gateway::new(
         rooms.clone(),
         auth,
         config.gateway.clone(),
-        shutdown.clone(),
+        shutdown.child_token(),
         cluster.clone(),
         peers.clone(),
         matchmaker.clone(),
     );
     let app = gateway.router();
-    let stop = shutdown.clone();
-    let http = tokio::spawn(async move {
+    let stop = shutdown.child_token();
+    let http = tasks.spawn(async move {
         // Game frames are small and latency matters: no Nagle delay on any socket.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!("could not set TCP_NODELAY: {e}");
             }
         });
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+            .await;
+        if let Err(e) = served {
+            tracing::error!("gateway: {e}");
+        }
     });
     tracing::info!(%addr, "gateway listening");
     Ok(Server {
         addr,
         rooms,
+        rollout,
         gateway,
         cluster,
         matchmaker,
         peers,
         shutdown,
+        tasks,
         http,
-        grpc,
         _watcher: watcher,
     })
 }
@@ -160,21 +177,28 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// Closes every connection (code 1001) and room, and waits for the gateway to stop.
+    /// Stops the node: every WebSocket is closed with 1001 (going away) and every room
+    /// with a reason its players see; the node's tasks finish (a gRPC stream a peer
+    /// keeps open is not waited for past [`SHUTDOWN_TIMEOUT`]) and the node leaves the
+    /// cluster, so its keys vanish at once.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.http.await;
+        self.tasks.close();
+        // Sessions first: each closes its socket with 1001 and leaves its rooms.
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.http).await;
         let rooms = self.rooms.clone();
         let _ = tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"))
             .await;
-        if let Some(mut grpc) = self.grpc {
-            // Streams end with the shutdown; a peer that keeps one open is not waited for.
-            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut grpc)
-                .await
-                .is_err()
-            {
-                grpc.abort();
-            }
+        // gRPC streams end with the shutdown; a peer that keeps one open is not waited
+        // for long.
+        if tokio::time::timeout(TASKS_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "some tasks did not finish within {TASKS_TIMEOUT:?}; leaving them"
+            );
         }
         self.cluster.leave().await;
     }
@@ -185,7 +209,7 @@ impl Server {
     }
 }
 
-/// Runs a node until `shutdown` resolves (the `ludus serve` command).
+/// Runs a node until `shutdown` resolves (the `ludus serve` command), then stops it.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -199,6 +223,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     server.stop().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -110,7 +110,7 @@ async fn logging_in_on_another_node_closes_the_older_connection_with_a_reason() 
     let closed = err
         .downcast_ref::<ludus::client::Closed>()
         .expect("closed by the server");
-    assert_eq!(closed.code, ludus::gateway::session::close_code::REPLACED);
+    assert_eq!(closed.code, ludus::gateway::close_code::REPLACED);
     assert!(closed.reason.contains("another node (b)"), "{closed}");
     assert_eq!(holder().await.as_deref(), Some("b"));
     eventually(WAIT, "node a forgets the session", async || {
@@ -749,7 +749,7 @@ async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_mem
     let port = common::free_port();
     let mut leader = serve_process(&etcd, prefix, "l", port, &module);
     let mut election = etcd.client().await.election_client();
-    let name = ludus::matchmaking::election_name(prefix);
+    let name = ludus::cluster::keys::election_name(prefix, ludus::cluster::keys::MATCHMAKER);
     eventually(
         Duration::from_secs(20),
         "l leads the matchmaker",

@@ -328,7 +328,7 @@ async fn a_second_connection_replaces_the_first_with_a_reason() {
     let closed = err
         .downcast_ref::<ludus::client::Closed>()
         .expect("closed by the server");
-    assert_eq!(closed.code, ludus::gateway::session::close_code::REPLACED);
+    assert_eq!(closed.code, ludus::gateway::close_code::REPLACED);
     assert!(
         closed.reason.contains("another connection took over"),
         "{closed}"

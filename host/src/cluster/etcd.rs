@@ -10,8 +10,11 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Cluster, ClusterConfig, ClusterError, ClusterEvent, NodeInfo, RoomEntry, lock};
+use super::keys::{Key, election_name};
+use super::leadership::Leadership;
+use super::{Cluster, ClusterConfig, ClusterError, ClusterEvent, NodeInfo, RoomEntry};
 use crate::rooms::Rooms;
+use crate::lock::Recover;
 
 /// How often the node compares its rooms and load with what etcd says.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -23,17 +26,22 @@ pub(super) struct Etcd {
     pub prefix: String,
     pub ttl: Duration,
     lease: AtomicI64,
-    /// The cluster credential for calls to other nodes.
-    pub secret: String,
 }
 
-fn err(e: etcd_client::Error) -> ClusterError {
+/// An etcd client error as the cluster reports it.
+pub(super) fn etcd_error(e: etcd_client::Error) -> ClusterError {
     ClusterError::Etcd(e.to_string())
+}
+
+/// A value as stored: JSON (of types that always serialize).
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 impl Etcd {
     pub async fn connect(cfg: &ClusterConfig) -> anyhow::Result<Etcd> {
-        let secret = cfg.secret()?;
+        // A cluster without its credential would refuse every node-to-node call.
+        cfg.secret()?;
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(3));
@@ -45,12 +53,11 @@ impl Etcd {
             prefix: cfg.prefix(),
             ttl: cfg.lease_ttl.max(Duration::from_secs(1)),
             lease: AtomicI64::new(0),
-            secret,
         })
     }
 
-    fn key(&self, kind: &str, name: &str) -> String {
-        super::key(&self.prefix, kind, name)
+    fn key(&self, key: Key) -> String {
+        key.under(&self.prefix)
     }
 
     fn lease_opts(&self) -> PutOptions {
@@ -66,9 +73,20 @@ impl Etcd {
         self.client.clone()
     }
 
+    /// Restores the previous version of `game` if its entry is still at `revision`.
+    pub async fn rollback_game(
+        &self,
+        game: &str,
+        revision: i64,
+        note: String,
+    ) -> Result<super::GameEntry, ClusterError> {
+        let mut client = self.client();
+        super::games::rollback(&mut client, &self.prefix, game, Some(revision), note).await
+    }
+
     async fn grant(&self) -> Result<i64, ClusterError> {
         let ttl = self.ttl.as_secs().max(1) as i64;
-        let lease = self.client().lease_grant(ttl, None).await.map_err(err)?;
+        let lease = self.client().lease_grant(ttl, None).await.map_err(etcd_error)?;
         self.lease.store(lease.id(), Ordering::Release);
         Ok(lease.id())
     }
@@ -76,9 +94,9 @@ impl Etcd {
     /// Renews the lease once; `Ok(false)` if etcd says it has expired.
     async fn renew(&self) -> Result<bool, ClusterError> {
         let id = self.lease.load(Ordering::Acquire);
-        let (mut keeper, mut stream) = self.client().lease_keep_alive(id).await.map_err(err)?;
-        keeper.keep_alive().await.map_err(err)?;
-        match stream.message().await.map_err(err)? {
+        let (mut keeper, mut stream) = self.client().lease_keep_alive(id).await.map_err(etcd_error)?;
+        keeper.keep_alive().await.map_err(etcd_error)?;
+        match stream.message().await.map_err(etcd_error)? {
             Some(resp) => Ok(resp.ttl() > 0),
             None => Err(ClusterError::Etcd("keep-alive stream ended".into())),
         }
@@ -92,23 +110,29 @@ impl Etcd {
     }
 
     async fn put_node(&self, node: &NodeInfo) -> Result<(), ClusterError> {
-        let value = serde_json::to_vec(node).unwrap_or_default();
         self.client()
-            .put(self.key("nodes", &node.id), value, Some(self.lease_opts()))
+            .put(
+                self.key(Key::Node(node.id.clone())),
+                json(node),
+                Some(self.lease_opts()),
+            )
             .await
-            .map_err(err)?;
+            .map_err(etcd_error)?;
         Ok(())
     }
 
     pub async fn put_holder(&self, sha256: &str, node: &str) -> Result<(), ClusterError> {
         self.client()
             .put(
-                self.key("modules", &format!("{sha256}/{node}")),
+                self.key(Key::Module {
+                    sha256: sha256.to_owned(),
+                    node: node.to_owned(),
+                }),
                 "",
                 Some(self.lease_opts()),
             )
             .await
-            .map_err(err)?;
+            .map_err(etcd_error)?;
         Ok(())
     }
 
@@ -118,50 +142,52 @@ impl Etcd {
         game: &str,
         status: &super::GameStatus,
     ) -> Result<(), ClusterError> {
-        let value = serde_json::to_vec(status).unwrap_or_default();
         self.client()
             .put(
-                self.key("status", &format!("{node}/{game}")),
-                value,
+                self.key(Key::Status {
+                    node: node.to_owned(),
+                    game: game.to_owned(),
+                }),
+                json(status),
                 Some(self.lease_opts()),
             )
             .await
-            .map_err(err)?;
+            .map_err(etcd_error)?;
         Ok(())
     }
 
     pub async fn put_session(&self, player: u64, node: &str) -> Result<(), ClusterError> {
         self.client()
             .put(
-                self.key("sessions", &player.to_string()),
+                self.key(Key::Session(player)),
                 node,
                 Some(self.lease_opts()),
             )
             .await
-            .map_err(err)?;
+            .map_err(etcd_error)?;
         Ok(())
     }
 
     /// Deletes `sessions/<player>` if it still names `node`.
     pub async fn delete_session_if(&self, player: u64, node: &str) -> Result<(), ClusterError> {
-        let key = self.key("sessions", &player.to_string());
+        let key = self.key(Key::Session(player));
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, node)])
             .and_then([TxnOp::delete(key, None)]);
-        self.client().txn(txn).await.map_err(err)?;
+        self.client().txn(txn).await.map_err(etcd_error)?;
         Ok(())
     }
 
     /// Creates `rooms/<room>` if no room of that id exists; or, if this node already
     /// owns it, updates it.
     pub async fn create_room(&self, room: &str, entry: &RoomEntry) -> Result<(), ClusterError> {
-        let key = self.key("rooms", room);
-        let value = serde_json::to_vec(entry).unwrap_or_default();
+        let key = self.key(Key::Room(room.to_owned()));
+        let value = json(entry);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), value, Some(self.lease_opts()))])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.client().txn(txn).await.map_err(err)?;
+        let resp = self.client().txn(txn).await.map_err(etcd_error)?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -184,9 +210,9 @@ impl Etcd {
 
     /// Rewrites `rooms/<room>` if this node (`entry.owner`) owns it.
     async fn update_room(&self, room: &str, entry: &RoomEntry) -> Result<(), ClusterError> {
-        let key = self.key("rooms", room);
-        let value = serde_json::to_vec(entry).unwrap_or_default();
-        let resp = self.client().get(key.clone(), None).await.map_err(err)?;
+        let key = self.key(Key::Room(room.to_owned()));
+        let value = json(entry);
+        let resp = self.client().get(key.clone(), None).await.map_err(etcd_error)?;
         match resp.kvs().first() {
             Some(kv) if owner_of(kv) == entry.owner => {
                 // Guarded by revision: a room that changed hands meanwhile is not overwritten.
@@ -197,7 +223,7 @@ impl Etcd {
                         kv.mod_revision(),
                     )])
                     .and_then([TxnOp::put(key, value, Some(self.lease_opts()))]);
-                self.client().txn(txn).await.map_err(err)?;
+                self.client().txn(txn).await.map_err(etcd_error)?;
                 Ok(())
             }
             Some(kv) => Err(ClusterError::RoomExists {
@@ -210,8 +236,8 @@ impl Etcd {
 
     /// Deletes `rooms/<room>` if `node` owns it.
     pub async fn delete_room_if(&self, room: &str, node: &str) -> Result<(), ClusterError> {
-        let key = self.key("rooms", room);
-        let resp = self.client().get(key.clone(), None).await.map_err(err)?;
+        let key = self.key(Key::Room(room.to_owned()));
+        let resp = self.client().get(key.clone(), None).await.map_err(etcd_error)?;
         if let Some(kv) = resp.kvs().first()
             && owner_of(kv) == node
         {
@@ -222,7 +248,7 @@ impl Etcd {
                     kv.mod_revision(),
                 )])
                 .and_then([TxnOp::delete(key, None)]);
-            self.client().txn(txn).await.map_err(err)?;
+            self.client().txn(txn).await.map_err(etcd_error)?;
         }
         Ok(())
     }
@@ -243,7 +269,7 @@ impl Cluster {
     async fn register(&self) -> Result<(), ClusterError> {
         let etcd = self.etcd();
         let (node, sessions, rooms, modules) = {
-            let held = lock(&self.inner.held);
+            let held = self.inner.held.lock().recover();
             let sessions: Vec<u64> = held.sessions.iter().copied().collect();
             (
                 held.node.clone(),
@@ -275,8 +301,7 @@ pub(super) async fn start(cluster: Cluster, rooms: Rooms) -> anyhow::Result<()> 
     let revision = load(&cluster).await?;
     tokio::spawn(keep_leased(cluster.clone()));
     tokio::spawn(watch(cluster.clone(), revision));
-    tokio::spawn(sync(cluster.clone(), rooms.clone()));
-    tokio::spawn(super::deploy::follow(cluster, rooms));
+    tokio::spawn(sync(cluster, rooms));
     Ok(())
 }
 
@@ -334,7 +359,7 @@ async fn load(c: &Cluster) -> Result<i64, ClusterError> {
         .client()
         .get(etcd.prefix.clone(), Some(GetOptions::new().with_prefix()))
         .await
-        .map_err(err)?;
+        .map_err(etcd_error)?;
     let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
     c.write_routing(|r| *r = super::Routing::default());
     for kv in resp.kvs() {
@@ -366,27 +391,21 @@ fn put_or_remove<K: Ord, V: serde::de::DeserializeOwned>(
 
 /// Applies one key's put (or delete) to the routing table.
 fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
-    let Some((kind, name)) = super::parse_key(&c.etcd().prefix, kv.key()) else {
+    let Some(key) = Key::parse(&c.etcd().prefix, kv.key()) else {
         return;
     };
-    let name = name.as_str();
-    match kind.as_str() {
-        "nodes" => {
+    match key {
+        Key::Node(node) => {
             if !put {
-                let _ = c.inner.events.send(ClusterEvent::NodeLeft {
-                    node: name.to_owned(),
-                });
+                let _ = c.inner.events.send(ClusterEvent::NodeLeft { node: node.clone() });
             }
-            c.write_routing(|r| put_or_remove(&mut r.nodes, name.to_owned(), put, kv));
+            c.write_routing(|r| put_or_remove(&mut r.nodes, node, put, kv));
         }
-        "rooms" => c.write_routing(|r| put_or_remove(&mut r.rooms, name.to_owned(), put, kv)),
-        "sessions" => {
-            let Ok(player) = name.parse::<u64>() else {
-                return;
-            };
+        Key::Room(room) => c.write_routing(|r| put_or_remove(&mut r.rooms, room, put, kv)),
+        Key::Session(player) => {
             let node = String::from_utf8_lossy(kv.value()).into_owned();
             if put && node != c.node_id() {
-                let taken = lock(&c.inner.held).sessions.remove(&player);
+                let taken = c.inner.held.lock().recover().sessions.remove(&player);
                 if taken {
                     let _ = c.inner.events.send(ClusterEvent::SessionTaken {
                         player,
@@ -402,16 +421,16 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
                 }
             });
         }
-        "games" => {
+        Key::Game(game) => {
             let entry = serde_json::from_slice::<super::GameEntry>(kv.value()).ok();
             let revision = kv.mod_revision();
             match (put, entry) {
                 (true, Some(entry)) => {
                     c.write_routing(|r| {
-                        r.games.insert(name.to_owned(), (entry.clone(), revision));
+                        r.games.insert(game.clone(), (entry.clone(), revision));
                     });
                     let _ = c.inner.events.send(ClusterEvent::GameChanged {
-                        game: name.to_owned(),
+                        game,
                         entry,
                         revision,
                     });
@@ -420,34 +439,27 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
                     tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "not a game entry; ignored");
                 }
                 (false, _) => c.write_routing(|r| {
-                    r.games.remove(name);
+                    r.games.remove(&game);
                 }),
             }
         }
-        "status" => {
-            let Some((node, game)) = name.split_once('/') else {
-                return;
-            };
-            let at = (node.to_owned(), game.to_owned());
-            c.write_routing(|r| put_or_remove(&mut r.status, at, put, kv));
+        Key::Status { node, game } => {
+            c.write_routing(|r| put_or_remove(&mut r.status, (node, game), put, kv));
         }
-        "modules" => {
-            let Some((sha, node)) = name.split_once('/') else {
-                return;
-            };
+        Key::Module { sha256, node } => {
             c.write_routing(|r| {
-                let holders = r.modules.entry(sha.to_owned()).or_default();
+                let holders = r.modules.entry(sha256.clone()).or_default();
                 if put {
-                    holders.insert(node.to_owned());
+                    holders.insert(node);
                 } else {
-                    holders.remove(node);
+                    holders.remove(&node);
                     if holders.is_empty() {
-                        r.modules.remove(sha);
+                        r.modules.remove(&sha256);
                     }
                 }
             });
         }
-        _ => {}
+        Key::Candidate { .. } => {}
     }
 }
 
@@ -486,8 +498,8 @@ async fn watch_from(c: &Cluster, revision: i64) -> Result<(), ClusterError> {
         .client()
         .watch(etcd.prefix.clone(), Some(options))
         .await
-        .map_err(err)?;
-    while let Some(resp) = stream.message().await.map_err(err)? {
+        .map_err(etcd_error)?;
+    while let Some(resp) = stream.message().await.map_err(etcd_error)? {
         if resp.canceled() {
             return Err(ClusterError::Etcd(format!(
                 "watch canceled: {}",
@@ -544,11 +556,11 @@ async fn sync_once(
             (info.id.to_string(), entry)
         })
         .collect();
-    let held = lock(&c.inner.held).rooms.clone();
+    let held = c.inner.held.lock().recover().rooms.clone();
     for (room, entry) in &live {
         if held.get(room) != Some(entry) {
             etcd.create_room(room, entry).await?;
-            lock(&c.inner.held)
+            c.inner.held.lock().recover()
                 .rooms
                 .insert(room.clone(), entry.clone());
         }
@@ -561,7 +573,7 @@ async fn sync_once(
     }
     *was_live = now_live;
     let node = {
-        let mut held = lock(&c.inner.held);
+        let mut held = c.inner.held.lock().recover();
         held.node.rooms = live.len();
         held.node.players = held.sessions.len();
         held.node.clone()
@@ -571,4 +583,97 @@ async fn sync_once(
         *written = Some(node);
     }
     Ok(())
+}
+
+/// Campaigns in election `name` under the node's lease until this node leads (or the
+/// node stops); a lease that changes meanwhile starts the campaign again under the new
+/// one. While leading, the leader key is checked a few times per TTL: leadership ends
+/// when the key is gone or is no longer this node's.
+pub(super) async fn campaign(c: &Cluster, name: &str) -> Leadership {
+    let etcd = c.etcd();
+    let election = election_name(&etcd.prefix, name);
+    let me = c.node_id().to_owned();
+    loop {
+        if c.inner.stop.is_cancelled() {
+            return Leadership::ended();
+        }
+        let Some(lease) = etcd.lease_id().filter(|_| c.is_leased()) else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let mut client = etcd.client().election_client();
+        let lease_changed = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if etcd.lease_id().filter(|_| c.is_leased()) != Some(lease) {
+                    return;
+                }
+            }
+        };
+        let won = tokio::select! {
+            _ = c.inner.stop.cancelled() => return Leadership::ended(),
+            _ = lease_changed => continue,
+            won = client.campaign(election.clone(), me.clone(), lease) => won,
+        };
+        let key = match won {
+            Ok(resp) => resp.leader().cloned(),
+            // etcd requests time out after a few seconds: campaigning again keeps this
+            // node's place in line (the candidate key stays under its lease).
+            Err(etcd_client::Error::GRpcStatus(s))
+                if matches!(
+                    s.code(),
+                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(election = name, "campaign: {e}");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let Some(key) = key else { continue };
+        let (leadership, lost, resign) = Leadership::new();
+        let check = (etcd.ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
+        let (c, election, name) = (c.clone(), election.clone(), name.to_owned());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = resign.cancelled() => break,
+                    _ = c.inner.stop.cancelled() => break,
+                    _ = tokio::time::sleep(check) => {}
+                }
+                match client.leader(election.clone()).await {
+                    Ok(r) if r.kv().is_some_and(|kv| kv.key() == key.key()) => {}
+                    Ok(_) => break,
+                    Err(_) if !c.is_leased() => break,
+                    Err(_) => {}
+                }
+            }
+            lost.cancel();
+            tracing::debug!(election = %name, "leadership ended; resigning");
+            let options = etcd_client::ResignOptions::new().with_leader(key);
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.resign(Some(options))).await;
+        });
+        return leadership;
+    }
+}
+
+/// The node id leading election `name`, if anyone does.
+pub(super) async fn leader(c: &Cluster, name: &str) -> Result<Option<String>, ClusterError> {
+    let etcd = c.etcd();
+    let resp = etcd
+        .client()
+        .election_client()
+        .leader(election_name(&etcd.prefix, name))
+        .await;
+    match resp {
+        Ok(resp) => Ok(resp
+            .kv()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+        // etcd answers "election: no leader" as an error.
+        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => Ok(None),
+        Err(e) => Err(etcd_error(e)),
+    }
 }

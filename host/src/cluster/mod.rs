@@ -11,19 +11,25 @@
 //!   overwrites it and the older node closes its connection with a reason.
 //! - `rooms/<room>`: owner, game, version, label, seats (JSON [`RoomEntry`]), created by
 //!   transaction so the same room id cannot exist twice.
-//! - `games/<game>`: the version the cluster should run (see [`deploy`]).
+//! - `games/<game>`: the version the cluster should run (see `games.rs`).
 //! - `modules/<sha256>/<node>`: which nodes hold a module's bytes (to fetch over gRPC).
 //! - `status/<node>/<game>`: what each node runs, and its last error.
 //!
-//! All of a node's keys live under its lease: when the node dies they vanish within the
+//! The layout is written once, in [`keys`]. All of a node's keys live under its lease: when the node dies they vanish within the
 //! lease TTL; a graceful shutdown revokes the lease so they vanish at once. A node that
 //! cannot renew its lease refuses new rooms and sessions until it has a lease again, and
 //! then registers everything it still holds.
 
-mod deploy;
 mod etcd;
+mod games;
+pub mod keys;
+mod leadership;
+mod operator;
 
-pub use deploy::{GameEntry, GameStatus, GameVersion, get_game, rollback, set_desired};
+pub use games::{GameEntry, GameStatus, GameVersion};
+pub use keys::short_sha;
+pub use leadership::Leadership;
+pub use operator::{Operator, Snapshot};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -34,6 +40,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::rooms::Rooms;
+use crate::lock::Recover;
 
 /// `[cluster]` in the config file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -53,8 +60,8 @@ pub struct ClusterConfig {
     /// The gateway address other nodes and clients should use for this node (default:
     /// the address it listens on).
     pub advertise: Option<String>,
-    /// The cluster credential: a shared secret (16+ characters) every node-to-node and
-    /// operator call carries. Required with etcd.
+    /// The cluster credential: a shared secret ([`ClusterConfig::MIN_SECRET_LEN`]+
+    /// characters) every node-to-node and operator call carries. Required with etcd.
     pub secret: Option<String>,
     /// Where the node's gRPC service (module fetches, uploads by `ludus deploy`)
     /// listens; port 0 picks a free one. Used with etcd only.
@@ -77,9 +84,12 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The shortest cluster secret accepted.
+    pub const MIN_SECRET_LEN: usize = 16;
+
     /// The cluster credential, or an error that says how to set one.
     pub fn secret(&self) -> anyhow::Result<String> {
-        let min = crate::rpc::layers::MIN_SECRET_LEN;
+        let min = Self::MIN_SECRET_LEN;
         match &self.secret {
             Some(s) if s.len() >= min => Ok(s.clone()),
             Some(_) => anyhow::bail!("cluster.secret must be at least {min} characters"),
@@ -151,6 +161,17 @@ pub enum ClusterError {
     NoLease,
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("{0} does not hold what it should (written by something else?)")]
+    BadEntry(String),
+    #[error(
+        "games/{game} changed while {doing} (another operator?); look at `ludus status` and \
+         run it again"
+    )]
+    Changed { game: String, doing: &'static str },
+    #[error("no game `{0}` in the cluster")]
+    NoGame(String),
+    #[error("game `{0}` has no earlier version to roll back to")]
+    NoHistory(String),
 }
 
 /// Where things are, as this node last heard.
@@ -195,27 +216,6 @@ struct Inner {
     stop: CancellationToken,
 }
 
-/// `<prefix><kind>/<name>`: every key of the cluster's layout.
-pub fn key(prefix: &str, kind: &str, name: &str) -> String {
-    format!("{prefix}{kind}/{name}")
-}
-
-/// The kind (`nodes`, `games`, …) and name of a key under `prefix` (the inverse of
-/// [`key`]); `None` for a key outside the layout.
-pub fn parse_key(prefix: &str, key: &[u8]) -> Option<(String, String)> {
-    let rest = String::from_utf8_lossy(key.strip_prefix(prefix.as_bytes())?).into_owned();
-    let (kind, name) = rest.split_once('/')?;
-    Some((kind.to_owned(), name.to_owned()))
-}
-
-/// The first 12 hex digits of a sha256, as messages show it.
-pub fn short_sha(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Cluster {
     /// A cluster of one, decided in-process.
@@ -271,7 +271,7 @@ impl Cluster {
             rooms: 0,
             players: 0,
         };
-        lock(&self.inner.held).node = node.clone();
+        self.inner.held.lock().recover().node = node.clone();
         self.write_routing(|r| {
             r.nodes.insert(node.id.clone(), node);
         });
@@ -285,12 +285,53 @@ impl Cluster {
         self.inner.etcd.is_some()
     }
 
-    /// The etcd client, the key prefix, the current lease and its TTL (etcd backend
-    /// only; the lease is `None` while the node holds none).
-    pub fn etcd_session(&self) -> Option<(etcd_client::Client, String, Option<i64>, Duration)> {
-        let etcd = self.inner.etcd.as_ref()?;
-        let lease = etcd.lease_id().filter(|_| self.is_leased());
-        Some((etcd.client(), etcd.prefix.clone(), lease, etcd.ttl))
+    /// Waits until this node leads the election `name` (see [`keys`] for the names).
+    /// A cluster of one leads at once, until it leaves; in etcd the candidates queue
+    /// under their leases, so a leader that dies is followed within the lease TTL.
+    pub async fn campaign(&self, name: &str) -> Leadership {
+        if self.inner.etcd.is_some() {
+            return etcd::campaign(self, name).await;
+        }
+        let (leadership, lost, resign) = Leadership::new();
+        let stop = self.inner.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = resign.cancelled() => {}
+            }
+            lost.cancel();
+        });
+        leadership
+    }
+
+    /// The node leading election `name`, if one does.
+    pub async fn leader(&self, name: &str) -> Result<Option<String>, ClusterError> {
+        if self.inner.etcd.is_some() {
+            return etcd::leader(self, name).await;
+        }
+        Ok(Some(self.inner.node_id.clone()))
+    }
+
+    /// Writes what this node runs of `game` (`status/<node>/<game>`; etcd only).
+    pub async fn put_status(&self, game: &str, status: &GameStatus) -> Result<(), ClusterError> {
+        match &self.inner.etcd {
+            Some(etcd) => etcd.put_status(&self.inner.node_id, game, status).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Restores the previous version of `game` cluster-wide if its entry is still at
+    /// `revision` (etcd only: a cluster of one has no desired versions).
+    pub async fn rollback_game(
+        &self,
+        game: &str,
+        revision: i64,
+        note: String,
+    ) -> Result<GameEntry, ClusterError> {
+        match &self.inner.etcd {
+            Some(etcd) => etcd.rollback_game(game, revision, note).await,
+            None => Err(ClusterError::NoGame(game.to_owned())),
+        }
     }
 
     /// Whether the node holds a valid lease (always true for a local cluster).
@@ -304,7 +345,7 @@ impl Cluster {
         self.inner
             .routing
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .nodes
             .iter()
             .map(|(id, n)| (id.clone(), (n.players, n.rooms)))
@@ -316,7 +357,7 @@ impl Cluster {
         self.inner
             .routing
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .clone()
     }
 
@@ -325,7 +366,7 @@ impl Cluster {
             .inner
             .routing
             .write()
-            .unwrap_or_else(|e| e.into_inner()));
+            .recover());
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
@@ -346,7 +387,7 @@ impl Cluster {
         if let Some(etcd) = &self.inner.etcd {
             etcd.put_session(player, &self.inner.node_id).await?;
         }
-        lock(&self.inner.held).sessions.insert(player);
+        self.inner.held.lock().recover().sessions.insert(player);
         let me = self.inner.node_id.clone();
         self.write_routing(|r| {
             r.sessions.insert(player, me);
@@ -357,7 +398,7 @@ impl Cluster {
     /// This node no longer holds `player`'s session (its key is removed if it is still
     /// this node's).
     pub async fn release_session(&self, player: u64) {
-        lock(&self.inner.held).sessions.remove(&player);
+        self.inner.held.lock().recover().sessions.remove(&player);
         let me = self.inner.node_id.clone();
         self.write_routing(|r| {
             if r.sessions.get(&player) == Some(&me) {
@@ -384,7 +425,7 @@ impl Cluster {
             return Ok(());
         };
         etcd.create_room(room, &entry).await?;
-        lock(&self.inner.held)
+        self.inner.held.lock().recover()
             .rooms
             .insert(room.to_owned(), entry.clone());
         self.write_routing(|r| {
@@ -395,7 +436,7 @@ impl Cluster {
 
     /// Gives up a room this node claimed (its creation failed, or it closed).
     pub async fn release_room(&self, room: &str) {
-        let held = lock(&self.inner.held).rooms.remove(room).is_some();
+        let held = self.inner.held.lock().recover().rooms.remove(room).is_some();
         self.write_routing(|r| {
             r.rooms.remove(room);
         });
@@ -409,13 +450,13 @@ impl Cluster {
 
     /// The bytes of module `sha256` if this node holds them.
     pub fn module_bytes(&self, sha256: &str) -> Option<Arc<Vec<u8>>> {
-        lock(&self.inner.modules).get(sha256).cloned()
+        self.inner.modules.lock().recover().get(sha256).cloned()
     }
 
     /// Keeps a module's bytes and tells the cluster this node holds them.
     pub async fn hold_module(&self, sha256: &str, bytes: Arc<Vec<u8>>) -> Result<(), ClusterError> {
-        lock(&self.inner.modules).insert(sha256.to_owned(), bytes);
-        lock(&self.inner.held).modules.insert(sha256.to_owned());
+        self.inner.modules.lock().recover().insert(sha256.to_owned(), bytes);
+        self.inner.held.lock().recover().modules.insert(sha256.to_owned());
         if let Some(etcd) = &self.inner.etcd {
             etcd.put_holder(sha256, &self.inner.node_id).await?;
         }

@@ -2,7 +2,7 @@
 //! which reads and writes it directly (no task between them): [`Conn`] decodes client
 //! frames under the size and rate limits and batches outgoing frames until the session
 //! flushes. Generic over the socket's `Stream`/`Sink`, so a test can drive it without a
-//! network.
+//! network. It knows nothing of sessions: the gateway hands it to one.
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -12,29 +12,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::GatewayConfig;
-use super::auth::Identity;
+use super::client_error::close_code;
 use super::frames::{self, Mode};
 use super::pb::{self, ErrorCode, ServerFrame, server_frame::Body as Out};
 use super::rate::RateLimit;
-use super::session::{Sessions, close_code};
 
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long a write to the client may take before the connection counts as too slow
 /// (it is dropped; the session keeps the frames for a resume).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Everything a connection needs besides its socket.
-pub struct ConnParams {
-    pub id: u64,
-    pub who: Identity,
-    pub resume: Option<(String, u64)>,
-    pub mode: Mode,
-    pub sessions: Arc<Sessions>,
-    pub cfg: Arc<GatewayConfig>,
-    /// Held as long as the socket is open (counts the connection).
-    pub guard: Box<dyn Send + Sync>,
-}
 
 /// A WebSocket as the session uses it: read and written from one task, so not split.
 trait Socket: Stream<Item = Result<Message, ()>> + Sink<Message, Error = ()> + Send {}
@@ -127,6 +114,42 @@ fn input_error(mode: Mode, code: ErrorCode, message: String) -> Message {
 }
 
 impl Conn {
+    /// A connection over `socket`, speaking `mode`; `guard` is held as long as the
+    /// socket is open (it counts the connection).
+    pub fn new<S, E>(
+        socket: S,
+        id: u64,
+        mode: Mode,
+        cfg: Arc<GatewayConfig>,
+        guard: Box<dyn Send + Sync>,
+    ) -> Conn
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
+        E: 'static,
+    {
+        Conn {
+            id,
+            mode,
+            socket: Box::pin(Plain(socket)),
+            rate: RateLimit::new(cfg.max_messages_per_second),
+            strikes: 0,
+            window_start: Instant::now(),
+            cfg,
+            outbox: Vec::new(),
+            _guard: guard,
+        }
+    }
+
+    /// Tells the client why its session could not take it (an error frame, then a
+    /// close with [`close_code::RESUME_FAILED`]) and drops the socket.
+    pub async fn refuse(mut self, reason: &str) {
+        let error = input_error(self.mode, ErrorCode::ResumeFailed, reason.to_owned());
+        self.outbox.push(error);
+        self.outbox
+            .push(close_message(close_code::RESUME_FAILED, reason));
+        let _ = self.flush().await;
+    }
+
     /// Queues a frame; it is written at the next [`Conn::flush`].
     pub fn queue(&mut self, frame: &ServerFrame) {
         self.outbox.push(encode(self.mode, frame));
@@ -189,35 +212,6 @@ impl Conn {
                 Incoming::Rejected
             }
         }
-    }
-}
-
-/// Hands a new WebSocket to the player's session (which then owns it), or answers a
-/// refused resume with an error frame and a close.
-pub async fn run<S, E>(socket: S, p: ConnParams)
-where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
-    E: 'static,
-{
-    let conn = Conn {
-        id: p.id,
-        mode: p.mode,
-        socket: Box::pin(Plain(socket)),
-        rate: RateLimit::new(p.cfg.max_messages_per_second),
-        strikes: 0,
-        window_start: Instant::now(),
-        cfg: p.cfg.clone(),
-        outbox: Vec::new(),
-        _guard: p.guard,
-    };
-    if let Err((conn, reason)) = p.sessions.connect(&p.who, p.resume, conn).await
-        && let Some(mut conn) = conn
-    {
-        conn.outbox
-            .push(input_error(p.mode, ErrorCode::ResumeFailed, reason.clone()));
-        conn.outbox
-            .push(close_message(close_code::RESUME_FAILED, &reason));
-        let _ = conn.flush().await;
     }
 }
 

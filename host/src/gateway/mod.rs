@@ -2,8 +2,10 @@
 //!
 //! - `POST /v1/auth/guest` issues a guest JWT; `auth.rs` also validates external ones.
 //! - `GET /v1/ws?token=..` upgrades to a WebSocket (the token may instead come in
-//!   `Sec-WebSocket-Protocol`); `connection.rs` runs it, `session.rs` keeps the player's
-//!   session through dropped connections.
+//!   `Sec-WebSocket-Protocol`); `connection.rs` reads and writes it, `sessions.rs` finds
+//!   the player's session, `session.rs` keeps it through dropped connections (its frame
+//!   numbers in `replay.rs`), `handlers.rs` answers its requests, and
+//!   `client_error.rs` is the one place inner errors become what the client sees.
 //! - `GET /v1/rooms` and `GET /v1/games` list rooms and games; `GET /` is the browser
 //!   page that plays arena.
 //!
@@ -11,11 +13,19 @@
 //! in text ones (`frames.rs`, `json.rs`).
 
 pub mod auth;
+mod client_error;
 mod connection;
 pub mod frames;
+mod handlers;
 pub mod json;
 mod rate;
-pub mod session;
+pub mod replay;
+mod session;
+mod sessions;
+
+pub use client_error::{ClientError, close_code};
+pub use session::SessionConfig;
+pub use sessions::Sessions;
 
 /// Generated from `proto/client.proto`.
 pub mod pb {
@@ -39,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::rooms::Rooms;
 use auth::{Auth, AuthError};
 use frames::Mode;
-use session::{SessionConfig, Sessions};
+
 
 /// Limits and timings of the gateway.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -244,15 +254,9 @@ async fn websocket(
         inner.connections.fetch_sub(1, Ordering::AcqRel);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
     }
-    let params = connection::ConnParams {
-        guard: Box::new(ConnectionGuard(gw.clone())),
-        id: inner.next_conn.fetch_add(1, Ordering::Relaxed),
-        who,
-        resume,
-        mode,
-        sessions: inner.sessions.clone(),
-        cfg: inner.cfg.clone(),
-    };
+    let guard = Box::new(ConnectionGuard(gw.clone()));
+    let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (sessions, cfg) = (inner.sessions.clone(), inner.cfg.clone());
     // Game frames are small: small buffers instead of tungstenite's 128 KiB default keep
     // an idle connection cheap (larger frames still work, the buffer grows). The read
     // buffer is zero-filled up to this size on every read attempt, so 2 KiB rather
@@ -269,7 +273,11 @@ async fn websocket(
         ws
     };
     ws.on_upgrade(move |socket| async move {
-        connection::run(socket, params).await;
+        // The session owns the connection from here; a refused one is told why.
+        let conn = connection::Conn::new(socket, id, mode, cfg, guard);
+        if let Err((Some(conn), reason)) = sessions.connect(&who, resume, conn).await {
+            conn.refuse(&reason).await;
+        }
     })
     .into_response()
 }

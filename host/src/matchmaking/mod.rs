@@ -5,9 +5,10 @@
 //!
 //! Every node runs a [`Matchmaker`]: it holds its players' tickets and keeps one link
 //! to the leader, in-process when this node leads (always, for a single node), else a
-//! gRPC `Queue` stream. In a cluster the leader is elected through etcd's election API
-//! under the node's lease: when the leader dies its lease runs out, another node wins,
-//! and every node submits its pending tickets to the new leader.
+//! gRPC `Queue` stream (`remote.rs`). The leader is elected with
+//! [`Cluster::campaign`]: in etcd under the node's lease, so when the leader dies its
+//! lease runs out, another node wins, and every node submits its pending tickets to the
+//! new leader.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -17,13 +18,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub mod leader;
+pub mod remote;
 
-use crate::cluster::{Cluster, lock};
+use crate::cluster::{Cluster, keys};
 use crate::rooms::{CreateRoom, Rooms};
 use crate::rpc::pb::{
     Placed, QueueDown, QueueUp, Ticket, queue_down::Body as Down, queue_up::Body as Up,
 };
 use leader::LeaderHandle;
+use crate::lock::Recover;
 
 /// Room size and patience for one game's matches.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -119,25 +122,31 @@ pub const MAX_MODE_LEN: usize = 64;
 pub const MAX_PROPERTIES: usize = 16;
 pub const MAX_PROPERTY_LEN: usize = 64;
 
-/// Checks a match request's mode and properties; the error names the problem.
-pub fn check_request(mode: &str, properties: &HashMap<String, String>) -> Result<(), String> {
+/// Why a match request was refused; each names the problem.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TicketError {
+    #[error("mode is longer than {MAX_MODE_LEN} bytes")]
+    ModeTooLong,
+    #[error("{0} properties; at most {MAX_PROPERTIES}")]
+    TooManyProperties(usize),
+    #[error("property `{0}` (key or value) is longer than {MAX_PROPERTY_LEN} bytes")]
+    PropertyTooLong(String),
+}
+
+/// Checks a match request's mode and properties.
+pub fn check_request(mode: &str, properties: &HashMap<String, String>) -> Result<(), TicketError> {
     if mode.len() > MAX_MODE_LEN {
-        return Err(format!("mode is longer than {MAX_MODE_LEN} bytes"));
+        return Err(TicketError::ModeTooLong);
     }
     if properties.len() > MAX_PROPERTIES {
-        return Err(format!(
-            "{} properties; at most {MAX_PROPERTIES}",
-            properties.len()
-        ));
+        return Err(TicketError::TooManyProperties(properties.len()));
     }
     if let Some((k, _)) = properties
         .iter()
         .find(|(k, v)| k.len() > MAX_PROPERTY_LEN || v.len() > MAX_PROPERTY_LEN)
     {
-        return Err(format!(
-            "property `{}` (key or value) is longer than {MAX_PROPERTY_LEN} bytes",
-            k.chars().take(MAX_PROPERTY_LEN).collect::<String>()
-        ));
+        let shown = k.chars().take(MAX_PROPERTY_LEN).collect();
+        return Err(TicketError::PropertyTooLong(shown));
     }
     Ok(())
 }
@@ -198,18 +207,14 @@ impl Matchmaker {
                 stop: stop.clone(),
             }),
         };
-        if cluster.is_etcd() {
-            tokio::spawn(mm.clone().campaign());
-        } else {
-            *lock(&mm.inner.leading) = Some(LeaderHandle::start(cfg, cluster));
-        }
+        tokio::spawn(mm.clone().campaign());
         tokio::spawn(mm.clone().keep_linked());
         mm
     }
 
     /// The leader this node runs, if it leads.
     pub fn leading(&self) -> Option<LeaderHandle> {
-        lock(&self.inner.leading).clone()
+        self.inner.leading.lock().recover().clone()
     }
 
     /// Queues a ticket for `player`; its outcome goes to `sink`. Returns the ticket id.
@@ -230,7 +235,7 @@ impl Matchmaker {
             properties,
             waited_ms: 0,
         };
-        lock(&self.inner.pending).insert(
+        self.inner.pending.lock().recover().insert(
             id.clone(),
             Pending {
                 ticket: ticket.clone(),
@@ -245,13 +250,13 @@ impl Matchmaker {
 
     /// Withdraws a ticket (a no-op for one already matched or dropped).
     pub fn cancel(&self, ticket: &str) {
-        if lock(&self.inner.pending).remove(ticket).is_some() {
+        if self.inner.pending.lock().recover().remove(ticket).is_some() {
             self.up(Up::Cancel(ticket.to_owned()));
         }
     }
 
     fn up(&self, body: Up) {
-        let Some(link) = lock(&self.inner.link).clone() else {
+        let Some(link) = self.inner.link.lock().recover().clone() else {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(msg)) =
@@ -276,8 +281,8 @@ impl Matchmaker {
             match self.open().await {
                 Ok((leader, tx, mut rx)) => {
                     backoff = BACKOFF_MIN;
-                    *lock(&self.inner.link) = Some(tx.clone());
-                    let tickets: Vec<Ticket> = lock(&self.inner.pending)
+                    *self.inner.link.lock().recover() = Some(tx.clone());
+                    let tickets: Vec<Ticket> = self.inner.pending.lock().recover()
                         .values()
                         .map(|p| Ticket {
                             waited_ms: p.since.elapsed().as_millis() as u64,
@@ -304,7 +309,7 @@ impl Matchmaker {
                             },
                         }
                     }
-                    *lock(&self.inner.link) = None;
+                    *self.inner.link.lock().recover() = None;
                     tracing::info!(%leader, "the link to the matchmaker leader ended");
                 }
                 Err(e) => tracing::debug!("reaching the matchmaker leader: {e}"),
@@ -322,18 +327,11 @@ impl Matchmaker {
         &self,
     ) -> anyhow::Result<(String, mpsc::Sender<QueueUp>, mpsc::Receiver<QueueDown>)> {
         let me = self.inner.cluster.node_id().to_owned();
-        let Some((client, prefix, _, _)) = self.inner.cluster.etcd_session() else {
-            let leader = self
-                .leading()
-                .ok_or_else(|| anyhow::anyhow!("no matchmaker running"))?;
-            let (tx, rx) = leader.connect(&me);
-            return Ok((me, tx, rx));
-        };
-        let name = election_name(&prefix);
-        let resp = client.election_client().leader(name).await?;
-        let leader = resp
-            .kv()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+        let leader = self
+            .inner
+            .cluster
+            .leader(keys::MATCHMAKER)
+            .await?
             .ok_or_else(|| anyhow::anyhow!("no matchmaker leader elected yet"))?;
         if leader == me {
             let handle = self.leading().ok_or_else(|| {
@@ -352,7 +350,7 @@ impl Matchmaker {
             .filter(|a| !a.is_empty())
             .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not in the routing table"))?;
         let secret = self.inner.secret.clone().unwrap_or_default();
-        let (tx, rx) = crate::rpc::matchmaking::link(&addr, &secret, &me).await?;
+        let (tx, rx) = remote::link(&addr, &secret, &me).await?;
         Ok((leader, tx, rx))
     }
 
@@ -377,7 +375,7 @@ impl Matchmaker {
                 });
             }
             Some(Down::Matched(m)) => {
-                let mut pending = lock(&self.inner.pending);
+                let mut pending = self.inner.pending.lock().recover();
                 for ticket in m.tickets {
                     if let Some(p) = pending.remove(&ticket) {
                         (p.sink)(MatchEvent::Found {
@@ -391,7 +389,7 @@ impl Matchmaker {
                 }
             }
             Some(Down::Dropped(d)) => {
-                if let Some(p) = lock(&self.inner.pending).remove(&d.ticket) {
+                if let Some(p) = self.inner.pending.lock().recover().remove(&d.ticket) {
                     (p.sink)(MatchEvent::Dropped {
                         ticket: d.ticket,
                         reason: d.reason,
@@ -452,81 +450,36 @@ impl Matchmaker {
         Ok(())
     }
 
-    /// Campaigns for leadership under the node's lease; leads while the election says
-    /// so, then campaigns again.
+    /// Leads whenever the cluster's election says so: runs the leader while this node
+    /// leads, then campaigns again.
     async fn campaign(self) {
         let cluster = self.inner.cluster.clone();
         let me = cluster.node_id().to_owned();
         loop {
+            let leadership = tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                l = cluster.campaign(keys::MATCHMAKER) => l,
+            };
+            if leadership.is_lost() {
+                if self.inner.stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            let handle = LeaderHandle::start(self.inner.cfg.clone(), cluster.clone());
+            *self.inner.leading.lock().recover() = Some(handle.clone());
+            tracing::info!(node = %me, "this node is the matchmaker leader");
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => {}
+                _ = leadership.lost() => {}
+            }
+            *self.inner.leading.lock().recover() = None;
+            handle.stop();
+            tracing::info!(node = %me, "no longer the matchmaker leader");
+            drop(leadership);
             if self.inner.stop.is_cancelled() {
                 return;
             }
-            let Some((client, prefix, Some(lease), ttl)) = cluster.etcd_session() else {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            };
-            let name = election_name(&prefix);
-            let mut election = client.election_client();
-            let lease_changed = async {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if cluster.etcd_session().and_then(|s| s.2) != Some(lease) {
-                        return;
-                    }
-                }
-            };
-            let won = tokio::select! {
-                _ = self.inner.stop.cancelled() => return,
-                _ = lease_changed => continue,
-                won = election.campaign(name.clone(), me.clone(), lease) => won,
-            };
-            let key = match won {
-                Ok(resp) => resp.leader().cloned(),
-                // etcd requests time out after a few seconds: campaigning again keeps
-                // this node's place in line (the candidate key stays under its lease).
-                Err(etcd_client::Error::GRpcStatus(s))
-                    if matches!(
-                        s.code(),
-                        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!("matchmaker election: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let Some(key) = key else { continue };
-            let handle = LeaderHandle::start(self.inner.cfg.clone(), cluster.clone());
-            *lock(&self.inner.leading) = Some(handle.clone());
-            tracing::info!(node = %me, "this node is the matchmaker leader");
-            // Lead while the election's leader key is ours.
-            let check = (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = self.inner.stop.cancelled() => break,
-                    _ = tokio::time::sleep(check) => {}
-                }
-                match election.leader(name.clone()).await {
-                    Ok(r) if r.kv().is_some_and(|kv| kv.key() == key.key()) => {}
-                    Ok(_) => break,
-                    Err(_) if !cluster.is_leased() => break,
-                    Err(_) => {}
-                }
-            }
-            *lock(&self.inner.leading) = None;
-            handle.stop();
-            tracing::info!(node = %me, "no longer the matchmaker leader");
-            let options = etcd_client::ResignOptions::new().with_leader(key);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), election.resign(Some(options))).await;
         }
     }
-}
-
-/// The etcd election the matchmaker leader is chosen by.
-pub fn election_name(prefix: &str) -> String {
-    format!("{prefix}matchmaker")
 }

@@ -8,6 +8,7 @@ use super::error::SwapError;
 use super::handle::{RoomInfo, SwapOutcome};
 use crate::percentile::nearest_rank;
 use crate::runtime::Module;
+use crate::lock::Recover;
 
 /// Which rooms a game-wide swap touches.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -125,7 +126,7 @@ pub(super) struct Games {
 
 impl Games {
     pub fn install(&self, game: &str, module: Arc<Module>) {
-        let mut games = self.games.lock().unwrap_or_else(|e| e.into_inner());
+        let mut games = self.games.lock().recover();
         let entry = games.entry(game.to_owned()).or_insert_with(|| Entry {
             active: module.clone(),
             default_config: None,
@@ -140,7 +141,7 @@ impl Games {
         if let Some(entry) = self
             .games
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get_mut(game)
         {
             entry.default_config = config;
@@ -150,7 +151,7 @@ impl Games {
     pub fn default_config(&self, game: &str) -> Option<Arc<str>> {
         self.games
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get(game)
             .and_then(|e| e.default_config.clone())
     }
@@ -160,7 +161,7 @@ impl Games {
         if let Some(entry) = self
             .games
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get_mut(game)
         {
             entry.last_error = Some(error);
@@ -170,7 +171,7 @@ impl Games {
     pub fn active(&self, game: &str) -> Option<Arc<Module>> {
         self.games
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get(game)
             .map(|e| e.active.clone())
     }
@@ -179,7 +180,7 @@ impl Games {
         if let Some(entry) = self
             .games
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get_mut(&report.game)
         {
             entry.last_swap = Some(report.summary());
@@ -187,7 +188,7 @@ impl Games {
     }
 
     pub fn list(&self, rooms: &[RoomInfo]) -> Vec<GameInfo> {
-        let games = self.games.lock().unwrap_or_else(|e| e.into_inner());
+        let games = self.games.lock().recover();
         let mut list: Vec<GameInfo> = games
             .iter()
             .map(|(name, entry)| {

@@ -12,6 +12,7 @@ use super::events::PlayerSink;
 use super::inbox::Inbox;
 use super::worker::Command;
 use crate::runtime::{GameInstance, Module, RoomInit};
+use crate::lock::Recover;
 
 pub use crate::runtime::LeaveReason;
 
@@ -64,7 +65,7 @@ impl RoomShared {
     }
 
     pub fn update(&self, f: impl FnOnce(&mut RoomInfo)) {
-        f(&mut self.info.lock().unwrap_or_else(|e| e.into_inner()));
+        f(&mut self.info.lock().recover());
     }
 }
 
@@ -104,7 +105,7 @@ impl RoomHandle {
         self.shared
             .info
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .clone()
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
+use crate::lock::Recover;
 
 use super::worker::Command;
 
@@ -50,7 +51,7 @@ impl Inbox {
         let urgent = !matches!(command, Command::Message { .. } | Command::Leave { .. });
         self.queue
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .push(command);
         let parked = self.state.load(Ordering::SeqCst) == PARKED
             && self
@@ -73,7 +74,7 @@ impl Inbox {
 
     /// Takes everything queued.
     pub fn drain(&self, into: &mut Vec<Command>) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.queue.lock().recover();
         std::mem::swap(&mut *queue, into);
     }
 
@@ -89,7 +90,7 @@ impl Inbox {
         let pending = !self
             .queue
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .is_empty();
         if !pending {
             match until_deadline {

@@ -30,6 +30,7 @@ use games::Games;
 use handle::RoomShared;
 use inbox::Inbox;
 use worker::{Command, Directory, Worker};
+use crate::lock::Recover;
 
 /// What to create: a room of `game`, optionally with an id, a JSON config and a seed.
 #[derive(Clone, Debug, Default)]
@@ -183,7 +184,7 @@ impl Rooms {
                 .inner
                 .directory
                 .lock()
-                .unwrap_or_else(|e| e.into_inner());
+                .recover();
             if directory.contains_key(&id) {
                 return Err(CreateError::DuplicateId(id.to_string()));
             }
@@ -209,7 +210,7 @@ impl Rooms {
                 self.inner
                     .directory
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .recover()
                     .remove(&id);
                 Err(e)
             }
@@ -221,7 +222,7 @@ impl Rooms {
         self.inner
             .directory
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get(id)
             .cloned()
     }
@@ -232,7 +233,7 @@ impl Rooms {
             .inner
             .directory
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .values()
             .cloned()
             .collect();
@@ -269,7 +270,7 @@ impl Rooms {
                     .inner
                     .directory
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                    .recover();
                 directory
                     .values()
                     .filter(|h| h.info().game == game)
@@ -338,7 +339,7 @@ impl Rooms {
             });
         }
         let threads =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            std::mem::take(&mut *self.inner.threads.lock().recover());
         for thread in threads {
             let _ = thread.join();
         }

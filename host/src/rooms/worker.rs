@@ -17,6 +17,7 @@ use super::handle::{RoomHandle, RoomShared, SwapOutcome};
 use super::inbox::Inbox;
 use super::room::Room;
 use crate::runtime::{GameInstance, LeaveReason, Module, RoomInit, Runtime};
+use crate::lock::Recover;
 
 pub(super) enum Command {
     Create {
@@ -169,7 +170,7 @@ impl Worker {
         if room.is_closed() {
             let id = room.id.clone();
             self.rooms.remove(&key);
-            let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
+            let mut directory = self.directory.lock().recover();
             if directory.get(&id).is_some_and(|h| h.key == key) {
                 directory.remove(&id);
             }

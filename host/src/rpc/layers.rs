@@ -11,9 +11,6 @@ use tonic::{Request, Status};
 /// Metadata key carrying the cluster credential.
 const AUTHORIZATION: &str = "authorization";
 
-/// The shortest secret a cluster accepts.
-pub const MIN_SECRET_LEN: usize = 16;
-
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

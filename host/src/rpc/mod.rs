@@ -1,4 +1,7 @@
-//! gRPC between nodes and from operators (tonic): module bytes move here.
+//! gRPC between nodes and from operators (tonic): the generated code (`pb`), the
+//! credential and call-log layers, the node's server, channels to peers, module bytes
+//! (`Modules`: fetch and upload) and play in a room on another node (`relay.rs`). The
+//! services of layers above (the matchmaker's queue) come in as routes to [`serve`].
 
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -10,7 +13,6 @@ use crate::cluster::Cluster;
 use crate::runtime::Runtime;
 
 pub mod layers;
-pub mod matchmaking;
 pub mod relay;
 
 pub mod pb {
@@ -64,30 +66,31 @@ impl ModulesService {
     }
 }
 
-/// Serves the node's gRPC services on `listener` until `stop`, logging every call.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// The services of this layer: `Modules` and `Relay`, refusing calls without `secret`.
+/// Add the services of other layers to the routes before [`serve`].
+pub fn routes(
     cluster: Cluster,
     rt: Arc<Runtime>,
     rooms: crate::rooms::Rooms,
-    matchmaker: crate::matchmaking::Matchmaker,
-    secret: String,
+    secret: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> tonic::service::Routes {
+    tonic::service::Routes::new(ModulesService::server(cluster, rt, secret))
+        .add_service(relay::RelayService::server(rooms, secret, stop))
+}
+
+/// Serves `routes` on `listener` until `stop`, logging every call.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let node = cluster.node_id().to_owned();
     tonic::transport::Server::builder()
         .layer(layers::CallLogLayer {
             side: "server",
             peer: None,
         })
-        .add_service(ModulesService::server(cluster, rt, &secret))
-        .add_service(relay::RelayService::server(rooms, &secret, stop.clone()))
-        .add_service(matchmaking::MatchmakingService::server(
-            matchmaker,
-            node,
-            &secret,
-            stop.clone(),
-        ))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async move { stop.cancelled().await },

@@ -20,8 +20,9 @@ use super::pb::relay_client::RelayClient;
 use super::pb::relay_server::{Relay, RelayServer};
 use super::pb::room_output::Kind;
 use super::pb::{JoinResult, JoinRoom, LeaveRoom, PeerFrame, RoomInput, RoomOutput};
-use crate::cluster::{Cluster, ClusterEvent, lock};
+use crate::cluster::{Cluster, ClusterEvent};
 use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
+use crate::lock::Recover;
 
 /// Frames queued on a link before a sender waits.
 const LINK_QUEUE: usize = 8192;
@@ -168,6 +169,22 @@ async fn join_here(
 
 // ---------------------------------------------------------------- gateway side
 
+/// Why a player could not join a room on another node.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RelayError {
+    #[error("node {0} is not in the cluster")]
+    NotInCluster(String),
+    #[error("node {node}: {error}")]
+    Unreachable { node: String, error: String },
+    #[error("the link to node {0} closed")]
+    LinkClosed(String),
+    #[error("node {node}, which holds room `{room}`, did not answer")]
+    NoAnswer { node: String, room: String },
+    /// The owner refused the join (its reason: no such room, the game said no, ...).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// This node's links to its peers, by node id.
 pub struct Peers {
     cluster: Cluster,
@@ -207,7 +224,7 @@ impl RemoteRoom {
     }
 
     pub fn leave(&self, player: u64) {
-        lock(&self.link.players).remove(&(player, self.room.clone()));
+        self.link.players.lock().recover().remove(&(player, self.room.clone()));
         let leave = LeaveRoom {
             player,
             room: self.room.clone(),
@@ -235,7 +252,7 @@ impl Peers {
                 };
                 let Some(peers) = weak.upgrade() else { return };
                 if let ClusterEvent::NodeLeft { node } = event
-                    && let Some(link) = lock(&peers.links).remove(&node)
+                    && let Some(link) = peers.links.lock().recover().remove(&node)
                 {
                     link.end(&format!("node {node} left the cluster"));
                 }
@@ -252,21 +269,21 @@ impl Peers {
         name: &str,
         room: &str,
         sink: PlayerSink,
-    ) -> Result<(RemoteRoom, JoinResult), String> {
+    ) -> Result<(RemoteRoom, JoinResult), RelayError> {
         let link = self.link(node).await?;
         let key = (player, room.to_owned());
         let (reply, answer) = oneshot::channel();
-        lock(&link.pending).insert(key.clone(), reply);
-        lock(&link.players).insert(key.clone(), sink);
+        link.pending.lock().recover().insert(key.clone(), reply);
+        link.players.lock().recover().insert(key.clone(), sink);
         let join = JoinRoom {
             player,
             name: name.to_owned(),
             room: room.to_owned(),
         };
         if link.tx.send(frame(Body::Join(join))).await.is_err() {
-            lock(&link.players).remove(&key);
-            lock(&link.pending).remove(&key);
-            return Err(format!("the link to node {node} closed"));
+            link.players.lock().recover().remove(&key);
+            link.pending.lock().recover().remove(&key);
+            return Err(RelayError::LinkClosed(node.to_owned()));
         }
         match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
             Ok(Ok(r)) if r.error.is_empty() => Ok((
@@ -277,22 +294,23 @@ impl Peers {
                 r,
             )),
             Ok(Ok(r)) => {
-                lock(&link.players).remove(&key);
-                Err(r.error)
+                link.players.lock().recover().remove(&key);
+                Err(RelayError::Refused(r.error))
             }
             _ => {
-                lock(&link.players).remove(&key);
-                lock(&link.pending).remove(&key);
-                Err(format!(
-                    "node {node}, which holds room `{room}`, did not answer"
-                ))
+                link.players.lock().recover().remove(&key);
+                link.pending.lock().recover().remove(&key);
+                Err(RelayError::NoAnswer {
+                    node: node.to_owned(),
+                    room: room.to_owned(),
+                })
             }
         }
     }
 
     /// The link to `node`, opened if there is none.
-    async fn link(self: &Arc<Self>, node: &str) -> Result<Arc<PeerLink>, String> {
-        if let Some(link) = lock(&self.links).get(node)
+    async fn link(self: &Arc<Self>, node: &str) -> Result<Arc<PeerLink>, RelayError> {
+        if let Some(link) = self.links.lock().recover().get(node)
             && !link.tx.is_closed()
         {
             return Ok(link.clone());
@@ -304,17 +322,21 @@ impl Peers {
             .get(node)
             .map(|n| n.grpc.clone())
             .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("node {node} is not in the cluster"))?;
+            .ok_or_else(|| RelayError::NotInCluster(node.to_owned()))?;
+        let unreachable = |error: String| RelayError::Unreachable {
+            node: node.to_owned(),
+            error,
+        };
         let channel = super::channel(&addr, &self.secret)
             .await
-            .map_err(|e| format!("node {node}: {e:#}"))?;
+            .map_err(|e| unreachable(format!("{e:#}")))?;
         let mut client = RelayClient::new(channel);
         let (tx, rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
         let outbound = ReceiverStream::new(rx);
         let mut inbound = client
             .link(outbound)
             .await
-            .map_err(|s| format!("opening a link to node {node}: {}", s.message()))?
+            .map_err(|s| unreachable(format!("opening a link: {}", s.message())))?
             .into_inner();
         let link = Arc::new(PeerLink {
             node: node.to_owned(),
@@ -322,7 +344,7 @@ impl Peers {
             pending: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
         });
-        lock(&self.links).insert(node.to_owned(), link.clone());
+        self.links.lock().recover().insert(node.to_owned(), link.clone());
         let (reader, peers) = (link.clone(), Arc::downgrade(self));
         tokio::spawn(async move {
             let ended = loop {
@@ -333,7 +355,7 @@ impl Peers {
                 }
             };
             if let Some(peers) = peers.upgrade() {
-                let mut links = lock(&peers.links);
+                let mut links = peers.links.lock().recover();
                 if links
                     .get(&reader.node)
                     .is_some_and(|l| Arc::ptr_eq(l, &reader))
@@ -377,14 +399,14 @@ impl Peers {
     }
 
     fn is_linked(&self, node: &str) -> bool {
-        lock(&self.links)
+        self.links.lock().recover()
             .get(node)
             .is_some_and(|l| !l.tx.is_closed())
     }
 
     /// Peers with an open link.
     pub fn linked(&self) -> Vec<String> {
-        let mut nodes: Vec<String> = lock(&self.links)
+        let mut nodes: Vec<String> = self.links.lock().recover()
             .iter()
             .filter(|(_, l)| !l.tx.is_closed())
             .map(|(n, _)| n.clone())
@@ -398,7 +420,7 @@ impl PeerLink {
     fn deliver(&self, f: PeerFrame) {
         match f.body {
             Some(Body::Joined(r)) => {
-                if let Some(reply) = lock(&self.pending).remove(&(r.player, r.room.clone())) {
+                if let Some(reply) = self.pending.lock().recover().remove(&(r.player, r.room.clone())) {
                     let _ = reply.send(r);
                 }
             }
@@ -411,7 +433,7 @@ impl PeerLink {
                     Some(Kind::Closed(reason)) => (RoomEvent::Closed { room, reason }, true),
                     None => return,
                 };
-                let mut players = lock(&self.players);
+                let mut players = self.players.lock().recover();
                 if let Some(sink) = players.get(&key) {
                     // A full queue: the session is too slow; like a local room, drop it.
                     if sink.try_send(event).is_err() || last {
@@ -425,8 +447,8 @@ impl PeerLink {
 
     /// Tells every forwarded player its remote room is gone.
     fn end(&self, reason: &str) {
-        lock(&self.pending).clear();
-        for ((_, room), sink) in lock(&self.players).drain() {
+        self.pending.lock().recover().clear();
+        for ((_, room), sink) in self.players.lock().recover().drain() {
             let _ = sink.try_send(RoomEvent::Kicked {
                 room: room.into(),
                 reason: reason.to_owned(),

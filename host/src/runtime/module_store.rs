@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use crate::lock::Recover;
 
 use super::module::Module;
 
@@ -15,7 +16,7 @@ impl ModuleStore {
     pub fn get(&self, sha256: &[u8; 32]) -> Option<Arc<Module>> {
         self.modules
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .get(sha256)
             .cloned()
     }
@@ -23,11 +24,11 @@ impl ModuleStore {
     /// Keeps `module` unless a module with the same hash got there first; returns the
     /// one kept.
     pub fn insert(&self, module: Arc<Module>) -> Arc<Module> {
-        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut modules = self.modules.lock().recover();
         modules.entry(module.sha256).or_insert(module).clone()
     }
 
     pub fn len(&self) -> usize {
-        self.modules.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.modules.lock().recover().len()
     }
 }

@@ -1,6 +1,6 @@
 //! The matchmaker's `Queue` stream between a node and the leader on another node: the
-//! same link as an in-process one (`matchmaking::leader::LeaderHandle::connect`), over
-//! gRPC with the cluster credential.
+//! same link as an in-process one ([`LeaderHandle::connect`](super::leader::LeaderHandle::connect)),
+//! over gRPC with the cluster credential (`rpc::channel`, `rpc::layers`).
 
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::layers;
-use super::pb::matchmaking_client::MatchmakingClient;
-use super::pb::matchmaking_server::{Matchmaking, MatchmakingServer};
-use super::pb::{Hello, QueueDown, QueueUp, queue_up::Body as Up};
-use crate::matchmaking::Matchmaker;
-use crate::matchmaking::leader::LINK_QUEUE;
+use super::Matchmaker;
+use super::leader::LINK_QUEUE;
+use crate::rpc::layers;
+use crate::rpc::pb::matchmaking_client::MatchmakingClient;
+use crate::rpc::pb::matchmaking_server::{Matchmaking, MatchmakingServer};
+use crate::rpc::pb::{Hello, QueueDown, QueueUp, queue_up::Body as Up};
 
 /// The leader's end: served by every node, answered only by the one that leads.
 pub struct MatchmakingService {
@@ -89,7 +89,7 @@ pub async fn link(
     secret: &str,
     node: &str,
 ) -> anyhow::Result<(mpsc::Sender<QueueUp>, mpsc::Receiver<QueueDown>)> {
-    let mut client = MatchmakingClient::new(super::channel(addr, secret).await?);
+    let mut client = MatchmakingClient::new(crate::rpc::channel(addr, secret).await?);
     let (up, up_rx) = mpsc::channel::<QueueUp>(LINK_QUEUE);
     let hello = Up::Hello(Hello {
         node: node.to_owned(),

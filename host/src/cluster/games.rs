@@ -1,0 +1,168 @@
+//! What the cluster should run and what each node runs: `games/<game>` holds the desired
+//! version with its history (for rollback), `status/<node>/<game>` each node's answer.
+//! Writes to `games/` are transactions guarded by revision, so two operators (or an
+//! operator and a node rolling back) cannot silently overwrite each other. Following
+//! the desired version on a node is `rollout`'s job.
+
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::ClusterError;
+use super::etcd::{etcd_error, json};
+
+use super::keys::Key;
+use crate::rooms::SwapPolicy;
+
+/// Earlier versions kept in a game's entry for rollback.
+const HISTORY: usize = 10;
+
+/// One version of a game's module.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GameVersion {
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub size: u64,
+}
+
+/// `games/<game>`: what the cluster should run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GameEntry {
+    pub current: GameVersion,
+    pub policy: SwapPolicy,
+    /// Config (a JSON object) for new rooms created without one.
+    #[serde(default)]
+    pub room_config: Option<String>,
+    /// Restore the previous version cluster-wide when a node fails to swap.
+    pub rollback_on_failure: bool,
+    /// Earlier versions, oldest first.
+    pub history: Vec<GameVersion>,
+    /// Why the entry last changed, when it was not a plain deploy (a rollback).
+    pub note: Option<String>,
+}
+
+/// `status/<node>/<game>`: what a node runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GameStatus {
+    /// The module the node's new rooms get.
+    pub sha256: String,
+    pub version: String,
+    /// Open rooms per version.
+    pub rooms: BTreeMap<String, usize>,
+    /// The desired version (sha256) this status answers.
+    pub desired: String,
+    /// Whether the node reached the desired version.
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// Reads `games/<game>` with its revision.
+pub(super) async fn get_game(
+    client: &mut Client,
+    prefix: &str,
+    game: &str,
+) -> Result<Option<(GameEntry, i64)>, ClusterError> {
+    let resp = client
+        .get(Key::Game(game.to_owned()).under(prefix), None)
+        .await
+        .map_err(etcd_error)?;
+    match resp.kvs().first() {
+        Some(kv) => {
+            let entry = serde_json::from_slice(kv.value())
+                .map_err(|e| ClusterError::BadEntry(format!("games/{game}: {e}")))?;
+            Ok(Some((entry, kv.mod_revision())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes `entry` as `games/<game>` if the key is still at `revision` (`None`: absent).
+async fn put_game_if(
+    client: &mut Client,
+    prefix: &str,
+    game: &str,
+    entry: &GameEntry,
+    revision: Option<i64>,
+) -> Result<bool, ClusterError> {
+    let k = Key::Game(game.to_owned()).under(prefix);
+    let guard = match revision {
+        Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r),
+        None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+    };
+    let txn = Txn::new()
+        .when([guard])
+        .and_then([TxnOp::put(k, json(entry), None)]);
+    Ok(client.txn(txn).await.map_err(etcd_error)?.succeeded())
+}
+
+/// Makes `version` the desired version of `game`; the one it replaces goes to history.
+pub(super) async fn set_desired(
+    client: &mut Client,
+    prefix: &str,
+    game: &str,
+    version: GameVersion,
+    policy: SwapPolicy,
+    room_config: Option<String>,
+    rollback_on_failure: bool,
+) -> Result<GameEntry, ClusterError> {
+    let existing = get_game(client, prefix, game).await?;
+    let (history, revision) = match &existing {
+        Some((old, revision)) => {
+            let mut history = old.history.clone();
+            if old.current.sha256 != version.sha256 {
+                history.push(old.current.clone());
+            }
+            let drop = history.len().saturating_sub(HISTORY);
+            history.drain(..drop);
+            (history, Some(*revision))
+        }
+        None => (Vec::new(), None),
+    };
+    let entry = GameEntry {
+        current: version,
+        policy,
+        room_config,
+        rollback_on_failure,
+        history,
+        note: None,
+    };
+    if !put_game_if(client, prefix, game, &entry, revision).await? {
+        return Err(ClusterError::Changed {
+            game: game.to_owned(),
+            doing: "this deploy was being written",
+        });
+    }
+    Ok(entry)
+}
+
+/// Restores the previous version of `game`, if the entry is still at `revision` (any
+/// revision when `None`). Returns the new entry.
+pub(super) async fn rollback(
+    client: &mut Client,
+    prefix: &str,
+    game: &str,
+    revision: Option<i64>,
+    note: String,
+) -> Result<GameEntry, ClusterError> {
+    let (mut entry, at) = get_game(client, prefix, game)
+        .await?
+        .ok_or_else(|| ClusterError::NoGame(game.to_owned()))?;
+    let changed = || ClusterError::Changed {
+        game: game.to_owned(),
+        doing: "rolling back",
+    };
+    if revision.is_some_and(|r| r != at) {
+        return Err(changed());
+    }
+    let previous = entry
+        .history
+        .pop()
+        .ok_or_else(|| ClusterError::NoHistory(game.to_owned()))?;
+    entry.current = previous;
+    entry.note = Some(note);
+    if !put_game_if(client, prefix, game, &entry, Some(at)).await? {
+        return Err(changed());
+    }
+    Ok(entry)
+}

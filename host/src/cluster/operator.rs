@@ -1,0 +1,124 @@
+//! An operator's view of a cluster (`ludus deploy`, `ludus rollback`, `ludus status`):
+//! a plain etcd client under the cluster's prefix, not a node (no lease, no keys).
+
+use anyhow::Context;
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::etcd::etcd_error;
+use super::keys::Key;
+use super::{ClusterConfig, ClusterError, GameEntry, GameStatus, GameVersion, NodeInfo};
+use crate::rooms::SwapPolicy;
+
+/// Everything under a prefix that the operator commands read.
+#[derive(Serialize, Default)]
+pub struct Snapshot {
+    pub nodes: BTreeMap<String, NodeInfo>,
+    pub games: BTreeMap<String, GameEntry>,
+    /// By game, then node.
+    pub status: BTreeMap<String, BTreeMap<String, GameStatus>>,
+    /// The node leading the matchmaker (the oldest candidate of its etcd election).
+    pub matchmaker_leader: Option<String>,
+}
+
+/// A connection to a cluster's etcd for operator commands.
+pub struct Operator {
+    client: Client,
+    prefix: String,
+}
+
+impl Operator {
+    /// Connects to the etcd `cfg` names (an error says how to name one).
+    pub async fn connect(cfg: &ClusterConfig) -> anyhow::Result<Operator> {
+        if cfg.etcd.is_empty() {
+            anyhow::bail!(
+                "no etcd given: use --etcd URL[,URL...] or set cluster.etcd / LUDUS_CLUSTER__ETCD"
+            );
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5));
+        let client = Client::connect(&cfg.etcd, Some(options))
+            .await
+            .with_context(|| format!("connecting to etcd at {}", cfg.etcd.join(",")))?;
+        Ok(Operator {
+            client,
+            prefix: cfg.prefix(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Nodes, games, statuses and the matchmaker leader, as etcd has them now.
+    pub async fn snapshot(&mut self) -> Result<Snapshot, ClusterError> {
+        let resp = self
+            .client
+            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd_error)?;
+        let mut snap = Snapshot::default();
+        let mut oldest_candidate = i64::MAX;
+        for kv in resp.kvs() {
+            let Some(key) = Key::parse(&self.prefix, kv.key()) else {
+                continue;
+            };
+            match key {
+                Key::Node(name) => {
+                    if let Ok(node) = serde_json::from_slice(kv.value()) {
+                        snap.nodes.insert(name, node);
+                    }
+                }
+                Key::Game(name) => {
+                    if let Ok(entry) = serde_json::from_slice(kv.value()) {
+                        snap.games.insert(name, entry);
+                    }
+                }
+                Key::Status { node, game } => {
+                    if let Ok(status) = serde_json::from_slice(kv.value()) {
+                        snap.status.entry(game).or_default().insert(node, status);
+                    }
+                }
+                Key::Candidate { election } if election == super::keys::MATCHMAKER => {
+                    if kv.create_revision() < oldest_candidate {
+                        oldest_candidate = kv.create_revision();
+                        snap.matchmaker_leader =
+                            Some(String::from_utf8_lossy(kv.value()).into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Makes `version` the desired version of `game`; the one it replaces goes to
+    /// history.
+    pub async fn set_desired(
+        &mut self,
+        game: &str,
+        version: GameVersion,
+        policy: SwapPolicy,
+        room_config: Option<String>,
+        rollback_on_failure: bool,
+    ) -> Result<GameEntry, ClusterError> {
+        super::games::set_desired(
+            &mut self.client,
+            &self.prefix,
+            game,
+            version,
+            policy,
+            room_config,
+            rollback_on_failure,
+        )
+        .await
+    }
+
+    /// Restores the previous version of `game`.
+    pub async fn rollback(&mut self, game: &str, note: String) -> Result<GameEntry, ClusterError> {
+        super::games::rollback(&mut self.client, &self.prefix, game, None, note).await
+    }
+}

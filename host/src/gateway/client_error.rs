@@ -1,0 +1,109 @@
+//! What a client is told when something fails: the one place inner errors (rooms,
+//! cluster, matchmaking, relay) become an error frame's code and message, and the close
+//! codes a connection may end with.
+
+use super::pb::{self, ErrorCode, server_frame::Body as Out};
+use crate::cluster::ClusterError;
+use crate::matchmaking::TicketError;
+use crate::rooms::{CreateError, JoinError};
+use crate::rpc::relay::RelayError;
+
+/// Close codes sent to a connection by its session.
+pub mod close_code {
+    pub const REPLACED: u16 = 4000;
+    pub const RESUME_FAILED: u16 = 4001;
+    pub const SESSION_ENDED: u16 = 4002;
+    pub const TOO_SLOW: u16 = 4003;
+    pub const SHUTTING_DOWN: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+}
+
+/// An error frame's content, before it is numbered and sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ClientError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error frame's body, answering the client frame `in_reply_to`.
+    pub fn frame(self, in_reply_to: u64) -> Out {
+        Out::Error(pb::Error {
+            code: self.code as i32,
+            message: self.message,
+            in_reply_to,
+        })
+    }
+}
+
+impl From<CreateError> for ClientError {
+    fn from(e: CreateError) -> Self {
+        let code = match e {
+            CreateError::UnknownGame(_) => ErrorCode::NoSuchGame,
+            _ => ErrorCode::Refused,
+        };
+        ClientError::new(code, e.to_string())
+    }
+}
+
+impl From<JoinError> for ClientError {
+    fn from(e: JoinError) -> Self {
+        ClientError::new(ErrorCode::Refused, e.to_string())
+    }
+}
+
+impl From<ClusterError> for ClientError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            // Said as the rooms service says it, with where the room is.
+            ClusterError::RoomExists { room, owner } => {
+                let taken = CreateError::DuplicateId(room).to_string();
+                ClientError::new(ErrorCode::Refused, format!("{taken} (on node {owner})"))
+            }
+            e => ClientError::new(ErrorCode::Refused, e.to_string()),
+        }
+    }
+}
+
+impl From<TicketError> for ClientError {
+    fn from(e: TicketError) -> Self {
+        ClientError::new(ErrorCode::Malformed, e.to_string())
+    }
+}
+
+impl From<RelayError> for ClientError {
+    fn from(e: RelayError) -> Self {
+        ClientError::new(ErrorCode::Refused, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_errors_map_to_the_codes_clients_rely_on() {
+        let unknown = ClientError::from(CreateError::UnknownGame("chess".into()));
+        assert_eq!(unknown.code, ErrorCode::NoSuchGame);
+        assert!(unknown.message.contains("chess"));
+        let taken = ClientError::from(ClusterError::RoomExists {
+            room: "r1".into(),
+            owner: "b".into(),
+        });
+        assert_eq!(taken.code, ErrorCode::Refused);
+        assert!(taken.message.contains("already exists") && taken.message.contains("node b"));
+        let ticket = ClientError::from(TicketError::ModeTooLong);
+        assert_eq!(ticket.code, ErrorCode::Malformed);
+        match ticket.frame(7) {
+            Out::Error(e) => assert_eq!(e.in_reply_to, 7),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Every live session of this node, by player: a new connection starts a session,
+//! resumes one, or takes one over from an older connection. A login on another node of
+//! the cluster ends the session here, and the server's shutdown reaches each session
+//! as a control message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Identity;
+use super::connection::Conn;
+use super::session::{Control, Services, Session, SessionConfig};
+use crate::cluster::{Cluster, ClusterEvent};
+use crate::lock::Recover;
+use crate::mailbox;
+use crate::matchmaking::{MatchSink, Matchmaker};
+use crate::rooms::Rooms;
+use crate::rpc::relay::Peers;
+
+/// A connection's attach request; a refused one gets its socket back to say why.
+pub(super) type AttachReply = oneshot::Sender<Result<(), (Conn, String)>>;
+
+#[derive(Clone)]
+pub(super) struct SessionHandle {
+    id: Arc<str>,
+    resume_token: Arc<str>,
+    tx: mailbox::Sender<Control>,
+}
+
+enum AttachError {
+    Gone(Option<Conn>),
+    Refused(Conn, String),
+}
+
+impl SessionHandle {
+    async fn attach(&self, conn: Conn, last_seen: Option<u64>) -> Result<(), AttachError> {
+        let (reply, rx) = oneshot::channel();
+        let request = Control::Attach {
+            conn,
+            last_seen,
+            reply,
+        };
+        if let Err(
+            mailbox::TrySendError::Closed(Control::Attach { conn, .. })
+            | mailbox::TrySendError::Full(Control::Attach { conn, .. }),
+        ) = self.tx.try_send(request)
+        {
+            return Err(AttachError::Gone(Some(conn)));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((conn, reason))) => Err(AttachError::Refused(conn, reason)),
+            Err(_) => Err(AttachError::Gone(None)),
+        }
+    }
+}
+
+/// Every live session of this node, by player.
+pub struct Sessions {
+    map: Mutex<HashMap<u64, SessionHandle>>,
+    services: Services,
+    shutdown: CancellationToken,
+}
+
+impl Sessions {
+    pub fn new(
+        rooms: Rooms,
+        cfg: SessionConfig,
+        shutdown: CancellationToken,
+        cluster: Cluster,
+        peers: Option<Arc<Peers>>,
+        matchmaker: Matchmaker,
+    ) -> Arc<Self> {
+        let mut events = cluster.subscribe();
+        let sessions = Arc::new(Sessions {
+            map: Mutex::new(HashMap::new()),
+            services: Services {
+                rooms,
+                cluster,
+                peers,
+                matchmaker,
+                cfg,
+            },
+            shutdown,
+        });
+        // Shutdown reaches each session as a control message.
+        let (weak, token) = (Arc::downgrade(&sessions), sessions.shutdown.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            let Some(sessions) = weak.upgrade() else {
+                return;
+            };
+            let handles: Vec<SessionHandle> = sessions.map.lock().recover().values().cloned().collect();
+            for session in handles {
+                let _ = session.tx.try_send(Control::Shutdown);
+            }
+        });
+        // A login on another node ends the session here.
+        let weak = Arc::downgrade(&sessions);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(sessions) = weak.upgrade() else {
+                    return;
+                };
+                let ClusterEvent::SessionTaken { player, node } = event else {
+                    continue;
+                };
+                if let Some(session) = sessions.get(player) {
+                    let reason = format!("logged in on another node ({node})");
+                    let _ = session.tx.try_send(Control::Evict { reason });
+                }
+            }
+        });
+        sessions
+    }
+
+    fn get(&self, player: u64) -> Option<SessionHandle> {
+        self.map.lock().recover().get(&player).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.map.lock().recover().len()
+    }
+
+    /// Attaches a connection to the player's session, which owns it from then on:
+    /// resumes the session (`resume` = resume token and last server frame seen), takes
+    /// it over from an older connection, or starts a new one. A refusal says why and
+    /// returns the connection (if it still has it) so the caller can tell the client.
+    pub async fn connect(
+        self: &Arc<Self>,
+        who: &Identity,
+        resume: Option<(String, u64)>,
+        conn: Conn,
+    ) -> Result<(), (Option<Conn>, String)> {
+        let existing = self.get(who.player_id);
+        let (session, last_seen, gone) = match (resume, existing) {
+            (Some((token, last_seen)), Some(session)) => {
+                if *session.resume_token != token {
+                    let reason = "the resume token does not belong to this player's session";
+                    return Err((Some(conn), reason.into()));
+                }
+                (
+                    session,
+                    Some(last_seen),
+                    "the session has ended; connect without resume",
+                )
+            }
+            (Some(_), None) => {
+                let reason =
+                    "no session to resume: it expired or never existed; connect without resume";
+                return Err((Some(conn), reason.into()));
+            }
+            (None, Some(session)) => (
+                session,
+                None,
+                "the session ended while connecting; try again",
+            ),
+            (None, None) => {
+                if let Err(e) = self.services.cluster.claim_session(who.player_id).await {
+                    return Err((Some(conn), e.to_string()));
+                }
+                (self.start(who), None, "the new session could not start")
+            }
+        };
+        match session.attach(conn, last_seen).await {
+            Ok(()) => Ok(()),
+            Err(AttachError::Refused(conn, reason)) => Err((Some(conn), reason)),
+            Err(AttachError::Gone(conn)) => Err((conn, gone.into())),
+        }
+    }
+
+    fn start(self: &Arc<Self>, who: &Identity) -> SessionHandle {
+        // Control messages are few and small: their queue is not bounded.
+        let (tx, ctl) = mailbox::channel(usize::MAX);
+        // Match outcomes come on the control channel: one channel fewer for the
+        // session loop to poll on every wake-up.
+        let to_session = tx.clone();
+        let match_sink: MatchSink = Arc::new(move |event| {
+            let _ = to_session.try_send(Control::Match(event));
+        });
+        let handle = SessionHandle {
+            id: format!("{:016x}", fastrand::u64(..)).into(),
+            resume_token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into(),
+            tx,
+        };
+        let session = Session::new(
+            who.clone(),
+            handle.id.clone(),
+            handle.resume_token.clone(),
+            self.services.clone(),
+            match_sink,
+        );
+        self.map.lock().recover().insert(who.player_id, handle.clone());
+        if self.shutdown.is_cancelled() {
+            // Started after the shutdown notice went out (or while it did).
+            let _ = handle.tx.try_send(Control::Shutdown);
+        }
+        let sessions = self.clone();
+        let (player, id) = (who.player_id, handle.id.clone());
+        tokio::spawn(async move {
+            session.run(ctl).await;
+            let ended = {
+                let mut map = sessions.map.lock().recover();
+                let ended = map.get(&player).is_some_and(|h| h.id == id);
+                if ended {
+                    map.remove(&player);
+                }
+                ended
+            };
+            if ended {
+                sessions.services.cluster.release_session(player).await;
+            }
+        });
+        handle
+    }
+}
