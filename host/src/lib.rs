@@ -6,23 +6,33 @@
 //!
 //! ## Layout
 //!
-//! - [`runtime`]: the wasmtime engine, linker and module store; a [`runtime::GameInstance`]
-//!   runs one bounded guest call at a time (deadline, memory cap, no WASI capabilities).
-//! - [`rooms`]: rooms as actors on worker threads, their members, tick clock, checkpoints,
-//!   recovery after a guest failure, and live swaps per room or per game.
-//! - [`gateway`]: axum HTTP + WebSocket for clients: auth, frames, sessions that survive
-//!   a dropped connection, room and game listings, the browser page.
-//! - [`matchmaking`]: tickets, the leader (elected through etcd in a cluster) that groups
-//!   them into rooms on the least loaded node.
-//! - [`server`]: a running node (runtime, rooms, gateway, [`reload`] watcher) and its
-//!   one shutdown path; [`config`] is its TOML/env configuration.
-//! - [`dev`]: `ludus dev`, build + serve + watch one game.
-//! - [`client`]: a Rust client (login, frames, resume with backoff).
-//! - [`guest_build`]: builds guest crates for `wasm32-wasip2` (tests, benches, `ludus dev`).
-//! - [`bench`]: `ludus bench`, measurements printed as a table and a JSON line.
-//! - [`demo`]: `ludus demo`, one arena room with bots, swapped live to v2.
-//! - [`check`]: `ludus check`, loads a module as a node would and reports on it.
-//! - `main.rs`: the `ludus` command line, which only parses flags and calls the above.
+//! The modules form layers. A module uses modules of its own layer and of the layers
+//! before it, never one after (`host/tests/layers.rs` reads this table and every file
+//! under `host/src`, and fails on an import that points upward). Read it top to bottom.
+//!
+//! | layer | module | what it holds |
+//! | --- | --- | --- |
+//! | 0 | [`lock`] | one way to take a lock that a panic poisoned |
+//! | 0 | [`mailbox`] | the bounded queue rooms deliver players' events through |
+//! | 0 | [`percentile`] | nearest-rank percentiles for reports |
+//! | 1 | [`runtime`] | the wasmtime engine, linker and module store; bounded guest calls |
+//! | 2 | [`rooms`] | rooms as actors on worker threads: ticks, members, live swap, recovery |
+//! | 3 | [`cluster`] | membership, sessions, room ownership, elections, the etcd key layout |
+//! | 4 | [`rpc`] | gRPC between nodes: credential, call log, module bytes, the room relay |
+//! | 5 | [`rollout`] | the one path from module bytes to running rooms, and its feeders |
+//! | 6 | [`matchmaking`] | tickets, the elected leader, placement of matched rooms |
+//! | 7 | [`gateway`] | HTTP + WebSocket for clients: auth, frames, sessions, replay, requests |
+//! | 8 | [`config`] | the node's TOML/env configuration |
+//! | 8 | [`server`] | a running node: wiring and its one shutdown path |
+//! | 9 | [`client`] | a Rust client (login, frames, resume with backoff) |
+//! | 9 | [`ops`] | `ludus deploy`, `rollback`, `status` against a cluster |
+//! | 9 | [`dev`] | `ludus dev`: build + serve + watch one game |
+//! | 9 | [`demo`] | `ludus demo`: one arena room with bots, swapped live to v2 |
+//! | 9 | [`check`] | `ludus check`: loads a module as a node would and reports on it |
+//! | 9 | [`guest_build`] | builds guest crates for `wasm32-wasip2` (tests, benches, `ludus dev`) |
+//! | 9 | [`bench`] | `ludus bench`: measurements printed as a table and a JSON line |
+//!
+//! `main.rs` is the `ludus` command line, which only parses flags and calls the above.
 
 pub mod bench;
 pub mod check;
