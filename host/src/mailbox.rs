@@ -8,13 +8,13 @@
 //! server's CPU. Here an empty poll is one atomic load, the waker registration and one
 //! more load; a non-empty one takes everything queued (up to a limit) under one lock.
 
+use crate::lock::Recover;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use crate::lock::Recover;
 
 /// Why a value was not queued; the value comes back.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,11 +167,7 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.0.receiver_gone.store(true, Ordering::Release);
         // Values still queued are dropped now, not when the last sender goes.
-        self.0
-            .queue
-            .lock()
-            .recover()
-            .clear();
+        self.0.queue.lock().recover().clear();
     }
 }
 

@@ -133,13 +133,13 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     };
     cluster
         .set_desired(
-        &args.game,
-        version.clone(),
-        args.policy,
-        args.room_config.clone(),
-        !args.no_rollback,
-    )
-    .await?;
+            &args.game,
+            version.clone(),
+            args.policy,
+            args.room_config.clone(),
+            !args.no_rollback,
+        )
+        .await?;
     println!("{} desired version is now {}", args.game, version.version);
     wait_for(&mut cluster, &args.game, &version, args.timeout).await
 }
@@ -155,13 +155,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         entry.current.version,
         short(&entry.current.sha256)
     );
-    wait_for(
-        &mut cluster,
-        &args.game,
-        &entry.current,
-        args.timeout,
-    )
-    .await
+    wait_for(&mut cluster, &args.game, &entry.current, args.timeout).await
 }
 
 /// Shows each node's progress until all run `version`, one fails, or time runs out.

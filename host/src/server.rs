@@ -95,7 +95,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let rollout = Rollout::new(rooms.clone(), cluster.clone(), secret.clone());
     let watcher = rollout.start(&config.games).await?;
     if cluster.is_etcd() {
-        tasks.spawn(crate::rollout::follow(rollout.clone(), shutdown.child_token()));
+        tasks.spawn(crate::rollout::follow(
+            rollout.clone(),
+            shutdown.child_token(),
+        ));
     }
 
     let matchmaker = Matchmaker::start(

@@ -213,20 +213,34 @@ fn no_module_imports_from_a_layer_after_its_own() {
 #[test]
 fn the_reader_sees_every_form_of_import() {
     let mut group = None;
-    assert_eq!(targets("use crate::rooms::Rooms;", 2, &mut group), ["rooms"]);
     assert_eq!(
-        targets("let x = crate::rpc::fetch(a).await; crate::lock::x()", 1, &mut group),
+        targets("use crate::rooms::Rooms;", 2, &mut group),
+        ["rooms"]
+    );
+    assert_eq!(
+        targets(
+            "let x = crate::rpc::fetch(a).await; crate::lock::x()",
+            1,
+            &mut group
+        ),
         ["rpc", "lock"]
     );
     assert_eq!(targets("use crate::{", 1, &mut group), Vec::<String>::new());
     assert_eq!(
-        targets("    cluster::Cluster, rooms::{Rooms, RoomHandle},", 1, &mut group),
+        targets(
+            "    cluster::Cluster, rooms::{Rooms, RoomHandle},",
+            1,
+            &mut group
+        ),
         ["cluster", "rooms"]
     );
     assert_eq!(targets("    gateway,", 1, &mut group), ["gateway"]);
     assert_eq!(targets("};", 1, &mut group), Vec::<String>::new());
     assert!(group.is_none());
-    assert_eq!(targets("use super::Cluster;", 2, &mut group), Vec::<String>::new());
+    assert_eq!(
+        targets("use super::Cluster;", 2, &mut group),
+        Vec::<String>::new()
+    );
     assert_eq!(targets("use super::rpc::x;", 1, &mut group), ["rpc"]);
     assert_eq!(
         targets("use super::super::server::Server;", 2, &mut group),

@@ -98,7 +98,10 @@ impl Game for Arena {
         }
         // Inputs show only in the next snapshot: take them all just before the tick.
         room.hold_messages_until_tick(true);
-        Ok(Arena { max_players: config.max_players, ..Arena::default() })
+        Ok(Arena {
+            max_players: config.max_players,
+            ..Arena::default()
+        })
     }
 
     fn join(&mut self, _room: &mut Room, player: &Player) -> Result<(), Reject> {
@@ -126,11 +129,16 @@ impl Game for Arena {
         let input: Input = match serde_json::from_slice(msg) {
             Ok(input) => input,
             Err(e) => {
-                room.send_json(from, &serde_json::json!({ "error": format!("bad input: {e}") }));
+                room.send_json(
+                    from,
+                    &serde_json::json!({ "error": format!("bad input: {e}") }),
+                );
                 return;
             }
         };
-        let Some(avatar) = self.players.get_mut(&from) else { return };
+        let Some(avatar) = self.players.get_mut(&from) else {
+            return;
+        };
         if input.seq <= avatar.seq {
             return;
         }
@@ -145,8 +153,16 @@ impl Game for Arena {
 
     fn tick(&mut self, room: &mut Room, _dt: Duration) {
         self.tick += 1;
-        let players = self.players.iter().map(|(&id, avatar)| PlayerView { id, avatar }).collect();
-        room.broadcast_json(&Snapshot { tick: self.tick, rules: RULES, players });
+        let players = self
+            .players
+            .iter()
+            .map(|(&id, avatar)| PlayerView { id, avatar })
+            .collect();
+        room.broadcast_json(&Snapshot {
+            tick: self.tick,
+            rules: RULES,
+            players,
+        });
     }
 }
 

@@ -17,7 +17,9 @@ impl Game for BadRestore {
     }
 
     fn restore(_room: &mut Room, _state: &[u8], from_version: &str) -> Result<Self, String> {
-        Err(format!("bad-restore refuses state saved by version {from_version}"))
+        Err(format!(
+            "bad-restore refuses state saved by version {from_version}"
+        ))
     }
 }
 

@@ -55,7 +55,10 @@ impl Game for Faulty {
         if config.trap_in_init {
             panic!("asked to trap in init");
         }
-        Ok(Faulty { spin_every_tick: config.spin_every_tick, ..Faulty::default() })
+        Ok(Faulty {
+            spin_every_tick: config.spin_every_tick,
+            ..Faulty::default()
+        })
     }
 
     fn join(&mut self, _room: &mut Room, player: &Player) -> Result<(), Reject> {
@@ -104,7 +107,9 @@ impl Game for Faulty {
         }
         self.ticks += 1;
         let (ticks, messages, players) = (self.ticks, self.messages, &self.players);
-        room.broadcast_json(&serde_json::json!({ "tick": ticks, "messages": messages, "players": players }));
+        room.broadcast_json(
+            &serde_json::json!({ "tick": ticks, "messages": messages, "players": players }),
+        );
     }
 }
 

@@ -41,8 +41,16 @@ struct View {
     draw: bool,
 }
 
-const LINES: [[usize; 3]; 8] =
-    [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 3, 6], [1, 4, 7], [2, 5, 8], [0, 4, 8], [2, 4, 6]];
+const LINES: [[usize; 3]; 8] = [
+    [0, 1, 2],
+    [3, 4, 5],
+    [6, 7, 8],
+    [0, 3, 6],
+    [1, 4, 7],
+    [2, 5, 8],
+    [0, 4, 8],
+    [2, 4, 6],
+];
 
 impl TicTacToe {
     fn finished(&self) -> bool {
@@ -61,7 +69,9 @@ impl TicTacToe {
 
     /// Applies a move or says why it is illegal.
     fn play(&mut self, player: PlayerId, cell: usize) -> Result<(), &'static str> {
-        let mark = self.mark_of(player).ok_or("you are not playing in this room")?;
+        let mark = self
+            .mark_of(player)
+            .ok_or("you are not playing in this room")?;
         if self.finished() {
             return Err("the game is over");
         }
@@ -76,7 +86,10 @@ impl TicTacToe {
             return Err("cell is taken");
         }
         *slot = Some(mark);
-        if LINES.iter().any(|line| line.iter().all(|&c| self.board[c] == Some(mark))) {
+        if LINES
+            .iter()
+            .any(|line| line.iter().all(|&c| self.board[c] == Some(mark)))
+        {
             self.winner = Some(player);
             self.next = None;
         } else if self.board.iter().all(Option::is_some) {
@@ -98,7 +111,14 @@ impl TicTacToe {
                 None => '.',
             })
             .collect();
-        View { board, x: self.x, o: self.o, next: self.next, winner: self.winner, draw: self.draw }
+        View {
+            board,
+            x: self.x,
+            o: self.o,
+            next: self.next,
+            winner: self.winner,
+            draw: self.draw,
+        }
     }
 }
 
@@ -125,7 +145,9 @@ impl Game for TicTacToe {
     }
 
     fn leave(&mut self, room: &mut Room, player: PlayerId, _reason: LeaveReason) {
-        let Some(mark) = self.mark_of(player) else { return };
+        let Some(mark) = self.mark_of(player) else {
+            return;
+        };
         if !self.finished() && self.o.is_some() {
             self.winner = if mark == Mark::X { self.o } else { self.x };
             self.next = None;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use super::keys::{Key, election_name};
 use super::leadership::Leadership;
 use super::{Cluster, ClusterConfig, ClusterError, ClusterEvent, NodeInfo, RoomEntry};
-use crate::rooms::Rooms;
 use crate::lock::Recover;
+use crate::rooms::Rooms;
 
 /// How often the node compares its rooms and load with what etcd says.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -86,7 +86,11 @@ impl Etcd {
 
     async fn grant(&self) -> Result<i64, ClusterError> {
         let ttl = self.ttl.as_secs().max(1) as i64;
-        let lease = self.client().lease_grant(ttl, None).await.map_err(etcd_error)?;
+        let lease = self
+            .client()
+            .lease_grant(ttl, None)
+            .await
+            .map_err(etcd_error)?;
         self.lease.store(lease.id(), Ordering::Release);
         Ok(lease.id())
     }
@@ -94,7 +98,11 @@ impl Etcd {
     /// Renews the lease once; `Ok(false)` if etcd says it has expired.
     async fn renew(&self) -> Result<bool, ClusterError> {
         let id = self.lease.load(Ordering::Acquire);
-        let (mut keeper, mut stream) = self.client().lease_keep_alive(id).await.map_err(etcd_error)?;
+        let (mut keeper, mut stream) = self
+            .client()
+            .lease_keep_alive(id)
+            .await
+            .map_err(etcd_error)?;
         keeper.keep_alive().await.map_err(etcd_error)?;
         match stream.message().await.map_err(etcd_error)? {
             Some(resp) => Ok(resp.ttl() > 0),
@@ -212,7 +220,11 @@ impl Etcd {
     async fn update_room(&self, room: &str, entry: &RoomEntry) -> Result<(), ClusterError> {
         let key = self.key(Key::Room(room.to_owned()));
         let value = json(entry);
-        let resp = self.client().get(key.clone(), None).await.map_err(etcd_error)?;
+        let resp = self
+            .client()
+            .get(key.clone(), None)
+            .await
+            .map_err(etcd_error)?;
         match resp.kvs().first() {
             Some(kv) if owner_of(kv) == entry.owner => {
                 // Guarded by revision: a room that changed hands meanwhile is not overwritten.
@@ -237,7 +249,11 @@ impl Etcd {
     /// Deletes `rooms/<room>` if `node` owns it.
     pub async fn delete_room_if(&self, room: &str, node: &str) -> Result<(), ClusterError> {
         let key = self.key(Key::Room(room.to_owned()));
-        let resp = self.client().get(key.clone(), None).await.map_err(etcd_error)?;
+        let resp = self
+            .client()
+            .get(key.clone(), None)
+            .await
+            .map_err(etcd_error)?;
         if let Some(kv) = resp.kvs().first()
             && owner_of(kv) == node
         {
@@ -397,7 +413,10 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
     match key {
         Key::Node(node) => {
             if !put {
-                let _ = c.inner.events.send(ClusterEvent::NodeLeft { node: node.clone() });
+                let _ = c
+                    .inner
+                    .events
+                    .send(ClusterEvent::NodeLeft { node: node.clone() });
             }
             c.write_routing(|r| put_or_remove(&mut r.nodes, node, put, kv));
         }
@@ -560,7 +579,10 @@ async fn sync_once(
     for (room, entry) in &live {
         if held.get(room) != Some(entry) {
             etcd.create_room(room, entry).await?;
-            c.inner.held.lock().recover()
+            c.inner
+                .held
+                .lock()
+                .recover()
                 .rooms
                 .insert(room.clone(), entry.clone());
         }
@@ -654,7 +676,8 @@ pub(super) async fn campaign(c: &Cluster, name: &str) -> Leadership {
             lost.cancel();
             tracing::debug!(election = %name, "leadership ended; resigning");
             let options = etcd_client::ResignOptions::new().with_leader(key);
-            let _ = tokio::time::timeout(Duration::from_secs(2), client.resign(Some(options))).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), client.resign(Some(options))).await;
         });
         return leadership;
     }

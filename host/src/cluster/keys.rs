@@ -20,11 +20,19 @@ pub enum Key {
     Room(String),
     Game(String),
     /// `node` holds the bytes of module `sha256`.
-    Module { sha256: String, node: String },
+    Module {
+        sha256: String,
+        node: String,
+    },
     /// What `node` runs of `game`.
-    Status { node: String, game: String },
+    Status {
+        node: String,
+        game: String,
+    },
     /// A candidate in the election `name` (the oldest one leads).
-    Candidate { election: String },
+    Candidate {
+        election: String,
+    },
 }
 
 /// The elections the cluster holds (see [`Cluster::campaign`](super::Cluster::campaign)).
@@ -49,7 +57,10 @@ impl Key {
     pub fn parse(prefix: &str, key: &[u8]) -> Option<Key> {
         let rest = std::str::from_utf8(key.strip_prefix(prefix.as_bytes())?).ok()?;
         let (kind, name) = rest.split_once('/')?;
-        let pair = || name.split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let pair = || {
+            name.split_once('/')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        };
         Some(match kind {
             "nodes" => Key::Node(name.to_owned()),
             "sessions" => Key::Session(name.parse().ok()?),

@@ -39,8 +39,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::rooms::Rooms;
 use crate::lock::Recover;
+use crate::rooms::Rooms;
 
 /// `[cluster]` in the config file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -216,7 +216,6 @@ struct Inner {
     stop: CancellationToken,
 }
 
-
 impl Cluster {
     /// A cluster of one, decided in-process.
     pub fn local(gateway: &str) -> Cluster {
@@ -354,19 +353,11 @@ impl Cluster {
 
     /// A copy of the routing table.
     pub fn routing(&self) -> Routing {
-        self.inner
-            .routing
-            .read()
-            .recover()
-            .clone()
+        self.inner.routing.read().recover().clone()
     }
 
     fn write_routing(&self, f: impl FnOnce(&mut Routing)) {
-        f(&mut self
-            .inner
-            .routing
-            .write()
-            .recover());
+        f(&mut self.inner.routing.write().recover());
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
@@ -425,7 +416,10 @@ impl Cluster {
             return Ok(());
         };
         etcd.create_room(room, &entry).await?;
-        self.inner.held.lock().recover()
+        self.inner
+            .held
+            .lock()
+            .recover()
             .rooms
             .insert(room.to_owned(), entry.clone());
         self.write_routing(|r| {
@@ -436,7 +430,14 @@ impl Cluster {
 
     /// Gives up a room this node claimed (its creation failed, or it closed).
     pub async fn release_room(&self, room: &str) {
-        let held = self.inner.held.lock().recover().rooms.remove(room).is_some();
+        let held = self
+            .inner
+            .held
+            .lock()
+            .recover()
+            .rooms
+            .remove(room)
+            .is_some();
         self.write_routing(|r| {
             r.rooms.remove(room);
         });
@@ -455,8 +456,17 @@ impl Cluster {
 
     /// Keeps a module's bytes and tells the cluster this node holds them.
     pub async fn hold_module(&self, sha256: &str, bytes: Arc<Vec<u8>>) -> Result<(), ClusterError> {
-        self.inner.modules.lock().recover().insert(sha256.to_owned(), bytes);
-        self.inner.held.lock().recover().modules.insert(sha256.to_owned());
+        self.inner
+            .modules
+            .lock()
+            .recover()
+            .insert(sha256.to_owned(), bytes);
+        self.inner
+            .held
+            .lock()
+            .recover()
+            .modules
+            .insert(sha256.to_owned());
         if let Some(etcd) = &self.inner.etcd {
             etcd.put_holder(sha256, &self.inner.node_id).await?;
         }

@@ -4,7 +4,9 @@
 //! request's `seq`.
 
 use super::client_error::ClientError;
-use super::pb::{self, ClientFrame, ErrorCode, client_frame::Body as In, server_frame::Body as Out};
+use super::pb::{
+    self, ClientFrame, ErrorCode, client_frame::Body as In, server_frame::Body as Out,
+};
 use super::session::{Joined, Session};
 use crate::matchmaking::{MatchEvent, check_request};
 use crate::rooms::{CreateError, CreateRoom, LeaveReason, RoomHandle, check_room_id};
@@ -158,9 +160,10 @@ impl Session {
     }
 
     fn cancel_match(&mut self) -> Answer {
-        let ticket = self.ticket.take().ok_or_else(|| {
-            ClientError::new(ErrorCode::NoTicket, "no match ticket to cancel")
-        })?;
+        let ticket = self
+            .ticket
+            .take()
+            .ok_or_else(|| ClientError::new(ErrorCode::NoTicket, "no match ticket to cancel"))?;
         self.services.matchmaker.cancel(&ticket);
         Ok(Out::MatchCancelled(pb::MatchCancelled {
             ticket_id: ticket,

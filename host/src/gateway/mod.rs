@@ -50,7 +50,6 @@ use crate::rooms::Rooms;
 use auth::{Auth, AuthError};
 use frames::Mode;
 
-
 /// Limits and timings of the gateway.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

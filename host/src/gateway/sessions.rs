@@ -91,7 +91,8 @@ impl Sessions {
             let Some(sessions) = weak.upgrade() else {
                 return;
             };
-            let handles: Vec<SessionHandle> = sessions.map.lock().recover().values().cloned().collect();
+            let handles: Vec<SessionHandle> =
+                sessions.map.lock().recover().values().cloned().collect();
             for session in handles {
                 let _ = session.tx.try_send(Control::Shutdown);
             }
@@ -196,7 +197,10 @@ impl Sessions {
             self.services.clone(),
             match_sink,
         );
-        self.map.lock().recover().insert(who.player_id, handle.clone());
+        self.map
+            .lock()
+            .recover()
+            .insert(who.player_id, handle.clone());
         if self.shutdown.is_cancelled() {
             // Started after the shutdown notice went out (or while it did).
             let _ = handle.tx.try_send(Control::Shutdown);

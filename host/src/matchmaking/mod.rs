@@ -21,12 +21,12 @@ pub mod leader;
 pub mod remote;
 
 use crate::cluster::{Cluster, keys};
+use crate::lock::Recover;
 use crate::rooms::{CreateRoom, Rooms};
 use crate::rpc::pb::{
     Placed, QueueDown, QueueUp, Ticket, queue_down::Body as Down, queue_up::Body as Up,
 };
 use leader::LeaderHandle;
-use crate::lock::Recover;
 
 /// Room size and patience for one game's matches.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -282,7 +282,11 @@ impl Matchmaker {
                 Ok((leader, tx, mut rx)) => {
                     backoff = BACKOFF_MIN;
                     *self.inner.link.lock().recover() = Some(tx.clone());
-                    let tickets: Vec<Ticket> = self.inner.pending.lock().recover()
+                    let tickets: Vec<Ticket> = self
+                        .inner
+                        .pending
+                        .lock()
+                        .recover()
                         .values()
                         .map(|p| Ticket {
                             waited_ms: p.since.elapsed().as_millis() as u64,

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use super::error::SwapError;
 use super::handle::{RoomInfo, SwapOutcome};
+use crate::lock::Recover;
 use crate::percentile::nearest_rank;
 use crate::runtime::Module;
-use crate::lock::Recover;
 
 /// Which rooms a game-wide swap touches.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -138,12 +138,7 @@ impl Games {
     }
 
     pub fn set_default_config(&self, game: &str, config: Option<Arc<str>>) {
-        if let Some(entry) = self
-            .games
-            .lock()
-            .recover()
-            .get_mut(game)
-        {
+        if let Some(entry) = self.games.lock().recover().get_mut(game) {
             entry.default_config = config;
         }
     }
@@ -158,12 +153,7 @@ impl Games {
 
     /// Records why a new version of `game` was not taken (the active one stays).
     pub fn record_error(&self, game: &str, error: String) {
-        if let Some(entry) = self
-            .games
-            .lock()
-            .recover()
-            .get_mut(game)
-        {
+        if let Some(entry) = self.games.lock().recover().get_mut(game) {
             entry.last_error = Some(error);
         }
     }
@@ -177,12 +167,7 @@ impl Games {
     }
 
     pub fn record(&self, report: &GameSwapReport) {
-        if let Some(entry) = self
-            .games
-            .lock()
-            .recover()
-            .get_mut(&report.game)
-        {
+        if let Some(entry) = self.games.lock().recover().get_mut(&report.game) {
             entry.last_swap = Some(report.summary());
         }
     }

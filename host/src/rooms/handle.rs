@@ -11,8 +11,8 @@ use super::error::{JoinError, SwapError};
 use super::events::PlayerSink;
 use super::inbox::Inbox;
 use super::worker::Command;
-use crate::runtime::{GameInstance, Module, RoomInit};
 use crate::lock::Recover;
+use crate::runtime::{GameInstance, Module, RoomInit};
 
 pub use crate::runtime::LeaveReason;
 
@@ -102,11 +102,7 @@ impl RoomHandle {
     }
 
     pub fn info(&self) -> RoomInfo {
-        self.shared
-            .info
-            .lock()
-            .recover()
-            .clone()
+        self.shared.info.lock().recover().clone()
     }
 
     /// Ticks run so far.

@@ -7,11 +7,11 @@
 //! awaits a reply to (create, join, swap, close, shutdown) wakes it at once, and so
 //! does the first command to an idle worker, which parks until its next tick.
 
+use crate::lock::Recover;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
-use crate::lock::Recover;
 
 use super::worker::Command;
 
@@ -49,10 +49,7 @@ impl Inbox {
             return false;
         }
         let urgent = !matches!(command, Command::Message { .. } | Command::Leave { .. });
-        self.queue
-            .lock()
-            .recover()
-            .push(command);
+        self.queue.lock().recover().push(command);
         let parked = self.state.load(Ordering::SeqCst) == PARKED
             && self
                 .state
@@ -87,11 +84,7 @@ impl Inbox {
             return;
         }
         self.state.store(PARKED, Ordering::SeqCst);
-        let pending = !self
-            .queue
-            .lock()
-            .recover()
-            .is_empty();
+        let pending = !self.queue.lock().recover().is_empty();
         if !pending {
             match until_deadline {
                 Some(d) => std::thread::park_timeout(d),

@@ -25,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::lock::Recover;
 use crate::runtime::{Module, RoomInit, Runtime};
 use games::Games;
 use handle::RoomShared;
 use inbox::Inbox;
 use worker::{Command, Directory, Worker};
-use crate::lock::Recover;
 
 /// What to create: a room of `game`, optionally with an id, a JSON config and a seed.
 #[derive(Clone, Debug, Default)]
@@ -180,11 +180,7 @@ impl Rooms {
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
         let sent = {
-            let mut directory = self
-                .inner
-                .directory
-                .lock()
-                .recover();
+            let mut directory = self.inner.directory.lock().recover();
             if directory.contains_key(&id) {
                 return Err(CreateError::DuplicateId(id.to_string()));
             }
@@ -207,11 +203,7 @@ impl Rooms {
         match result {
             Ok(()) => Ok(handle),
             Err(e) => {
-                self.inner
-                    .directory
-                    .lock()
-                    .recover()
-                    .remove(&id);
+                self.inner.directory.lock().recover().remove(&id);
                 Err(e)
             }
         }
@@ -219,12 +211,7 @@ impl Rooms {
 
     /// The open room with this id.
     pub fn get(&self, id: &str) -> Option<RoomHandle> {
-        self.inner
-            .directory
-            .lock()
-            .recover()
-            .get(id)
-            .cloned()
+        self.inner.directory.lock().recover().get(id).cloned()
     }
 
     /// Every open room.
@@ -266,11 +253,7 @@ impl Rooms {
         let mut results = Vec::new();
         if policy != SwapPolicy::NewRoomsOnly {
             let mut handles: Vec<RoomHandle> = {
-                let directory = self
-                    .inner
-                    .directory
-                    .lock()
-                    .recover();
+                let directory = self.inner.directory.lock().recover();
                 directory
                     .values()
                     .filter(|h| h.info().game == game)
@@ -338,8 +321,7 @@ impl Rooms {
                 reason: reason.to_owned(),
             });
         }
-        let threads =
-            std::mem::take(&mut *self.inner.threads.lock().recover());
+        let threads = std::mem::take(&mut *self.inner.threads.lock().recover());
         for thread in threads {
             let _ = thread.join();
         }

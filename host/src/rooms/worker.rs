@@ -16,8 +16,8 @@ use super::events::PlayerSink;
 use super::handle::{RoomHandle, RoomShared, SwapOutcome};
 use super::inbox::Inbox;
 use super::room::Room;
-use crate::runtime::{GameInstance, LeaveReason, Module, RoomInit, Runtime};
 use crate::lock::Recover;
+use crate::runtime::{GameInstance, LeaveReason, Module, RoomInit, Runtime};
 
 pub(super) enum Command {
     Create {

@@ -21,8 +21,8 @@ use super::pb::relay_server::{Relay, RelayServer};
 use super::pb::room_output::Kind;
 use super::pb::{JoinResult, JoinRoom, LeaveRoom, PeerFrame, RoomInput, RoomOutput};
 use crate::cluster::{Cluster, ClusterEvent};
-use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
 use crate::lock::Recover;
+use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
 
 /// Frames queued on a link before a sender waits.
 const LINK_QUEUE: usize = 8192;
@@ -224,7 +224,11 @@ impl RemoteRoom {
     }
 
     pub fn leave(&self, player: u64) {
-        self.link.players.lock().recover().remove(&(player, self.room.clone()));
+        self.link
+            .players
+            .lock()
+            .recover()
+            .remove(&(player, self.room.clone()));
         let leave = LeaveRoom {
             player,
             room: self.room.clone(),
@@ -344,7 +348,10 @@ impl Peers {
             pending: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
         });
-        self.links.lock().recover().insert(node.to_owned(), link.clone());
+        self.links
+            .lock()
+            .recover()
+            .insert(node.to_owned(), link.clone());
         let (reader, peers) = (link.clone(), Arc::downgrade(self));
         tokio::spawn(async move {
             let ended = loop {
@@ -399,14 +406,19 @@ impl Peers {
     }
 
     fn is_linked(&self, node: &str) -> bool {
-        self.links.lock().recover()
+        self.links
+            .lock()
+            .recover()
             .get(node)
             .is_some_and(|l| !l.tx.is_closed())
     }
 
     /// Peers with an open link.
     pub fn linked(&self) -> Vec<String> {
-        let mut nodes: Vec<String> = self.links.lock().recover()
+        let mut nodes: Vec<String> = self
+            .links
+            .lock()
+            .recover()
             .iter()
             .filter(|(_, l)| !l.tx.is_closed())
             .map(|(n, _)| n.clone())
@@ -420,7 +432,12 @@ impl PeerLink {
     fn deliver(&self, f: PeerFrame) {
         match f.body {
             Some(Body::Joined(r)) => {
-                if let Some(reply) = self.pending.lock().recover().remove(&(r.player, r.room.clone())) {
+                if let Some(reply) = self
+                    .pending
+                    .lock()
+                    .recover()
+                    .remove(&(r.player, r.room.clone()))
+                {
                     let _ = reply.send(r);
                 }
             }

@@ -1,9 +1,9 @@
 //! Compiled modules keyed by the sha256 of their bytes: loading the same bytes twice
 //! compiles once.
 
+use crate::lock::Recover;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use crate::lock::Recover;
 
 use super::module::Module;
 
@@ -14,11 +14,7 @@ pub(super) struct ModuleStore {
 
 impl ModuleStore {
     pub fn get(&self, sha256: &[u8; 32]) -> Option<Arc<Module>> {
-        self.modules
-            .lock()
-            .recover()
-            .get(sha256)
-            .cloned()
+        self.modules.lock().recover().get(sha256).cloned()
     }
 
     /// Keeps `module` unless a module with the same hash got there first; returns the
