@@ -82,12 +82,12 @@ impl Operator {
                         snap.status.entry(game).or_default().insert(node, status);
                     }
                 }
-                Key::Candidate { election } if election == super::keys::MATCHMAKER => {
-                    if kv.create_revision() < oldest_candidate {
-                        oldest_candidate = kv.create_revision();
-                        snap.matchmaker_leader =
-                            Some(String::from_utf8_lossy(kv.value()).into_owned());
-                    }
+                Key::Candidate { election }
+                    if election == super::keys::MATCHMAKER
+                        && kv.create_revision() < oldest_candidate =>
+                {
+                    oldest_candidate = kv.create_revision();
+                    snap.matchmaker_leader = Some(String::from_utf8_lossy(kv.value()).into_owned());
                 }
                 _ => {}
             }
