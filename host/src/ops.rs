@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{GameVersion, Operator, short_sha as short};
+use crate::cluster::{Desired, GameVersion, Operator, short_sha as short};
 use crate::config::Config;
 use crate::rooms::SwapPolicy;
 
@@ -134,10 +134,12 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     cluster
         .set_desired(
             &args.game,
-            version.clone(),
-            args.policy,
-            args.room_config.clone(),
-            !args.no_rollback,
+            Desired {
+                version: version.clone(),
+                policy: args.policy,
+                room_config: args.room_config.clone(),
+                rollback_on_failure: !args.no_rollback,
+            },
         )
         .await?;
     println!("{} desired version is now {}", args.game, version.version);

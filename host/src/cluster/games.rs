@@ -42,6 +42,15 @@ pub struct GameEntry {
     pub note: Option<String>,
 }
 
+/// What an operator asks the cluster to run (see [`GameEntry`] for each field).
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub version: GameVersion,
+    pub policy: SwapPolicy,
+    pub room_config: Option<String>,
+    pub rollback_on_failure: bool,
+}
+
 /// `status/<node>/<game>`: what a node runs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct GameStatus {
@@ -101,11 +110,14 @@ pub(super) async fn set_desired(
     client: &mut Client,
     prefix: &str,
     game: &str,
-    version: GameVersion,
-    policy: SwapPolicy,
-    room_config: Option<String>,
-    rollback_on_failure: bool,
+    desired: Desired,
 ) -> Result<GameEntry, ClusterError> {
+    let Desired {
+        version,
+        policy,
+        room_config,
+        rollback_on_failure,
+    } = desired;
     let existing = get_game(client, prefix, game).await?;
     let (history, revision) = match &existing {
         Some((old, revision)) => {

@@ -20,15 +20,18 @@
 //! cannot renew its lease refuses new rooms and sessions until it has a lease again, and
 //! then registers everything it still holds.
 
+mod election;
 mod etcd;
 mod games;
 pub mod keys;
-mod leadership;
+mod lease;
 mod operator;
+mod sync;
+mod watch;
 
-pub use games::{GameEntry, GameStatus, GameVersion};
+pub use election::Leadership;
+pub use games::{Desired, GameEntry, GameStatus, GameVersion};
 pub use keys::short_sha;
-pub use leadership::Leadership;
 pub use operator::{Operator, Snapshot};
 
 use serde::{Deserialize, Serialize};
@@ -243,7 +246,7 @@ impl Cluster {
         let etcd = etcd::Etcd::connect(cfg).await?;
         let cluster = Cluster::new(id, Some(etcd));
         cluster.set_node(cfg.advertise.as_deref().unwrap_or(gateway), grpc);
-        etcd::start(cluster.clone(), rooms).await?;
+        lease::start(cluster.clone(), rooms).await?;
         Ok(cluster)
     }
 
@@ -289,7 +292,7 @@ impl Cluster {
     /// under their leases, so a leader that dies is followed within the lease TTL.
     pub async fn campaign(&self, name: &str) -> Leadership {
         if self.inner.etcd.is_some() {
-            return etcd::campaign(self, name).await;
+            return election::campaign(self, name).await;
         }
         let (leadership, lost, resign) = Leadership::new();
         let stop = self.inner.stop.clone();
@@ -306,7 +309,7 @@ impl Cluster {
     /// The node leading election `name`, if one does.
     pub async fn leader(&self, name: &str) -> Result<Option<String>, ClusterError> {
         if self.inner.etcd.is_some() {
-            return etcd::leader(self, name).await;
+            return election::leader(self, name).await;
         }
         Ok(Some(self.inner.node_id.clone()))
     }

@@ -1,16 +1,14 @@
 //! An operator's view of a cluster (`ludus deploy`, `ludus rollback`, `ludus status`):
 //! a plain etcd client under the cluster's prefix, not a node (no lease, no keys).
 
-use anyhow::Context;
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::etcd::etcd_error;
 use super::keys::Key;
-use super::{ClusterConfig, ClusterError, GameEntry, GameStatus, GameVersion, NodeInfo};
-use crate::rooms::SwapPolicy;
+use super::{ClusterConfig, ClusterError, Desired, GameEntry, GameStatus, NodeInfo};
 
 /// Everything under a prefix that the operator commands read.
 #[derive(Serialize, Default)]
@@ -37,12 +35,7 @@ impl Operator {
                 "no etcd given: use --etcd URL[,URL...] or set cluster.etcd / LUDUS_CLUSTER__ETCD"
             );
         }
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5));
-        let client = Client::connect(&cfg.etcd, Some(options))
-            .await
-            .with_context(|| format!("connecting to etcd at {}", cfg.etcd.join(",")))?;
+        let client = super::etcd::connect(&cfg.etcd, Duration::from_secs(5)).await?;
         Ok(Operator {
             client,
             prefix: cfg.prefix(),
@@ -100,21 +93,9 @@ impl Operator {
     pub async fn set_desired(
         &mut self,
         game: &str,
-        version: GameVersion,
-        policy: SwapPolicy,
-        room_config: Option<String>,
-        rollback_on_failure: bool,
+        desired: Desired,
     ) -> Result<GameEntry, ClusterError> {
-        super::games::set_desired(
-            &mut self.client,
-            &self.prefix,
-            game,
-            version,
-            policy,
-            room_config,
-            rollback_on_failure,
-        )
-        .await
+        super::games::set_desired(&mut self.client, &self.prefix, game, desired).await
     }
 
     /// Restores the previous version of `game`.
