@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Etcd, eventually, next_answer, serve};
+use common::{Etcd, Proc, eventually, module_file, next_answer, serve};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::pb::server_frame::Body as Out;
 use ludus::server::Server;
@@ -325,12 +325,6 @@ fn ludus(args: &[&str]) -> (bool, String, String) {
 }
 
 /// Writes an example game's module into `dir` and returns its path.
-fn module_file(dir: &tempfile::TempDir, game: &str) -> String {
-    let path = dir.path().join(format!("{game}.wasm"));
-    std::fs::write(&path, ludus::guest_build::example_game_bytes(game).unwrap()).unwrap();
-    path.display().to_string()
-}
-
 fn rules_of(frame: &ludus::gateway::pb::ServerFrame) -> Option<u64> {
     match &frame.body {
         Some(Out::Message(m)) => serde_json::from_slice::<serde_json::Value>(&m.payload)
@@ -850,23 +844,6 @@ async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_mem
 
 /// A `ludus serve` process, killed (SIGKILL) when dropped, so a failing test leaves
 /// none behind.
-struct Proc(std::process::Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts `ludus serve` as node `id` of the cluster (arena, 2 s lease, matches of 8)
-/// on `port`.
 fn serve_process(etcd: &Etcd, prefix: &str, id: &str, port: u16, module: &str) -> Proc {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -884,7 +861,7 @@ fn serve_process(etcd: &Etcd, prefix: &str, id: &str, port: u16, module: &str) -
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starting ludus serve");
-    Proc(child)
+    Proc::new(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

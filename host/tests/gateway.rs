@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{replace_file, serve};
+use common::{Proc, module_file, replace_file, serve};
 use futures_util::{SinkExt, StreamExt};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::frames::Mode;
@@ -568,6 +568,72 @@ async fn a_server_shutdown_tells_each_player_why_with_code_1001() {
         .await
         .expect("the server stops")
         .unwrap();
+}
+
+/// `ludus serve` as an operator runs it: SIGTERM (what Kubernetes and systemd send) and
+/// Ctrl-C (SIGINT) each close every WebSocket with 1001 and the process exits 0 within
+/// 5 s, with a room open and a player in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ludus_serve_closes_sockets_with_1001_and_exits_0_on_sigterm_or_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file(&dir, "arena");
+    for signal in ["TERM", "INT"] {
+        let port = common::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut node = Proc::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+                .args(["serve", "--listen", &addr.to_string()])
+                .arg("--game")
+                .arg(format!("arena={module}"))
+                .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+                .env("LUDUS_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starting ludus serve"),
+        );
+        common::eventually(WAIT, "the node answers", async || {
+            reqwest::get(format!("http://{addr}/v1/games"))
+                .await
+                .is_ok()
+        })
+        .await;
+        let mut ws = raw_json_socket(addr).await;
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+        let create =
+            json!({ "seq": 1, "body": { "create": { "game": "arena", "room_id": "stays" } } });
+        ws.send(Message::Text(create.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.contains("joined") => break,
+                Some(Ok(_)) => continue,
+                other => panic!("no joined frame: {other:?}"),
+            }
+        }
+        let signalled = Instant::now();
+        node.signal(signal);
+        let close = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(frame))) => break frame,
+                    Some(Ok(_)) => continue,
+                    other => panic!("SIG{signal}: the socket ended without a close: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("SIG{signal}: no close frame within 5 s"))
+        .expect("a close frame with a code");
+        assert_eq!(u16::from(close.code), 1001, "SIG{signal}");
+        let left = Duration::from_secs(5).saturating_sub(signalled.elapsed());
+        let status = node
+            .exited_within(left)
+            .await
+            .unwrap_or_else(|| panic!("SIG{signal}: still running 5 s after the signal"));
+        assert!(status.success(), "SIG{signal}: exit status {status}");
+    }
 }
 
 /// `ludus bench arena` against a real node: every client joins, plays and measures; the

@@ -330,3 +330,54 @@ pub async fn next_answer(
         }
     }
 }
+
+/// Writes example game `game` to `<dir>/<game>.wasm` and returns its path.
+pub fn module_file(dir: &tempfile::TempDir, game: &str) -> String {
+    let path = dir.path().join(format!("{game}.wasm"));
+    std::fs::write(&path, example_game_bytes(game).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// A `ludus` process the test started; killed (SIGKILL) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    pub fn new(child: std::process::Child) -> Proc {
+        Proc(child)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The exit status, once the process has exited within `wait`.
+    pub async fn exited_within(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("waiting for the process") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
