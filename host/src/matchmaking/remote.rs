@@ -10,10 +10,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Matchmaker;
 use super::leader::LINK_QUEUE;
-use crate::rpc::layers;
 use crate::rpc::pb::matchmaking_client::MatchmakingClient;
 use crate::rpc::pb::matchmaking_server::{Matchmaking, MatchmakingServer};
 use crate::rpc::pb::{Hello, QueueDown, QueueUp, queue_up::Body as Up};
+use crate::rpc::{RpcError, layers};
 
 /// The leader's end: served by every node, answered only by the one that leads.
 pub struct MatchmakingService {
@@ -53,18 +53,17 @@ impl Matchmaking for MatchmakingService {
         &self,
         req: Request<Streaming<QueueUp>>,
     ) -> Result<Response<DownStream>, Status> {
-        let leader = self.matchmaker.leading().ok_or_else(|| {
-            Status::failed_precondition(format!("node {} is not the matchmaker leader", self.node))
-        })?;
+        let leader = self
+            .matchmaker
+            .leading()
+            .ok_or_else(|| RpcError::NotLeader(self.node.clone()))?;
         let mut inbound = req.into_inner();
         let node = match inbound.message().await? {
             Some(QueueUp {
                 body: Some(Up::Hello(hello)),
             }) if !hello.node.is_empty() => hello.node,
             _ => {
-                return Err(Status::invalid_argument(
-                    "a Queue stream starts with hello {node}",
-                ));
+                return Err(RpcError::NoHello.into());
             }
         };
         let (up, down) = leader.connect(&node);

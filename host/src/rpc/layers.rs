@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::{Request, Status};
 
+use super::status::RpcError;
+
 /// Metadata key carrying the cluster credential.
 const AUTHORIZATION: &str = "authorization";
 
@@ -29,10 +31,8 @@ impl tonic::service::Interceptor for CheckCredential {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         match req.metadata().get(AUTHORIZATION) {
             Some(value) if same(value.as_bytes(), &self.0) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("wrong cluster credential")),
-            None => Err(Status::unauthenticated(
-                "no cluster credential: node-to-node calls carry the cluster's shared secret",
-            )),
+            Some(_) => Err(RpcError::WrongCredential.into()),
+            None => Err(RpcError::NoCredential.into()),
         }
     }
 }
@@ -49,9 +49,7 @@ impl AddCredential {
 
 impl tonic::service::Interceptor for AddCredential {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let value = self.0.clone().ok_or_else(|| {
-            Status::invalid_argument("the cluster secret cannot be sent as metadata (non-ASCII?)")
-        })?;
+        let value = self.0.clone().ok_or(RpcError::SecretNotAscii)?;
         req.metadata_mut().insert(AUTHORIZATION, value);
         Ok(req)
     }

@@ -14,6 +14,9 @@ use crate::runtime::Runtime;
 
 pub mod layers;
 pub mod relay;
+mod status;
+
+pub use status::RpcError;
 
 pub mod pb {
     tonic::include_proto!("ludus.cluster.v1");
@@ -109,7 +112,7 @@ impl Modules for ModulesService {
         let bytes = self
             .cluster
             .module_bytes(&sha)
-            .ok_or_else(|| Status::not_found(format!("this node holds no module {sha}")))?;
+            .ok_or(RpcError::NoModule(sha))?;
         Ok(Response::new(Box::pin(chunks(bytes).map(Ok))))
     }
 
@@ -118,22 +121,16 @@ impl Modules for ModulesService {
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.message().await? {
             if bytes.len() + chunk.data.len() > MAX_MODULE_BYTES {
-                return Err(Status::invalid_argument(format!(
-                    "module over the limit of {MAX_MODULE_BYTES} bytes"
-                )));
+                return Err(RpcError::ModuleTooLarge.into());
             }
             bytes.extend_from_slice(&chunk.data);
         }
-        let module = self
-            .rt
-            .load(bytes.clone())
-            .await
-            .map_err(|e| Status::invalid_argument(format!("module refused: {e}")))?;
+        let module = self.rt.load(bytes.clone()).await.map_err(RpcError::from)?;
         let sha = module.sha256_hex();
         self.cluster
             .hold_module(&sha, Arc::new(bytes))
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(RpcError::from)?;
         Ok(Response::new(Uploaded {
             sha256: sha,
             name: module.name.clone(),
