@@ -99,7 +99,7 @@ pub async fn run(args: RuntimeBench) -> anyhow::Result<RuntimeReport> {
         let room = init(i);
         let start = Instant::now();
         let mut instance = rt.instantiate(&v1, &room)?;
-        instance.init(&room)?.map_err(anyhow::Error::msg)?;
+        instance.init(&room)??;
         create.push(start.elapsed());
         drop(instance);
     }
@@ -125,9 +125,9 @@ fn call_costs(
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>)> {
     let room = init(0);
     let mut instance = rt.instantiate(module, &room)?;
-    instance.init(&room)?.map_err(anyhow::Error::msg)?;
+    instance.init(&room)??;
     for id in 1..=8 {
-        instance.join(id, "bench")?.map_err(anyhow::Error::msg)?;
+        instance.join(id, "bench")??;
     }
     let input = |seq: u64, from: u64| Message {
         from,

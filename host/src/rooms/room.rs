@@ -16,7 +16,7 @@ use super::error::{CreateError, JoinError, SwapError};
 use super::events::{PlayerSink, RoomEvent};
 use super::handle::{RoomShared, SwapOutcome};
 use crate::runtime::{
-    Effect, GameInstance, GuestError, LeaveReason, Message, Module, RoomInit, Runtime,
+    Effect, GameInstance, GuestError, LeaveReason, Message, Module, Refusal, RoomInit, Runtime,
 };
 
 /// Most messages one `messages` call carries; a fuller queue is delivered at once.
@@ -80,7 +80,7 @@ impl Room {
         let mut instance = rt.instantiate(&module, &init).map_err(CreateError::Guest)?;
         match instance.init(&init) {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(CreateError::Refused(reason)),
+            Ok(Err(Refusal(reason))) => return Err(CreateError::Refused(reason)),
             Err(e) => return Err(CreateError::Guest(e)),
         }
         let now = Instant::now();
@@ -134,7 +134,7 @@ impl Room {
                 self.apply_effects();
                 Ok(())
             }
-            Ok(Err(reason)) => {
+            Ok(Err(Refusal(reason))) => {
                 self.apply_effects();
                 Err(JoinError::Rejected(reason))
             }
@@ -228,7 +228,7 @@ impl Room {
                     members,
                 });
             }
-            Ok(Err(reason)) => tracing::warn!(
+            Ok(Err(Refusal(reason))) => tracing::warn!(
                 room = &*self.id,
                 "checkpoint skipped: save refused: {reason}"
             ),
@@ -257,7 +257,7 @@ impl Room {
         let started = Instant::now();
         let state = match self.instance().save() {
             Ok(Ok(state)) => state,
-            Ok(Err(reason)) => return Err(SwapError::Save(reason)),
+            Ok(Err(Refusal(reason))) => return Err(SwapError::Save(reason)),
             Err(e) => {
                 let err = SwapError::Save(e.to_string());
                 self.recover(e);
@@ -274,7 +274,7 @@ impl Room {
         };
         match new.restore(&self.init, &state, &old_version) {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(SwapError::Restore(reason)),
+            Ok(Err(Refusal(reason))) => return Err(SwapError::Restore(reason)),
             Err(e) => return Err(SwapError::Restore(e.to_string())),
         }
         let from = self.module.label();
@@ -344,11 +344,15 @@ impl Room {
             Some(cp) => {
                 instance
                     .restore(&self.init, &cp.state, &cp.version)
-                    .map_err(|e| e.to_string())??;
+                    .map_err(|e| e.to_string())?
+                    .map_err(|r| r.0)?;
                 cp.members.clone()
             }
             None => {
-                instance.init(&self.init).map_err(|e| e.to_string())??;
+                instance
+                    .init(&self.init)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|r| r.0)?;
                 BTreeSet::new()
             }
         };

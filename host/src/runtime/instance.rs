@@ -209,17 +209,19 @@ impl GameInstance {
         self.call(Call::Describe, |g, s| g.call_describe(s))
     }
 
-    pub fn init(&mut self, room: &RoomInit) -> Result<Result<(), String>, GuestError> {
+    pub fn init(&mut self, room: &RoomInit) -> Result<Result<(), Refusal>, GuestError> {
         let room = room.to_wit();
         self.call(Call::Init, |g, s| g.call_init(s, &room))
+            .map(refused)
     }
 
-    pub fn join(&mut self, id: u64, name: &str) -> Result<Result<(), String>, GuestError> {
+    pub fn join(&mut self, id: u64, name: &str) -> Result<Result<(), Refusal>, GuestError> {
         let player = Player {
             id,
             name: name.to_owned(),
         };
         self.call(Call::Join, |g, s| g.call_join(s, &player))
+            .map(refused)
     }
 
     pub fn leave(&mut self, id: u64, reason: LeaveReason) -> Result<(), GuestError> {
@@ -238,8 +240,8 @@ impl GameInstance {
         self.call(Call::Tick, |g, s| g.call_tick(s, micros))
     }
 
-    pub fn save(&mut self) -> Result<Result<Vec<u8>, String>, GuestError> {
-        self.call(Call::Save, |g, s| g.call_save(s))
+    pub fn save(&mut self) -> Result<Result<Vec<u8>, Refusal>, GuestError> {
+        self.call(Call::Save, |g, s| g.call_save(s)).map(refused)
     }
 
     pub fn restore(
@@ -247,15 +249,26 @@ impl GameInstance {
         room: &RoomInit,
         state: &[u8],
         from_version: &str,
-    ) -> Result<Result<(), String>, GuestError> {
+    ) -> Result<Result<(), Refusal>, GuestError> {
         let room = room.to_wit();
         self.call(Call::Restore, |g, s| {
             g.call_restore(s, &room, state, from_version)
         })
+        .map(refused)
     }
 
     /// The effects the guest asked for since the last drain, in order.
     pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.store.data_mut().effects.drain(..)
     }
+}
+
+/// A game's own "no" (`result<_, string>` in the contract): it ran fine and declined,
+/// with its reason (a full room, state it cannot read, ...).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+fn refused<T>(answer: Result<T, String>) -> Result<T, Refusal> {
+    answer.map_err(Refusal)
 }

@@ -17,7 +17,7 @@ mod runtime;
 
 pub use bindings::CONTRACT;
 pub use bindings::ludus::game::types::{LeaveReason, Message};
-pub use instance::{Call, GameInstance, GuestError, GuestErrorKind};
+pub use instance::{Call, GameInstance, GuestError, GuestErrorKind, Refusal};
 pub use limits::RuntimeLimits;
 pub use module::{Module, ModuleError};
 pub use room_data::{Effect, RoomInit};
