@@ -171,6 +171,15 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
+/// A receiver is a stream of its values (it ends once every sender is gone).
+impl<T> futures_util::Stream for Receiver<T> {
+    type Item = T;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,14 +223,5 @@ mod tests {
         let (tx, rx) = channel::<u8>(8);
         drop(rx);
         assert_eq!(tx.try_send(1), Err(TrySendError::Closed(1)));
-    }
-}
-
-/// A receiver is a stream of its values (it ends once every sender is gone).
-impl<T> futures_util::Stream for Receiver<T> {
-    type Item = T;
-
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.get_mut().poll_recv(cx)
     }
 }

@@ -9,24 +9,20 @@
 //! disconnects, server CPU and RSS (from /proc of its pid) and this process's own CPU.
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use prost::Message as _;
 use serde::Serialize;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{Workload, cpu_secs};
-use crate::gateway::pb::{
-    self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as In, server_frame::Body as Out,
-};
 use crate::percentile::nearest_rank;
+
+mod client;
+use client::client;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ArenaBench {
@@ -107,30 +103,30 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const DRAIN: u8 = 2;
 
-struct Shared {
-    target: SocketAddr,
+pub(super) struct Shared {
+    pub(super) target: SocketAddr,
     /// Where rooms are created (the target unless --rooms-on).
-    rooms_on: SocketAddr,
-    room_size: usize,
-    tick_hz: u32,
-    input_period: Duration,
-    phase: AtomicU8,
-    joined: AtomicUsize,
+    pub(super) rooms_on: SocketAddr,
+    pub(super) room_size: usize,
+    pub(super) tick_hz: u32,
+    pub(super) input_period: Duration,
+    pub(super) phase: AtomicU8,
+    pub(super) joined: AtomicUsize,
     /// Clients whose join failed (the join phase ends when joined + failed = N).
-    failed: AtomicUsize,
-    join_slots: Semaphore,
+    pub(super) failed: AtomicUsize,
+    pub(super) join_slots: Semaphore,
     /// When the measurement started, for timestamps of latency samples.
-    epoch: Instant,
+    pub(super) epoch: Instant,
 }
 
 #[derive(Default)]
-struct ClientStats {
-    join_error: Option<String>,
-    disconnected: bool,
-    inputs: u64,
-    snapshots: u64,
+pub(super) struct ClientStats {
+    pub(super) join_error: Option<String>,
+    pub(super) disconnected: bool,
+    pub(super) inputs: u64,
+    pub(super) snapshots: u64,
     /// (ms since the shared epoch, latency in µs), measurement phase only.
-    latencies: Vec<(u32, u32)>,
+    pub(super) latencies: Vec<(u32, u32)>,
 }
 
 /// The pid listening on `port`, from /proc/net/tcp and the processes' fds.
@@ -362,199 +358,6 @@ async fn swap_summary(target: SocketAddr) -> Option<String> {
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(b))) => return Ok(ServerFrame::decode(&b[..])?),
-            Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => bail!(e),
-            None => bail!("connection ended"),
-        }
-    }
-}
-
-fn frame(seq: u64, ack: u64, body: In) -> Message {
-    Message::Binary(
-        ClientFrame {
-            seq,
-            ack,
-            body: Some(body),
-        }
-        .encode_to_vec()
-        .into(),
-    )
-}
-
-/// The load generator's sockets: small buffers (tungstenite zero-fills its read buffer,
-/// 128 KiB by default, on every read attempt: that memset was a fifth of this
-/// process's CPU), and no Nagle delay, as a game client would have.
-fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-}
-
-/// Logs in, connects and joins; returns the socket, the player id and the last seq seen.
-async fn join(room: &str, creator: bool, s: &Shared) -> anyhow::Result<(Ws, u64, u64, u64)> {
-    let node = if creator { s.rooms_on } else { s.target };
-    let (token, _) = crate::client::guest_login(node, "bench").await?;
-    let url = format!("ws://{node}/v1/ws?token={token}");
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
-        .await
-        .context("connecting")?;
-    let welcome = next_frame(&mut ws).await?;
-    let Some(Out::Welcome(w)) = welcome.body else {
-        bail!("expected a welcome")
-    };
-    let mut out_seq = 0;
-    let config = format!(
-        r#"{{"max_players": {}, "tick_hz": {}}}"#,
-        s.room_size, s.tick_hz
-    );
-    let started = Instant::now();
-    loop {
-        out_seq += 1;
-        let body = if creator {
-            In::Create(pb::CreateRoom {
-                game: "arena".into(),
-                room_id: room.to_owned(),
-                config: config.clone(),
-            })
-        } else {
-            In::Join(pb::JoinRoom {
-                room_id: room.to_owned(),
-            })
-        };
-        ws.send(frame(out_seq, 0, body)).await?;
-        loop {
-            let f = next_frame(&mut ws).await?;
-            match f.body {
-                Some(Out::Joined(_)) => return Ok((ws, w.player_id, f.seq, out_seq)),
-                Some(Out::Error(e))
-                    if e.code == ErrorCode::NoSuchRoom as i32
-                        && started.elapsed() < Duration::from_secs(30) =>
-                {
-                    // The room's creator has not got there yet.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    break;
-                }
-                Some(Out::Error(e)) => bail!("join refused: {}", e.message),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The last-applied seq a snapshot shows for `me`, found without parsing the JSON:
-/// arena writes each player as `{"id":N,"x":..,"y":..,"seq":S`.
-fn seq_in_snapshot(payload: &[u8], me_pattern: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::find(payload, me_pattern)?;
-    let rest = &payload[at..];
-    let seq_at = memchr::memmem::find(rest, b"\"seq\":")? + 6;
-    let digits = rest[seq_at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    Some(digits)
-}
-
-async fn client(
-    _i: usize,
-    room: String,
-    creator: bool,
-    s: Arc<Shared>,
-    mut start: watch::Receiver<bool>,
-) -> ClientStats {
-    let mut stats = ClientStats::default();
-    let permit = s.join_slots.acquire().await;
-    let joined = join(&room, creator, &s).await;
-    drop(permit);
-    let (mut ws, me, mut last_seen, mut out_seq) = match joined {
-        Ok(j) => j,
-        Err(e) => {
-            stats.join_error = Some(format!("{e:#}"));
-            s.failed.fetch_add(1, Ordering::Relaxed);
-            return stats;
-        }
-    };
-    s.joined.fetch_add(1, Ordering::Relaxed);
-    // Until every client has joined, keep reading (the room is already ticking): a
-    // client that stopped reading would fall behind and be dropped as too slow.
-    let waiting = start.wait_for(|go| *go);
-    tokio::pin!(waiting);
-    loop {
-        tokio::select! {
-            _ = &mut waiting => break,
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) => {
-                    if let Ok(f) = ServerFrame::decode(&b[..]) {
-                        last_seen = last_seen.max(f.seq);
-                    }
-                }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    stats.disconnected = true;
-                    return stats;
-                }
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    let me_pattern = format!("{{\"id\":{me},").into_bytes();
-    let phase_offset = s.input_period.mul_f64(fastrand::f64());
-    let mut inputs =
-        tokio::time::interval_at(tokio::time::Instant::now() + phase_offset, s.input_period);
-    inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut input_seq = 0u64;
-    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
-    loop {
-        let phase = s.phase.load(Ordering::Relaxed);
-        if phase == DRAIN {
-            break;
-        }
-        tokio::select! {
-            _ = inputs.tick() => {
-                input_seq += 1;
-                out_seq += 1;
-                let (dx, dy) = (fastrand::i32(-10..=10), fastrand::i32(-10..=10));
-                let payload = format!(r#"{{"seq":{input_seq},"dx":{dx},"dy":{dy}}}"#);
-                let body = In::Message(pb::RoomMessage { room_id: room.clone(), payload: payload.into() });
-                pending.push_back((input_seq, Instant::now()));
-                if ws.send(frame(out_seq, last_seen, body)).await.is_err() {
-                    stats.disconnected = true;
-                    break;
-                }
-                stats.inputs += 1;
-            }
-            msg = ws.next() => {
-                let f = match msg {
-                    Some(Ok(Message::Binary(b))) => match ServerFrame::decode(&b[..]) { Ok(f) => f, Err(_) => continue },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    _ => { stats.disconnected = true; break; }
-                };
-                last_seen = last_seen.max(f.seq);
-                let Some(Out::Message(m)) = f.body else { continue };
-                let Some(shown) = seq_in_snapshot(&m.payload, &me_pattern) else { continue };
-                let now = Instant::now();
-                // With --rooms-on, a room's creator plays on the room's own node.
-                let measuring = phase == MEASURE && !(creator && s.rooms_on != s.target);
-                if measuring {
-                    stats.snapshots += 1;
-                }
-                while pending.front().is_some_and(|(seq, _)| *seq <= shown) {
-                    let (_, sent) = pending.pop_front().unwrap_or((0, now));
-                    if measuring {
-                        let t = now.duration_since(s.epoch).as_millis() as u32;
-                        stats.latencies.push((t, now.duration_since(sent).as_micros() as u32));
-                    }
-                }
-            }
-        }
-    }
-    let _ = ws.close(Some(crate::client::normal_close())).await;
-    stats
-}
 
 pub fn print(r: &Report) {
     println!(
