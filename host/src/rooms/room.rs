@@ -15,6 +15,8 @@ use super::config::{RoomsConfig, TICK_HZ_RANGE};
 use super::error::{CreateError, JoinError, SwapError};
 use super::events::{PlayerSink, RoomEvent};
 use super::handle::{RoomShared, SwapOutcome};
+mod recovery;
+
 use crate::runtime::{
     Effect, GameInstance, GuestError, LeaveReason, Message, Module, Refusal, RoomInit, Runtime,
 };
@@ -217,25 +219,6 @@ impl Room {
         }
     }
 
-    fn checkpoint(&mut self, now: Instant) {
-        self.last_checkpoint = now;
-        match self.instance().save() {
-            Ok(Ok(state)) => {
-                let members = self.members.keys().copied().collect();
-                self.checkpoint = Some(Checkpoint {
-                    state,
-                    version: self.module.version.clone(),
-                    members,
-                });
-            }
-            Ok(Err(Refusal(reason))) => tracing::warn!(
-                room = &*self.id,
-                "checkpoint skipped: save refused: {reason}"
-            ),
-            Err(e) => self.recover(e),
-        }
-    }
-
     fn after_call(&mut self, result: Result<(), GuestError>) {
         match result {
             Ok(()) => self.apply_effects(),
@@ -300,82 +283,6 @@ impl Room {
             to,
             pause,
         })
-    }
-
-    /// Brings the room back on a fresh instance after its game failed, or closes it if
-    /// it fails too often or cannot be restored.
-    fn recover(&mut self, cause: GuestError) {
-        self.instance = None;
-        let now = Instant::now();
-        let window = self.cfg.restart_window;
-        self.failures.retain(|t| now.duration_since(*t) < window);
-        self.failures.push_back(now);
-        let cause = cause.to_string();
-        self.shared
-            .update(|info| info.last_error = Some(cause.clone()));
-        tracing::warn!(room = &*self.id, game = %self.module.label(), "game failed: {cause}");
-        if self.failures.len() > self.cfg.max_restarts as usize {
-            let n = self.failures.len();
-            self.close(format!(
-                "the game failed {n} times within {window:?}; last failure: {cause}"
-            ));
-            return;
-        }
-        match self.rebuild() {
-            Ok(()) => {
-                self.shared.update(|info| info.restarts += 1);
-                tracing::info!(room = &*self.id, "room restored from its last checkpoint");
-                self.apply_effects();
-            }
-            Err(e) => self.close(format!(
-                "the game failed ({cause}) and the room could not be restored: {e}"
-            )),
-        }
-    }
-
-    /// A fresh instance from the checkpoint (or from `init` if none was taken yet), then
-    /// the members who came or went since are replayed as joins and leaves.
-    fn rebuild(&mut self) -> Result<(), String> {
-        let mut instance = self
-            .rt
-            .instantiate(&self.module, &self.init)
-            .map_err(|e| e.to_string())?;
-        let known = match &self.checkpoint {
-            Some(cp) => {
-                instance
-                    .restore(&self.init, &cp.state, &cp.version)
-                    .map_err(|e| e.to_string())?
-                    .map_err(|r| r.0)?;
-                cp.members.clone()
-            }
-            None => {
-                instance
-                    .init(&self.init)
-                    .map_err(|e| e.to_string())?
-                    .map_err(|r| r.0)?;
-                BTreeSet::new()
-            }
-        };
-        for &gone in known.iter().filter(|id| !self.members.contains_key(id)) {
-            instance
-                .leave(gone, LeaveReason::Left)
-                .map_err(|e| e.to_string())?;
-        }
-        let mut refused = Vec::new();
-        for (&id, member) in self.members.iter().filter(|(id, _)| !known.contains(id)) {
-            if let Err(reason) = instance.join(id, &member.name).map_err(|e| e.to_string())? {
-                refused.push((id, reason));
-            }
-        }
-        self.instance = Some(instance);
-        for (id, reason) in refused {
-            self.remove(
-                id,
-                &format!("the restored room refused the player: {reason}"),
-                None,
-            );
-        }
-        Ok(())
     }
 
     /// Applies what the guest asked for, in order. Removing a member calls the game's

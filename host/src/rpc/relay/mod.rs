@@ -1,0 +1,25 @@
+//! Playing in a room on another node. The gateway node keeps one `Link` stream per peer
+//! (opened on first use over the peer's HTTP/2 channel, with the cluster credential) and
+//! multiplexes every player it forwards to that peer over it; the owner joins those
+//! players to its room, and one pump per link relays the room's output back on the same
+//! stream: output that went to several players of the link at once (a broadcast) goes
+//! over the link once, with the list of players, and the gateway node fans it out.
+//! When the link ends (the peer died, restarted, or left the cluster) every forwarded
+//! player is told, per room, with a reason, and the link is opened again in the
+//! background with backoff while the peer is in the cluster.
+
+mod owner;
+mod peers;
+
+pub use owner::RelayService;
+pub use peers::{PeerLink, Peers, RelayError, RemoteRoom};
+
+use super::pb::PeerFrame;
+use super::pb::peer_frame::Body;
+
+/// Frames queued on a link before a sender waits.
+const LINK_QUEUE: usize = 8192;
+
+fn frame(body: Body) -> PeerFrame {
+    PeerFrame { body: Some(body) }
+}
