@@ -457,8 +457,12 @@ impl Cluster {
         self.inner.modules.lock().recover().get(sha256).cloned()
     }
 
-    /// Keeps a module's bytes and tells the cluster this node holds them.
+    /// Keeps a module's bytes and tells the cluster this node holds them, so other
+    /// nodes can fetch them. A cluster of one keeps nothing: nobody would ask.
     pub async fn hold_module(&self, sha256: &str, bytes: Arc<Vec<u8>>) -> Result<(), ClusterError> {
+        let Some(etcd) = &self.inner.etcd else {
+            return Ok(());
+        };
         self.inner
             .modules
             .lock()
@@ -470,10 +474,7 @@ impl Cluster {
             .recover()
             .modules
             .insert(sha256.to_owned());
-        if let Some(etcd) = &self.inner.etcd {
-            etcd.put_holder(sha256, &self.inner.node_id).await?;
-        }
-        Ok(())
+        etcd.put_holder(sha256, &self.inner.node_id).await
     }
 
     /// Leaves the cluster: stops the node's tasks and revokes its lease, so every key

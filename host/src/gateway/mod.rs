@@ -19,7 +19,7 @@ pub mod frames;
 mod handlers;
 pub mod json;
 mod rate;
-pub mod replay;
+mod replay;
 mod session;
 mod sessions;
 
