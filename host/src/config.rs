@@ -65,8 +65,13 @@ impl Config {
             );
             figment = figment.merge(Toml::file(file));
         }
-        // LUDUS_LOG is the log filter, not a config key.
-        figment = figment.merge(Env::prefixed("LUDUS_").ignore(&["log"]).split("__"));
+        // Only variables naming a setting are read: LUDUS_LOG is the log filter, and
+        // tools and Kubernetes set others (LUDUS_PORT, LUDUS_SERVICE_HOST for a Service
+        // named ludus) that must not stop a node.
+        let env = Env::prefixed("LUDUS_")
+            .split("__")
+            .filter(|key| is_setting(key.as_str()));
+        figment = figment.merge(env);
         figment
             .extract()
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -80,8 +85,33 @@ impl Config {
     }
 }
 
+/// Whether an environment key (`gateway.grace_period` for
+/// `LUDUS_GATEWAY__GRACE_PERIOD`) is under one of the config's top-level keys.
+fn is_setting(key: &str) -> bool {
+    let top = key.split('.').next().unwrap_or_default();
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(keys)) => keys.keys().any(|k| k.eq_ignore_ascii_case(top)),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_variables_naming_a_setting_are_read() {
+        for key in [
+            "gateway.grace_period",
+            "LISTEN",
+            "cluster.etcd",
+            "games.arena.module",
+        ] {
+            assert!(super::is_setting(key), "{key}");
+        }
+        for key in ["port", "service_host", "port_7350_tcp_addr", "log"] {
+            assert!(!super::is_setting(key), "{key}");
+        }
+    }
+
     use super::*;
 
     /// The configuration reference in README.md is a valid config.
