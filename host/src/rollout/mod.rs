@@ -3,10 +3,10 @@
 //! that has none, or swap it into the game's rooms by policy (`rooms`), and report how it
 //! went (the game's listing; the cluster's status when a feeder asks for it).
 //!
-//! Three feeders bring bytes here and nothing else: start-up (the configured games),
-//! the file watch (`watch.rs`: a module file rewritten on disk, which `ludus dev` and a
-//! plain `ludus serve` both use) and the cluster (`follow.rs`: `games/<game>` changed in
-//! etcd; bytes this node lacks are fetched from a peer that holds them, over `rpc`).
+//! The feeders bring bytes here and do nothing else: start-up ([`Rollout::start`], the
+//! configured games), the file watch (`watch.rs`: a configured module file rewritten on
+//! disk), the cluster (`follow.rs`: `games/<game>` changed in etcd; bytes this node lacks
+//! are fetched from a peer that holds them, over `rpc`) and `ludus dev` (each build).
 
 mod error;
 mod follow;
