@@ -401,3 +401,35 @@ async fn a_game_that_fails_on_every_tick_is_closed_with_the_reason_while_its_nei
     assert!(room.is_closed());
     watch.await.expect("the neighbour kept ticking on time");
 }
+
+/// A node does not start without its games, and says which game, which file and why.
+#[tokio::test]
+async fn a_node_refuses_to_start_with_a_broken_or_missing_game() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"definitely not wasm").unwrap();
+    let missing = dir.path().join("missing.wasm");
+    for (path, why) in [
+        (&broken, "not a WebAssembly component"),
+        (&missing, "reading"),
+    ] {
+        let mut config = ludus::config::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ludus::config::Config::default()
+        };
+        config.games.insert(
+            "broken".into(),
+            ludus::config::GameConfig {
+                module: path.clone(),
+                policy: ludus::rooms::SwapPolicy::AllRooms,
+            },
+        );
+        let Err(err) = ludus::server::start(config).await else {
+            panic!("a node started with {}", path.display());
+        };
+        let err = format!("{err:#}");
+        assert!(err.contains("game `broken`"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}

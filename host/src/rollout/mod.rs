@@ -208,9 +208,14 @@ impl Rollout {
     ) -> anyhow::Result<Option<ModuleWatcher>> {
         for (name, game) in games {
             let source = Source::File(game.module.clone());
-            self.deploy(name, source, game.policy)
-                .await
-                .map_err(|e| anyhow::anyhow!("game `{name}`: {e}"))?;
+            match self.deploy(name, source, game.policy).await {
+                Ok(_) => {}
+                // Nothing runs yet, so nothing "stays": name the file and the reason.
+                Err(DeployError::Refused { origin, error }) => {
+                    anyhow::bail!("game `{name}` ({origin}): {error}")
+                }
+                Err(e) => anyhow::bail!("game `{name}`: {e}"),
+            }
         }
         if games.is_empty() {
             return Ok(None);
