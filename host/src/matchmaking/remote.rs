@@ -28,18 +28,13 @@ impl MatchmakingService {
         node: String,
         secret: &str,
         stop: tokio_util::sync::CancellationToken,
-    ) -> tonic::service::interceptor::InterceptedService<
-        MatchmakingServer<Self>,
-        layers::CheckCredential,
-    > {
-        tonic::service::interceptor::InterceptedService::new(
-            MatchmakingServer::new(MatchmakingService {
-                matchmaker,
-                node,
-                stop,
-            }),
-            layers::CheckCredential::new(secret),
-        )
+    ) -> layers::Checked<MatchmakingServer<Self>> {
+        let service = MatchmakingService {
+            matchmaker,
+            node,
+            stop,
+        };
+        layers::checked(MatchmakingServer::new(service), secret)
     }
 }
 

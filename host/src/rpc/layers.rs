@@ -37,6 +37,14 @@ impl tonic::service::Interceptor for CheckCredential {
     }
 }
 
+/// A service that refuses calls without the cluster credential.
+pub type Checked<S> = tonic::service::interceptor::InterceptedService<S, CheckCredential>;
+
+/// `server`, refusing calls without the cluster credential `secret`.
+pub fn checked<S>(server: S, secret: &str) -> Checked<S> {
+    tonic::service::interceptor::InterceptedService::new(server, CheckCredential::new(secret))
+}
+
 /// Client side: adds the cluster credential to every call.
 #[derive(Clone)]
 pub struct AddCredential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);

@@ -51,21 +51,16 @@ pub struct ModulesService {
     rt: Arc<Runtime>,
 }
 
-type Checked<S> = tonic::service::interceptor::InterceptedService<S, layers::CheckCredential>;
-
 impl ModulesService {
     /// The service, refusing calls without the cluster credential `secret`.
     pub fn server(
         cluster: Cluster,
         rt: Arc<Runtime>,
         secret: &str,
-    ) -> Checked<ModulesServer<Self>> {
+    ) -> layers::Checked<ModulesServer<Self>> {
         let server =
             ModulesServer::new(ModulesService { cluster, rt }).max_decoding_message_size(2 * CHUNK);
-        tonic::service::interceptor::InterceptedService::new(
-            server,
-            layers::CheckCredential::new(secret),
-        )
+        layers::checked(server, secret)
     }
 }
 

@@ -34,12 +34,8 @@ impl RelayService {
         rooms: Rooms,
         secret: &str,
         stop: tokio_util::sync::CancellationToken,
-    ) -> tonic::service::interceptor::InterceptedService<RelayServer<Self>, layers::CheckCredential>
-    {
-        tonic::service::interceptor::InterceptedService::new(
-            RelayServer::new(RelayService { rooms, stop }),
-            layers::CheckCredential::new(secret),
-        )
+    ) -> layers::Checked<RelayServer<Self>> {
+        layers::checked(RelayServer::new(RelayService { rooms, stop }), secret)
     }
 }
 
