@@ -12,6 +12,7 @@
 //!
 //! | layer | module | what it holds |
 //! | --- | --- | --- |
+//! | 0 | [`csprng`] | unguessable values (tokens, ids, keys) from the OS's random source |
 //! | 0 | [`lock`] | one way to take a lock that a panic poisoned |
 //! | 0 | [`mailbox`] | the bounded queue rooms deliver players' events through |
 //! | 0 | [`percentile`] | nearest-rank percentiles for reports |
@@ -39,6 +40,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod csprng;
 pub mod demo;
 pub mod dev;
 pub mod gateway;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The cluster credential every node (and `ludus deploy`) here shares.
-const SECRET: &str = "the test cluster's shared secret";
+const SECRET: &str = "the test cluster's shared secret, 32+ bytes";
 
 /// A node of the cluster at `etcd` under `prefix`, serving arena.
 async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, tempfile::TempDir) {
@@ -195,7 +195,10 @@ async fn a_killed_node_vanishes_within_its_lease_ttl() {
         .env("LUDUS_CLUSTER__PREFIX", prefix)
         .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
         .env("LUDUS_CLUSTER__SECRET", SECRET)
-        .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+        .env(
+            "LUDUS_AUTH__SECRET",
+            "a test secret of enough length: 32 bytes or more",
+        )
         .env("LUDUS_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -853,7 +856,10 @@ fn serve_process(etcd: &Etcd, prefix: &str, id: &str, port: u16, module: &str) -
         .env("LUDUS_CLUSTER__PREFIX", prefix)
         .env("LUDUS_CLUSTER__LEASE_TTL", "2s")
         .env("LUDUS_CLUSTER__SECRET", SECRET)
-        .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+        .env(
+            "LUDUS_AUTH__SECRET",
+            "a test secret of enough length: 32 bytes or more",
+        )
         .env("LUDUS_MATCHMAKING__GAMES__ARENA__MIN_PLAYERS", "8")
         .env("LUDUS_MATCHMAKING__GAMES__ARENA__MAX_PLAYERS", "8")
         .env("LUDUS_LOG", "warn")

@@ -585,7 +585,10 @@ async fn ludus_serve_closes_sockets_with_1001_and_exits_0_on_sigterm_or_ctrl_c()
                 .args(["serve", "--listen", &addr.to_string()])
                 .arg("--game")
                 .arg(format!("arena={module}"))
-                .env("LUDUS_AUTH__SECRET", "a test secret of enough length")
+                .env(
+                    "LUDUS_AUTH__SECRET",
+                    "a test secret of enough length: 32 bytes or more",
+                )
                 .env("LUDUS_LOG", "warn")
                 // What Kubernetes sets for a Service named ludus: not settings.
                 .env("LUDUS_PORT", "tcp://10.0.0.1:7350")

@@ -89,12 +89,29 @@ pub fn election_name(prefix: &str, name: &str) -> String {
 
 /// The first 12 hex digits of a sha256, as messages show it.
 pub fn short_sha(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
+    prefix(sha, 12)
+}
+
+/// The first `n` characters of `s` (all of it if shorter); never splits a character.
+pub fn prefix(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_shas_of_short_or_non_ascii_input_do_not_panic() {
+        assert_eq!(short_sha("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_sha("abc"), "abc");
+        assert_eq!(short_sha(""), "");
+        assert_eq!(short_sha("ééééééééééééééé"), "éééééééééééé");
+        assert_eq!(prefix("日本語", 2), "日本");
+    }
 
     #[test]
     fn every_key_reads_back_as_itself() {

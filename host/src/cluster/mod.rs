@@ -64,7 +64,7 @@ pub struct ClusterConfig {
     /// the address it listens on).
     pub advertise: Option<String>,
     /// The cluster credential: a shared secret ([`ClusterConfig::MIN_SECRET_LEN`]+
-    /// characters) every node-to-node and operator call carries. Required with etcd.
+    /// bytes) every node-to-node and operator call carries. Required with etcd.
     pub secret: Option<String>,
     /// Where the node's gRPC service (module fetches, uploads by `ludus deploy`)
     /// listens; port 0 picks a free one. Used with etcd only.
@@ -88,17 +88,22 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The shortest cluster secret accepted.
-    pub const MIN_SECRET_LEN: usize = 16;
+    pub const MIN_SECRET_LEN: usize = 32;
 
     /// The cluster credential, or an error that says how to set one.
     pub fn secret(&self) -> anyhow::Result<String> {
         let min = Self::MIN_SECRET_LEN;
         match &self.secret {
             Some(s) if s.len() >= min => Ok(s.clone()),
-            Some(_) => anyhow::bail!("cluster.secret must be at least {min} characters"),
+            Some(s) => anyhow::bail!(
+                "cluster.secret must be at least {min} bytes, it has {}; make one with \
+                 `openssl rand -hex 32`",
+                s.len()
+            ),
             None => anyhow::bail!(
                 "a cluster needs a shared secret for node-to-node calls: set cluster.secret \
-                 (or LUDUS_CLUSTER__SECRET), the same on every node and for ludus deploy"
+                 (or LUDUS_CLUSTER__SECRET), the same on every node and for ludus deploy; make one \
+                 with `openssl rand -hex 32`"
             ),
         }
     }
@@ -222,7 +227,7 @@ struct Inner {
 impl Cluster {
     /// A cluster of one, decided in-process.
     pub fn local(gateway: &str) -> Cluster {
-        let id = format!("{:08x}", fastrand::u32(..));
+        let id = crate::csprng::hex::<4>();
         let cluster = Cluster::new(id, None);
         cluster.set_node(gateway, "");
         cluster
@@ -242,7 +247,7 @@ impl Cluster {
         let id = cfg
             .node_id
             .clone()
-            .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
+            .unwrap_or_else(|| crate::csprng::hex::<4>());
         let etcd = etcd::Etcd::connect(cfg).await?;
         let cluster = Cluster::new(id, Some(etcd));
         cluster.set_node(cfg.advertise.as_deref().unwrap_or(gateway), grpc);

@@ -35,6 +35,9 @@ pub struct ExternalIssuer {
     pub public_key_pem: Option<String>,
 }
 
+/// The shortest guest-token signing key accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -70,6 +73,9 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     iat: u64,
+    /// Not valid before (seconds since the epoch); checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 pub struct Auth {
@@ -86,6 +92,7 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.validate_nbf = true;
     v.leeway = 5;
     v
 }
@@ -100,10 +107,14 @@ impl Auth {
     /// Builds the validators; returns the generated secret when none was configured.
     pub fn new(cfg: &AuthConfig) -> anyhow::Result<(Auth, Option<String>)> {
         let (secret, generated) = match &cfg.secret {
-            Some(s) if s.len() >= 16 => (s.clone(), None),
-            Some(_) => anyhow::bail!("auth.secret must be at least 16 characters"),
+            Some(s) if s.len() >= MIN_SECRET_LEN => (s.clone(), None),
+            Some(s) => anyhow::bail!(
+                "auth.secret must be at least {MIN_SECRET_LEN} bytes, it has {}; make one \
+                 with `openssl rand -hex 32`",
+                s.len()
+            ),
             None => {
-                let s = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+                let s = crate::csprng::hex::<32>();
                 (s.clone(), Some(s))
             }
         };
@@ -147,7 +158,7 @@ impl Auth {
     /// A token for a new guest player. Player ids stay below 2^53 so JSON clients read
     /// them exactly.
     pub fn issue_guest(&self, name: &str) -> anyhow::Result<(String, Identity, u64)> {
-        let player_id = fastrand::u64(1..(1 << 53));
+        let player_id = crate::csprng::id53();
         let exp = now() + self.ttl.as_secs();
         let claims = Claims {
             sub: player_id.to_string(),
@@ -156,6 +167,7 @@ impl Auth {
             aud: self.audience.clone(),
             exp,
             iat: now(),
+            nbf: Some(now()),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((
@@ -171,6 +183,10 @@ impl Auth {
     /// Signs arbitrary claims with the guest key (tests use it to forge expired tokens).
     #[doc(hidden)]
     pub fn sign_for_test(&self, sub: &str, exp: u64) -> String {
+        self.sign_claims(sub, exp, None)
+    }
+
+    fn sign_claims(&self, sub: &str, exp: u64, nbf: Option<u64>) -> String {
         let claims = Claims {
             sub: sub.to_owned(),
             name: String::new(),
@@ -178,6 +194,7 @@ impl Auth {
             aud: self.audience.clone(),
             exp,
             iat: 0,
+            nbf,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .unwrap_or_default()
@@ -215,5 +232,60 @@ fn identity(claims: &Claims, own: bool) -> Identity {
     Identity {
         player_id,
         name: claims.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let cfg = AuthConfig {
+            secret: Some("k".repeat(MIN_SECRET_LEN)),
+            ..AuthConfig::default()
+        };
+        Auth::new(&cfg).unwrap().0
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_with_how_to_make_one() {
+        let cfg = AuthConfig {
+            secret: Some("k".repeat(MIN_SECRET_LEN - 1)),
+            ..AuthConfig::default()
+        };
+        let err = Auth::new(&cfg).err().unwrap().to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(err.contains("openssl rand -hex 32"), "{err}");
+        let (_, generated) = Auth::new(&AuthConfig::default()).unwrap();
+        assert_eq!(generated.unwrap().len(), 64);
+    }
+
+    #[test]
+    fn not_before_expiry_and_issuer_are_checked() {
+        let auth = auth();
+        let (token, who, _) = auth.issue_guest("ann").unwrap();
+        assert_eq!(auth.validate(&token).unwrap(), who);
+        let later = now() + 3600;
+        let early = auth.sign_claims("7", later, Some(now() + 600));
+        let err = auth.validate(&early).unwrap_err().to_string();
+        assert!(err.contains("ImmatureSignature"), "{err}");
+        assert!(
+            auth.validate(&auth.sign_claims("7", later, Some(now())))
+                .is_ok()
+        );
+        let expired = auth.sign_claims("7", now() - 600, None);
+        let err = auth.validate(&expired).unwrap_err().to_string();
+        assert!(err.contains("ExpiredSignature"), "{err}");
+        let other = Auth::new(&AuthConfig {
+            secret: Some("k".repeat(MIN_SECRET_LEN)),
+            issuer: "someone else".into(),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+        .0;
+        let err = auth
+            .validate(&other.sign_claims("7", later, None))
+            .unwrap_err();
+        assert!(err.to_string().contains("InvalidIssuer"), "{err}");
     }
 }

@@ -106,7 +106,7 @@ impl Session {
             return Err(CreateError::UnknownGame(create.game).into());
         }
         let id = match create.room_id {
-            id if id.is_empty() => format!("{:016x}", fastrand::u64(..)),
+            id if id.is_empty() => crate::csprng::hex::<8>(),
             id => id,
         };
         check_room_id(&id)?;

@@ -186,8 +186,8 @@ impl Sessions {
             let _ = to_session.try_send(Control::Match(event));
         });
         let handle = SessionHandle {
-            id: format!("{:016x}", fastrand::u64(..)).into(),
-            resume_token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into(),
+            id: crate::csprng::hex::<8>().into(),
+            resume_token: crate::csprng::hex::<32>().into(),
             tx,
         };
         let session = Session::new(

@@ -362,7 +362,7 @@ impl Leader {
                 }
                 return;
             };
-            let room = format!("match-{:016x}", fastrand::u64(..));
+            let room = format!("match-{}", crate::csprng::hex::<8>());
             let players = tickets.len() as u32;
             let place = Place {
                 room: room.clone(),

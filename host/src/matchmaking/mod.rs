@@ -226,7 +226,7 @@ impl Matchmaker {
         properties: HashMap<String, String>,
         sink: MatchSink,
     ) -> String {
-        let id = format!("{:016x}", fastrand::u64(..));
+        let id = crate::csprng::hex::<8>();
         let ticket = Ticket {
             id: id.clone(),
             player,

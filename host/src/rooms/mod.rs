@@ -155,14 +155,11 @@ impl Rooms {
             check_room_id(id)?;
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
-        let id: Arc<str> = req
-            .id
-            .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
-            .into();
+        let id: Arc<str> = req.id.unwrap_or_else(crate::csprng::hex::<8>).into();
         let init = RoomInit {
             id: id.clone(),
             config: config.into(),
-            seed: req.seed.unwrap_or_else(|| fastrand::u64(..)),
+            seed: req.seed.unwrap_or_else(crate::csprng::u64),
         };
         let shared = Arc::new(RoomShared::new(
             init.clone(),

@@ -50,7 +50,7 @@ impl Module {
             "{} {} ({})",
             self.name,
             self.version,
-            &self.sha256_hex()[..12]
+            self.sha256_hex().get(..12).unwrap_or_default()
         )
     }
 }

@@ -145,7 +145,7 @@ pub async fn serve(
     };
     config.runtime.max_instances = 64;
     config.rooms.workers = 2;
-    config.auth.secret = Some("a test secret of enough length".into());
+    config.auth.secret = Some("a test secret of enough length: 32 bytes or more".into());
     for game in games {
         let path = dir.path().join(format!("{game}.wasm"));
         std::fs::write(
