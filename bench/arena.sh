@@ -18,7 +18,7 @@ cp example-games/target/wasm32-wasip2/release/arena.wasm "$work/arena.wasm"
 cp "$work/arena.wasm" "$work/live.wasm"
 cp example-games/target/wasm32-wasip2/release/arena_v2.wasm "$work/arena_v2.wasm"
 bench=target/release/ludus
-export LUDUS_GATEWAY__MAX_CONNECTIONS=20000 LUDUS_LOG=warn
+export LUDUS_GATEWAY__MAX_CONNECTIONS=20000 LUDUS_GATEWAY__MAX_CONNECTIONS_PER_IP=20000 LUDUS_GATEWAY__GUEST_LOGIN_BURST=1000000 LUDUS_LOG=warn
 pids=()
 stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); sleep 1; }
 trap stop EXIT

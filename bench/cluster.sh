@@ -21,7 +21,7 @@ etcd --name bench --data-dir "$work/etcd" --listen-client-urls $etcd_url --adver
   --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
   --initial-cluster bench=http://127.0.0.1:23800 >"$work/etcd.log" 2>&1 & pids+=($!)
 sleep 2
-export LUDUS_AUTH__SECRET="a benchmark secret of some length, 32+ bytes" LUDUS_CLUSTER__SECRET="the benchmark cluster's secret, 32+ bytes" LUDUS_LOG=warn LUDUS_GATEWAY__MAX_CONNECTIONS=20000
+export LUDUS_AUTH__SECRET="a benchmark secret of some length, 32+ bytes" LUDUS_CLUSTER__SECRET="the benchmark cluster's secret, 32+ bytes" LUDUS_LOG=warn LUDUS_GATEWAY__MAX_CONNECTIONS=20000 LUDUS_GATEWAY__MAX_CONNECTIONS_PER_IP=20000 LUDUS_GATEWAY__GUEST_LOGIN_BURST=1000000
 for i in 1 2 3; do
   target/release/ludus serve --etcd $etcd_url --node-id "n$i" --listen "127.0.0.1:74${i}0" \
     --game arena="$work/v1.wasm" >/dev/null & pids+=($!)

@@ -23,6 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "RoomMessage.payload",
             "#[serde(with = \"crate::gateway::json::payload\")]",
         )
+        // Error codes travel by name in JSON (`"rate_limited"`), as the README lists them.
+        .field_attribute(
+            "Error.code",
+            "#[serde(with = \"crate::gateway::json::error_code\")]",
+        )
         .compile_protos(&[proto], &["../proto"])?;
 
     let cluster = "../proto/cluster.proto";

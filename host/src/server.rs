@@ -143,21 +143,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         peers.clone(),
         matchmaker.clone(),
     );
-    let app = gateway.router();
     let stop = shutdown.child_token();
-    let http = tasks.spawn(async move {
-        // Game frames are small and latency matters: no Nagle delay on any socket.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("could not set TCP_NODELAY: {e}");
-            }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("gateway: {e}");
-        }
+    let http = tasks.spawn({
+        let gateway = gateway.clone();
+        async move { gateway.serve(listener, stop).await }
     });
     tracing::info!(%addr, "gateway listening");
     Ok(Server {

@@ -381,7 +381,7 @@ fn server_frame(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversize_malformed_and_flooding_input_is_answered_while_others_keep_playing() {
+async fn malformed_and_flooding_input_is_answered_while_others_keep_playing() {
     let (server, _dir) = serve(&["arena"], |c| {
         c.gateway.max_frame_bytes = 1024;
         c.gateway.max_messages_per_second = 50;
@@ -404,11 +404,6 @@ async fn oversize_malformed_and_flooding_input_is_answered_while_others_keep_pla
             }
         }
     };
-    ws.send(Message::Binary(vec![0u8; 4096].into()))
-        .await
-        .unwrap();
-    let (code, msg) = error(&mut ws).await;
-    assert_eq!(code, ErrorCode::TooLarge as i32, "{msg}");
     ws.send(Message::Binary(vec![0xff, 0x01, 0x02].into()))
         .await
         .unwrap();

@@ -47,6 +47,12 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
             "LUDUS_GATEWAY__MAX_CONNECTIONS",
             (args.connections + 10).to_string(),
         )
+        // Every client connects and logs in from 127.0.0.1.
+        .env(
+            "LUDUS_GATEWAY__MAX_CONNECTIONS_PER_IP",
+            (args.connections + 10).to_string(),
+        )
+        .env("LUDUS_GATEWAY__GUEST_LOGIN_BURST", "1000000")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;

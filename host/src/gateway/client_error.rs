@@ -14,8 +14,13 @@ pub mod close_code {
     pub const RESUME_FAILED: u16 = 4001;
     pub const SESSION_ENDED: u16 = 4002;
     pub const TOO_SLOW: u16 = 4003;
+    /// The connection answered nothing (not even a pong) for the idle timeout.
+    pub const IDLE: u16 = 4004;
     pub const SHUTTING_DOWN: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 /// An error frame's content, before it is numbered and sent.

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::GatewayConfig;
 use super::client_error::close_code;
@@ -23,20 +24,67 @@ const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// (it is dropped; the session keeps the frames for a resume).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A WebSocket as the session uses it: read and written from one task, so not split.
-trait Socket: Stream<Item = Result<Message, ()>> + Sink<Message, Error = ()> + Send {}
-impl<T: Stream<Item = Result<Message, ()>> + Sink<Message, Error = ()> + Send> Socket for T {}
+/// How long a closing connection waits for the client's answer to its close frame,
+/// reading and discarding what the client still sends, so that the close arrives
+/// instead of a TCP reset.
+const LINGER: Duration = Duration::from_secs(2);
 
-/// Drops a socket's error type (the session only needs to know that it failed). Unlike
-/// `SinkExt::sink_map_err`, it may be used again after an error.
+/// Why reading a socket failed, as far as the client is told.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// A frame or message over the size limit (close 1009).
+    TooLarge,
+    /// Bad WebSocket framing (close 1002).
+    Protocol,
+    /// A text message that is not UTF-8 (close 1007).
+    NotUtf8,
+    /// The connection broke.
+    Broken,
+}
+
+/// An error of the socket's stream, classified.
+pub trait SocketError {
+    fn failure(self) -> ReadFailure;
+}
+
+impl SocketError for WsError {
+    fn failure(self) -> ReadFailure {
+        match self {
+            WsError::Capacity(_) => ReadFailure::TooLarge,
+            WsError::Protocol(_) => ReadFailure::Protocol,
+            WsError::Utf8(_) => ReadFailure::NotUtf8,
+            _ => ReadFailure::Broken,
+        }
+    }
+}
+
+impl SocketError for axum::Error {
+    fn failure(self) -> ReadFailure {
+        match self.into_inner().downcast::<WsError>() {
+            Ok(e) => e.failure(),
+            Err(_) => ReadFailure::Broken,
+        }
+    }
+}
+
+/// A WebSocket as the session uses it: read and written from one task, so not split.
+trait Socket: Stream<Item = Result<Message, ReadFailure>> + Sink<Message, Error = ()> + Send {}
+impl<T: Stream<Item = Result<Message, ReadFailure>> + Sink<Message, Error = ()> + Send> Socket
+    for T
+{
+}
+
+/// Classifies a socket's read errors and drops its write errors (the session only needs
+/// to know that a write failed). Unlike `SinkExt::sink_map_err`, it may be used again
+/// after an error.
 struct Plain<S>(S);
 
-impl<S: Stream<Item = Result<Message, E>> + Unpin, E> Stream for Plain<S> {
-    type Item = Result<Message, ()>;
+impl<S: Stream<Item = Result<Message, E>> + Unpin, E: SocketError> Stream for Plain<S> {
+    type Item = Result<Message, ReadFailure>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.0)
             .poll_next(cx)
-            .map(|item| item.map(|r| r.map_err(|_| ())))
+            .map(|item| item.map(|r| r.map_err(SocketError::failure)))
     }
 }
 
@@ -59,10 +107,19 @@ impl<S: Sink<Message> + Unpin> Sink<Message> for Plain<S> {
 /// What the client sent, as the session sees it.
 pub enum Incoming {
     Frame(pb::ClientFrame),
-    /// A frame over a limit or malformed: an error frame is queued, nothing else to do.
-    Rejected,
+    /// A frame over a limit or malformed, or a ping due: a frame is queued for the
+    /// client, nothing else to do.
+    Queued,
     /// Too many rejected frames: a policy close is due.
     Abusive,
+    /// The client broke the WebSocket protocol or its size limit: the connection must
+    /// close with `code` (an error frame is queued when the client can read one).
+    Broken {
+        code: u16,
+        reason: &'static str,
+    },
+    /// The client answered nothing for the idle timeout.
+    Idle,
     /// The client closed normally (code 1000): the session ends now.
     Goodbye,
     /// The connection dropped.
@@ -82,6 +139,10 @@ pub struct Conn {
     cfg: Arc<GatewayConfig>,
     /// Encoded frames waiting for the next flush.
     outbox: Vec<Message>,
+    /// When the client last sent anything (a frame, a pong, a close).
+    last_heard: tokio::time::Instant,
+    /// A ping goes out every third of the idle timeout.
+    ping: tokio::time::Interval,
     _guard: Box<dyn Send + Sync>,
 }
 
@@ -125,8 +186,12 @@ impl Conn {
     ) -> Conn
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
-        E: 'static,
+        E: SocketError + 'static,
     {
+        let every = (cfg.idle_timeout / 3).max(Duration::from_millis(100));
+        let now = tokio::time::Instant::now();
+        let mut ping = tokio::time::interval_at(now + every, every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Conn {
             id,
             mode,
@@ -136,6 +201,8 @@ impl Conn {
             window_start: Instant::now(),
             cfg,
             outbox: Vec::new(),
+            last_heard: now,
+            ping,
             _guard: guard,
         }
     }
@@ -147,7 +214,7 @@ impl Conn {
         self.outbox.push(error);
         self.outbox
             .push(close_message(close_code::RESUME_FAILED, reason));
-        let _ = self.flush().await;
+        self.finish().await;
     }
 
     /// Queues a frame; it is written at the next [`Conn::flush`].
@@ -171,24 +238,51 @@ impl Conn {
         matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
     }
 
-    /// Sends what is queued, then a close frame, in the background, and drops the socket.
+    /// Sends what is queued, then a close frame, in the background, and drops the
+    /// socket once the client answers the close (or after [`LINGER`]).
     pub fn close(mut self, code: u16, reason: &str) {
         self.outbox.push(close_message(code, reason));
-        tokio::spawn(async move {
-            let _ = self.flush().await;
-        });
+        tokio::spawn(self.finish());
+    }
+
+    /// Flushes what is queued (a close frame last), then reads and discards what the
+    /// client still sends until its close or end of stream, for at most [`LINGER`].
+    async fn finish(mut self) {
+        if !self.flush().await {
+            return;
+        }
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(message)) = self.socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// The next thing the client sent (cancel-safe: nothing is lost when a caller's
     /// `select!` drops the future).
     pub async fn next(&mut self) -> Incoming {
         let message = loop {
-            match self.socket.next().await {
+            let read = tokio::select! {
+                read = self.socket.next() => read,
+                _ = self.ping.tick() => {
+                    if self.last_heard.elapsed() >= self.cfg.idle_timeout {
+                        return Incoming::Idle;
+                    }
+                    self.outbox.push(Message::Ping(bytes::Bytes::new()));
+                    return Incoming::Queued;
+                }
+            };
+            self.last_heard = tokio::time::Instant::now();
+            match read {
                 Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => break m,
                 Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => {
                     return Incoming::Goodbye;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(())) => return Incoming::Gone,
+                Some(Ok(Message::Close(_))) | None => return Incoming::Gone,
+                Some(Err(failure)) => return self.failed(failure),
                 Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
             }
         };
@@ -209,8 +303,35 @@ impl Conn {
                     return Incoming::Abusive;
                 }
                 self.outbox.push(input_error(mode, code, reason));
-                Incoming::Rejected
+                Incoming::Queued
             }
+        }
+    }
+
+    /// What a failed read means for the connection.
+    fn failed(&mut self, failure: ReadFailure) -> Incoming {
+        match failure {
+            ReadFailure::TooLarge => {
+                let limit = self.cfg.max_frame_bytes;
+                self.outbox.push(input_error(
+                    self.mode,
+                    ErrorCode::FrameTooLarge,
+                    format!("a frame or message over the limit of {limit} bytes"),
+                ));
+                Incoming::Broken {
+                    code: close_code::MESSAGE_TOO_BIG,
+                    reason: "frame too large",
+                }
+            }
+            ReadFailure::Protocol => Incoming::Broken {
+                code: close_code::PROTOCOL_ERROR,
+                reason: "bad WebSocket framing",
+            },
+            ReadFailure::NotUtf8 => Incoming::Broken {
+                code: close_code::INVALID_DATA,
+                reason: "a text message that is not UTF-8",
+            },
+            ReadFailure::Broken => Incoming::Gone,
         }
     }
 }
@@ -229,7 +350,7 @@ fn admit(
     };
     if len > cfg.max_frame_bytes {
         return Err((
-            ErrorCode::TooLarge,
+            ErrorCode::FrameTooLarge,
             format!(
                 "frame of {len} bytes is over the limit of {}",
                 cfg.max_frame_bytes

@@ -15,6 +15,7 @@
 pub mod auth;
 mod client_error;
 mod connection;
+pub mod edge;
 pub mod frames;
 mod handlers;
 pub mod json;
@@ -61,7 +62,22 @@ pub struct GatewayConfig {
     /// Error frames (oversize, malformed, over the rate) a connection may earn within
     /// 10 s before it is closed with code 1008.
     pub max_strikes: u32,
+    /// Open TCP connections (counted from accept, HTTP and WebSocket alike); past it a
+    /// new connection gets 503 and is closed.
     pub max_connections: usize,
+    /// Open connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// A request whose headers have not all arrived within this is dropped.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A WebSocket that sends nothing (not even a pong to the server's pings, sent every
+    /// third of this) for this long is dropped; its session keeps the grace period.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Guest logins per client IP: a bucket of `guest_login_burst` refilled at this rate;
+    /// an empty bucket answers 429 with `Retry-After`.
+    pub guest_logins_per_minute: u32,
+    pub guest_login_burst: u32,
     /// How long a dropped player keeps its seat and session.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
@@ -78,6 +94,11 @@ impl Default for GatewayConfig {
             max_messages_per_second: 60,
             max_strikes: 20,
             max_connections: 20_000,
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            guest_logins_per_minute: 60,
+            guest_login_burst: 20,
             grace_period: Duration::from_secs(30),
             replay_frames: 1024,
             player_queue: 1024,
@@ -96,7 +117,11 @@ struct Inner {
     auth: Auth,
     sessions: Arc<Sessions>,
     cfg: Arc<GatewayConfig>,
+    /// Upgraded WebSockets.
     connections: AtomicUsize,
+    /// TCP connections, from accept (see `edge.rs`).
+    edge: Arc<edge::Counts>,
+    guest_logins: rate::PerAddress,
     next_conn: AtomicU64,
 }
 
@@ -127,8 +152,13 @@ impl Gateway {
                 ),
                 rooms,
                 auth,
+                guest_logins: rate::PerAddress::new(
+                    f64::from(cfg.guest_logins_per_minute) / 60.0,
+                    cfg.guest_login_burst,
+                ),
                 cfg: Arc::new(cfg),
                 connections: AtomicUsize::new(0),
+                edge: Arc::default(),
                 next_conn: AtomicU64::new(1),
             }),
         }
@@ -141,6 +171,29 @@ impl Gateway {
     /// Open WebSocket connections.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Open TCP connections to the public port (HTTP and WebSocket).
+    pub fn tcp_connections(&self) -> usize {
+        self.inner.edge.total()
+    }
+
+    /// Serves the gateway on `listener` until `stop` (see `edge.rs`).
+    pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        let cfg = &self.inner.cfg;
+        let limits = edge::EdgeLimits {
+            max_connections: cfg.max_connections,
+            max_connections_per_ip: cfg.max_connections_per_ip,
+            header_timeout: cfg.header_timeout,
+        };
+        edge::serve(
+            listener,
+            self.router(),
+            limits,
+            self.inner.edge.clone(),
+            stop,
+        )
+        .await;
     }
 
     pub fn sessions(&self) -> usize {
@@ -181,9 +234,69 @@ struct GuestResponse {
     expires_at: u64,
 }
 
-async fn guest(State(gw): State<Gateway>, body: Option<Json<GuestRequest>>) -> Response {
-    let name: String = body.map(|Json(b)| b.name).unwrap_or_default();
-    let name: String = name.chars().filter(|c| !c.is_control()).take(32).collect();
+/// The longest guest name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// The name a guest gets when it gives none.
+pub const DEFAULT_GUEST_NAME: &str = "guest";
+
+/// A guest's display name as given, or why it is refused.
+fn guest_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(format!(
+            "name is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name contains control characters".into());
+    }
+    Ok(match name {
+        "" => DEFAULT_GUEST_NAME.to_owned(),
+        name => name.to_owned(),
+    })
+}
+
+/// The client's IP address, when the gateway is served by `edge.rs`.
+struct ClientIp(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientIp(addr.map(|a| a.0.ip())))
+    }
+}
+
+async fn guest(
+    State(gw): State<Gateway>,
+    ClientIp(ip): ClientIp,
+    body: Option<Json<GuestRequest>>,
+) -> Response {
+    if let Some(ip) = ip
+        && let Err(wait) = gw.inner.guest_logins.take(ip, std::time::Instant::now())
+    {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many guest logins from your address; retry in {secs} s"),
+        );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+        return response;
+    }
+    let name = match guest_name(&body.map(|Json(b)| b.name).unwrap_or_default()) {
+        Ok(name) => name,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+    };
     match gw.inner.auth.issue_guest(&name) {
         Ok((token, who, expires_at)) => Json(GuestResponse {
             token,
@@ -249,10 +362,7 @@ async fn websocket(
         (None, _) => None,
     };
     let inner = &gw.inner;
-    if inner.connections.fetch_add(1, Ordering::AcqRel) >= inner.cfg.max_connections {
-        inner.connections.fetch_sub(1, Ordering::AcqRel);
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-    }
+    inner.connections.fetch_add(1, Ordering::AcqRel);
     let guard = Box::new(ConnectionGuard(gw.clone()));
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let (sessions, cfg) = (inner.sessions.clone(), inner.cfg.clone());
@@ -261,8 +371,11 @@ async fn websocket(
     // buffer is zero-filled up to this size on every read attempt, so 2 KiB rather
     // than 8 KiB saves a 6 KiB memset per wake-up of every session (~3% of the
     // server's CPU under the arena benchmark).
+    // The WebSocket layer buffers no frame or message over the limit: it stops reading
+    // and the connection answers `frame_too_large` and closes with 1009.
     let ws = ws
-        .max_message_size(inner.cfg.max_frame_bytes.saturating_mul(4).max(1024))
+        .max_frame_size(inner.cfg.max_frame_bytes)
+        .max_message_size(inner.cfg.max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(inner.cfg.max_frame_bytes.saturating_mul(64).max(1 << 20));

@@ -133,7 +133,16 @@ impl Session {
                 },
                 incoming = next_incoming(&mut self.conn), if attached => match incoming {
                     Incoming::Frame(frame) => self.client_frame(frame).await,
-                    Incoming::Rejected => {}
+                    Incoming::Queued => {}
+                    Incoming::Broken { code, reason } => {
+                        self.close_conn(code, reason);
+                        self.detach();
+                    }
+                    Incoming::Idle => {
+                        tracing::debug!(player = self.who.player_id, "connection idle: dropped");
+                        self.close_conn(close_code::IDLE, "no answer within the idle timeout");
+                        self.detach();
+                    }
                     Incoming::Abusive => {
                         self.close_conn(close_code::POLICY, "too many bad or excess frames");
                         self.detach();
