@@ -107,6 +107,14 @@ impl Room {
         host::hold_messages(hold);
     }
 
+    /// `true`: keep the room open while nobody is in it (a lobby, a persistent world).
+    /// By default the host closes a room that has had no members for its idle time
+    /// (`rooms.empty_timeout`, 60 s unless the operator changed it). The setting stays
+    /// with the room across a live swap until a game changes it.
+    pub fn keep_open(&mut self, keep: bool) {
+        host::keep_open(keep);
+    }
+
     /// Set the room's public label (room listings, matchmaking).
     pub fn set_label(&mut self, label: &str) {
         host::set_label(label);

@@ -15,6 +15,7 @@
 //! | 0 | [`csprng`] | unguessable values (tokens, ids, keys) from the OS's random source |
 //! | 0 | [`lock`] | one way to take a lock that a panic poisoned |
 //! | 0 | [`mailbox`] | the bounded queue rooms deliver players' events through |
+//! | 0 | [`rate`] | token buckets: per connection, per client address, per room log |
 //! | 0 | [`percentile`] | nearest-rank percentiles for reports |
 //! | 1 | [`runtime`] | the wasmtime engine, linker and module store; bounded guest calls |
 //! | 2 | [`rooms`] | rooms as actors on worker threads: ticks, members, live swap, recovery |
@@ -50,6 +51,7 @@ pub mod mailbox;
 pub mod matchmaking;
 pub mod ops;
 pub mod percentile;
+pub mod rate;
 pub mod rollout;
 pub mod rooms;
 pub mod rpc;

@@ -125,6 +125,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         uploaded.size,
         node.id
     );
+    anyhow::ensure!(
+        uploaded.name == args.game,
+        "{} declares the game `{}`, not `{}`: nothing was deployed (a module is deployed \
+         over the game it declares; see export_game! in the game's crate)",
+        args.module.display(),
+        uploaded.name,
+        args.game
+    );
     let version = GameVersion {
         sha256: uploaded.sha256.clone(),
         name: uploaded.name,

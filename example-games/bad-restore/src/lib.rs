@@ -1,5 +1,7 @@
-//! Bad-restore: a game whose `restore` refuses every saved state. Swapping it into a
-//! running room must fail at the restore step and leave the room on its old version.
+//! Bad-restore: a version of arena whose `restore` refuses every saved state. Swapping it
+//! into a running room must fail at the restore step and leave the room on its old
+//! version. (It declares the name `arena`: a module for another game is refused before
+//! any room sees it.)
 
 use ludus_sdk::{Game, Room, export_game};
 use serde::{Deserialize, Serialize};
@@ -23,4 +25,4 @@ impl Game for BadRestore {
     }
 }
 
-export_game!(BadRestore);
+export_game!(BadRestore, name = "arena", version = "0.0.1-bad-restore");

@@ -9,12 +9,20 @@
 //! - `hog`: allocates memory without bound (the room's memory cap stops it);
 //! - `flood`: the next tick broadcasts without end (the host's per-call output cap
 //!   stops it);
+//! - `random`: answers `{"random": n}` with the next number of the room's stream;
+//! - `keep-open`: asks the host to keep the room open while it is empty;
+//! - `huge-send`: sends its sender one message of 2 MiB (over what a client may receive),
+//!   then `{"echo": "after huge-send"}`;
+//! - `huge-label`, `huge-close`, `huge-kick`: a 100 KiB label, close reason or kick
+//!   reason (for the sender);
+//! - `huge-log`: one log line of 1 MiB; `log-flood`: 10,000 log lines in one call;
+//! - `huge-save`: from now on `save` returns 40 MiB of state;
 //! - anything else is counted and echoed back to its sender as `{"echo": text}`.
 //!
 //! Room config: `{"trap_in_init": true}` panics in `init`; `{"spin_every_tick": true}`
 //! loops in every tick, so restoring the room never helps and the host gives up on it.
 
-use ludus_sdk::{Game, LeaveReason, Player, PlayerId, Reject, Room, export_game};
+use ludus_sdk::{Game, LeaveReason, LogLevel, Player, PlayerId, Reject, Room, export_game};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -30,6 +38,8 @@ struct Faulty {
     spin_next_tick: bool,
     #[serde(skip)]
     flood_next_tick: bool,
+    #[serde(skip)]
+    huge_save: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -50,6 +60,15 @@ fn spin() -> ! {
 }
 
 impl Game for Faulty {
+    fn save(&self) -> Result<Vec<u8>, String> {
+        let mut state = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        if self.huge_save {
+            // JSON with trailing spaces: still a state `restore` could read.
+            state.resize(40 << 20, b' ');
+        }
+        Ok(state)
+    }
+
     fn init(room: &mut Room) -> Result<Self, String> {
         let config: Config = room.config_json()?;
         if config.trap_in_init {
@@ -85,6 +104,25 @@ impl Game for Faulty {
                 }
             }
             b"flood" => self.flood_next_tick = true,
+            b"random" => {
+                let n = room.random();
+                room.send_json(from, &serde_json::json!({ "random": n }));
+            }
+            b"keep-open" => room.keep_open(true),
+            b"huge-send" => {
+                room.send(from, vec![b'x'; 2 << 20]);
+                room.send_json(from, &serde_json::json!({ "echo": "after huge-send" }));
+            }
+            b"huge-label" => room.set_label(&"l".repeat(100 << 10)),
+            b"huge-close" => room.close(&"c".repeat(100 << 10)),
+            b"huge-kick" => room.kick(from, &"k".repeat(100 << 10)),
+            b"huge-log" => room.log(LogLevel::Info, &"g".repeat(1 << 20)),
+            b"log-flood" => {
+                for i in 0..10_000 {
+                    room.log(LogLevel::Info, &format!("line {i}"));
+                }
+            }
+            b"huge-save" => self.huge_save = true,
             other => {
                 self.messages += 1;
                 let echo = String::from_utf8_lossy(other);
@@ -98,9 +136,9 @@ impl Game for Faulty {
             spin();
         }
         if self.flood_next_tick {
-            // One message past the host's 4 MiB per-call cap: the first call trips it,
-            // long before the tick's deadline even on a busy machine.
-            let chunk = vec![b'x'; 5 << 20];
+            // Messages a client may receive, without end: the host's 4 MiB per-call cap
+            // stops the call long before the tick's deadline even on a busy machine.
+            let chunk = vec![b'x'; 512 << 10];
             loop {
                 room.broadcast(&chunk);
             }

@@ -57,6 +57,7 @@ fn init(i: usize) -> RoomInit {
         id: format!("bench-{i}").into(),
         config: "{}".into(),
         seed: i as u64,
+        dropped: Default::default(),
     }
 }
 

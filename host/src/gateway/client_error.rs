@@ -38,6 +38,17 @@ impl ClientError {
         }
     }
 
+    /// An error of ours (etcd, storage, a node link) the client cannot act on: it is
+    /// told `internal` and an id; the node's log has the same id with the detail.
+    pub fn internal(what: &str, detail: impl std::fmt::Display) -> Self {
+        let id = crate::csprng::hex::<4>();
+        tracing::error!(error_id = %id, "{what}: {detail}");
+        ClientError::new(
+            ErrorCode::Internal,
+            format!("internal error while {what} (id {id}); try again later"),
+        )
+    }
+
     /// The error frame's body, answering the client frame `in_reply_to`.
     pub fn frame(self, in_reply_to: u64) -> Out {
         Out::Error(pb::Error {
@@ -52,6 +63,7 @@ impl From<CreateError> for ClientError {
     fn from(e: CreateError) -> Self {
         let code = match e {
             CreateError::UnknownGame(_) => ErrorCode::NoSuchGame,
+            CreateError::Quota(_) => ErrorCode::RoomQuota,
             _ => ErrorCode::Refused,
         };
         ClientError::new(code, e.to_string())
@@ -72,7 +84,7 @@ impl From<ClusterError> for ClientError {
                 let taken = CreateError::DuplicateId(room).to_string();
                 ClientError::new(ErrorCode::Refused, format!("{taken} (on node {owner})"))
             }
-            e => ClientError::new(ErrorCode::Refused, e.to_string()),
+            e => ClientError::internal("asking the cluster", e),
         }
     }
 }
@@ -85,7 +97,11 @@ impl From<TicketError> for ClientError {
 
 impl From<RelayError> for ClientError {
     fn from(e: RelayError) -> Self {
-        ClientError::new(ErrorCode::Refused, e.to_string())
+        match e {
+            // The owner's own answer (no such room, the game said no, ...).
+            RelayError::Refused(reason) => ClientError::new(ErrorCode::Refused, reason),
+            e => ClientError::internal("reaching the room's node", e),
+        }
     }
 }
 
@@ -104,6 +120,21 @@ mod tests {
         });
         assert_eq!(taken.code, ErrorCode::Refused);
         assert!(taken.message.contains("already exists") && taken.message.contains("node b"));
+        let etcd = ClusterError::Etcd("connection refused at 10.0.0.7:2379".into());
+        let internal = ClientError::from(etcd);
+        assert_eq!(internal.code, ErrorCode::Internal);
+        assert!(internal.message.contains("(id "), "{}", internal.message);
+        assert!(
+            !internal.message.contains("10.0.0.7"),
+            "{}",
+            internal.message
+        );
+        let link = ClientError::from(RelayError::Unreachable {
+            node: "b".into(),
+            error: "tls handshake eof".into(),
+        });
+        assert_eq!(link.code, ErrorCode::Internal);
+        assert!(!link.message.contains("eof"), "{}", link.message);
         let ticket = ClientError::from(TicketError::ModeTooLong);
         assert_eq!(ticket.code, ErrorCode::Malformed);
         match ticket.frame(7) {

@@ -16,7 +16,7 @@ use super::GatewayConfig;
 use super::client_error::close_code;
 use super::frames::{self, Mode};
 use super::pb::{self, ErrorCode, ServerFrame, server_frame::Body as Out};
-use super::rate::RateLimit;
+use crate::rate::RateLimit;
 
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 

@@ -116,6 +116,7 @@ impl Session {
             id: Some(id.clone()),
             config: Some(create.config).filter(|c| !c.is_empty()),
             seed: None,
+            creator: Some(self.who.player_id),
         };
         match rooms.create(req).await {
             Ok(room) => self.join(room).await,

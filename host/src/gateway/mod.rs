@@ -19,7 +19,7 @@ pub mod edge;
 pub mod frames;
 mod handlers;
 pub mod json;
-mod rate;
+
 mod replay;
 mod session;
 mod sessions;
@@ -121,7 +121,7 @@ struct Inner {
     connections: AtomicUsize,
     /// TCP connections, from accept (see `edge.rs`).
     edge: Arc<edge::Counts>,
-    guest_logins: rate::PerAddress,
+    guest_logins: crate::rate::PerAddress,
     next_conn: AtomicU64,
 }
 
@@ -152,7 +152,7 @@ impl Gateway {
                 ),
                 rooms,
                 auth,
-                guest_logins: rate::PerAddress::new(
+                guest_logins: crate::rate::PerAddress::new(
                     f64::from(cfg.guest_logins_per_minute) / 60.0,
                     cfg.guest_login_burst,
                 ),

@@ -164,7 +164,8 @@ impl Sessions {
             ),
             (None, None) => {
                 if let Err(e) = self.services.cluster.claim_session(who.player_id).await {
-                    return Err((Some(conn), e.to_string()));
+                    let e = super::ClientError::from(e);
+                    return Err((Some(conn), e.message));
                 }
                 (self.start(who), None, "the new session could not start")
             }

@@ -419,6 +419,7 @@ impl Matchmaker {
             id: Some(room.to_owned()),
             config: None,
             seed: None,
+            creator: None,
         };
         let handle = match rooms.create(req).await {
             Ok(handle) => handle,

@@ -19,6 +19,15 @@ pub enum DeployError {
     Fetch { sha: String, errors: String },
     #[error("{origin} refused, the running version stays: {error}")]
     Refused { origin: String, error: ModuleError },
+    #[error(
+        "{origin} refused, the running version stays: it declares the game `{declared}`, \
+         not `{game}` (export_game!(.., name = \"{game}\") in the game's crate)"
+    )]
+    WrongGame {
+        origin: String,
+        declared: String,
+        game: String,
+    },
     #[error(transparent)]
     Game(#[from] GameSwapError),
     #[error(

@@ -123,7 +123,17 @@ impl Rollout {
             .runtime()
             .load(bytes.to_vec())
             .await
-            .map_err(|error| DeployError::Refused { origin, error })?;
+            .map_err(|error| DeployError::Refused {
+                origin: origin.clone(),
+                error,
+            })?;
+        if module.name != game {
+            return Err(DeployError::WrongGame {
+                origin,
+                declared: module.name.clone(),
+                game: game.to_owned(),
+            });
+        }
         if let Err(e) = self.cluster.hold_module(&module.sha256_hex(), bytes).await {
             // The node runs it anyway; other nodes cannot fetch it from here.
             tracing::warn!(game, "announcing module {}: {e}", module.label());

@@ -19,6 +19,13 @@ pub struct RoomsConfig {
     pub max_restarts: u32,
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
+    /// A room that has had no members this long closes (unless its game asked to stay
+    /// open with `keep-open`).
+    #[serde(with = "humantime_serde")]
+    pub empty_timeout: Duration,
+    /// Rooms one player may have created and still open on this node; past it,
+    /// `create` is refused with `room_quota`. 0: no limit.
+    pub max_rooms_per_player: usize,
 }
 
 impl Default for RoomsConfig {
@@ -29,6 +36,8 @@ impl Default for RoomsConfig {
             checkpoint_interval: Duration::from_secs(1),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
+            empty_timeout: Duration::from_secs(60),
+            max_rooms_per_player: 4,
         }
     }
 }

@@ -19,6 +19,10 @@ pub enum CreateError {
     Guest(GuestError),
     #[error("the room host is shutting down")]
     ShuttingDown,
+    #[error(
+        "you already have {0} open rooms here, the most a player may create; close or leave one first"
+    )]
+    Quota(usize),
 }
 
 /// Why a player could not join a room.

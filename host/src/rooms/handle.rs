@@ -33,6 +33,10 @@ pub struct RoomInfo {
     pub last_error: Option<String>,
     /// Set once the room has closed, with the reason its players were given.
     pub closed: Option<String>,
+    /// Messages the game sent over `runtime.max_message_bytes` (dropped).
+    pub dropped_messages: u64,
+    /// Log lines the game wrote over `runtime.max_log_lines_per_second` (dropped).
+    pub dropped_log_lines: u64,
 }
 
 /// State a room shares with its handles.
@@ -41,13 +45,22 @@ pub(super) struct RoomShared {
     pub ticks: AtomicU64,
     /// What the room was created with (a swap prepares the new instance from it).
     pub init: RoomInit,
+    /// The player who asked for the room (counted against their quota).
+    pub creator: Option<u64>,
 }
 
 impl RoomShared {
-    pub fn new(init: RoomInit, game: &str, module: &Module, tick_hz: u32) -> Self {
+    pub fn new(
+        init: RoomInit,
+        game: &str,
+        module: &Module,
+        tick_hz: u32,
+        creator: Option<u64>,
+    ) -> Self {
         let id = init.id.clone();
         RoomShared {
             init,
+            creator,
             info: Mutex::new(RoomInfo {
                 id,
                 game: game.to_owned(),
@@ -59,6 +72,8 @@ impl RoomShared {
                 restarts: 0,
                 last_error: None,
                 closed: None,
+                dropped_messages: 0,
+                dropped_log_lines: 0,
             }),
             ticks: AtomicU64::new(0),
         }
@@ -102,7 +117,11 @@ impl RoomHandle {
     }
 
     pub fn info(&self) -> RoomInfo {
-        self.shared.info.lock().recover().clone()
+        let mut info = self.shared.info.lock().recover().clone();
+        let dropped = &self.shared.init.dropped;
+        info.dropped_messages = dropped.messages.load(Ordering::Relaxed);
+        info.dropped_log_lines = dropped.log_lines.load(Ordering::Relaxed);
+        info
     }
 
     /// Ticks run so far.
@@ -186,6 +205,13 @@ impl RoomHandle {
     }
 
     /// Closes the room, telling every member `reason`. Returns once it is closed.
+    /// Makes the room's worker panic while handling this room, as a bug in the host's
+    /// room code would. For tests that a host fault stays inside its room.
+    #[doc(hidden)]
+    pub fn inject_host_fault(&self) {
+        self.send(Command::Fault { room: self.key });
+    }
+
     pub async fn close(&self, reason: &str) {
         let (reply, rx) = oneshot::channel();
         if self.send(Command::Close {

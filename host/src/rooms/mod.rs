@@ -42,6 +42,9 @@ pub struct CreateRoom {
     pub config: Option<String>,
     /// Seed of the room's random stream; random when `None`.
     pub seed: Option<u64>,
+    /// The player asking for the room, counted against `max_rooms_per_player`; `None`
+    /// for rooms the host makes (matches).
+    pub creator: Option<u64>,
 }
 
 /// The rooms of this node. Cheap to clone.
@@ -160,12 +163,14 @@ impl Rooms {
             id: id.clone(),
             config: config.into(),
             seed: req.seed.unwrap_or_else(crate::csprng::u64),
+            dropped: Default::default(),
         };
         let shared = Arc::new(RoomShared::new(
             init.clone(),
             &req.game,
             &module,
             self.inner.cfg.default_tick_hz,
+            req.creator,
         ));
         let worker =
             self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
@@ -180,6 +185,19 @@ impl Rooms {
             let mut directory = self.inner.directory.lock().recover();
             if directory.contains_key(&id) {
                 return Err(CreateError::DuplicateId(id.to_string()));
+            }
+            let quota = self.inner.cfg.max_rooms_per_player;
+            if let Some(player) = req.creator
+                && quota > 0
+            {
+                let open = directory
+                    .values()
+                    .filter(|h| h.shared.creator == Some(player))
+                    .filter(|h| h.shared.info.lock().recover().closed.is_none())
+                    .count();
+                if open >= quota {
+                    return Err(CreateError::Quota(quota));
+                }
             }
             directory.insert(id.clone(), handle.clone());
             // Queued under the lock: whoever finds the room in the directory queues its

@@ -64,6 +64,10 @@ pub(super) struct Room {
     queued: Vec<Message>,
     /// The game asked for its messages just before each tick (`hold-messages`).
     hold_until_tick: bool,
+    /// The game asked to stay open with no members (`keep-open`).
+    keep_open: bool,
+    /// Since when the room has had no members (it starts empty).
+    empty_since: Option<Instant>,
 }
 
 fn period(hz: u32) -> Duration {
@@ -107,6 +111,8 @@ impl Room {
             effects: Vec::new(),
             queued: Vec::new(),
             hold_until_tick: false,
+            keep_open: false,
+            empty_since: Some(now),
         };
         room.apply_effects();
         Ok(room)
@@ -213,6 +219,9 @@ impl Room {
         let result = self.instance().tick(dt);
         self.shared.ticks.fetch_add(1, Ordering::Relaxed);
         self.after_call(result);
+        if !self.closed {
+            self.close_if_idle(now);
+        }
         if !self.closed && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval
         {
             self.checkpoint(now);
@@ -255,6 +264,8 @@ impl Room {
                 .instantiate(&module, &self.init)
                 .map_err(|e| SwapError::Instantiate(e.to_string()))?,
         };
+        // The new version draws the numbers the old one would have drawn next.
+        new.set_random_state(self.instance().random_state());
         match new.restore(&self.init, &state, &old_version) {
             Ok(Ok(())) => {}
             Ok(Err(Refusal(reason))) => return Err(SwapError::Restore(reason)),
@@ -322,6 +333,7 @@ impl Room {
                     Effect::SetTickRate(hz) => self.set_tick_rate(hz),
                     Effect::SetLabel(label) => self.shared.update(|info| info.label = label),
                     Effect::HoldMessages(hold) => self.hold_until_tick = hold,
+                    Effect::KeepOpen(keep) => self.keep_open = keep,
                 }
             }
             effects.clear();
@@ -362,9 +374,26 @@ impl Room {
         self.shared.update(|info| info.tick_hz = hz);
     }
 
-    fn seats_changed(&self) {
+    fn seats_changed(&mut self) {
         let seats = self.members.len();
+        self.empty_since = match (seats, self.empty_since) {
+            (0, None) => Some(Instant::now()),
+            (0, since) => since,
+            _ => None,
+        };
         self.shared.update(|info| info.seats = seats);
+    }
+
+    /// Closes the room if it has been empty for its idle time and its game did not ask
+    /// to stay open.
+    fn close_if_idle(&mut self, now: Instant) {
+        let timeout = self.cfg.empty_timeout;
+        if let Some(since) = self.empty_since
+            && !self.keep_open
+            && now.saturating_duration_since(since) >= timeout
+        {
+            self.close(format!("nobody was in the room for {timeout:?}"));
+        }
     }
 
     /// Closes the room: every member is told `reason`; the instance is dropped.

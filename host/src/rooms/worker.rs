@@ -58,6 +58,26 @@ pub(super) enum Command {
     Shutdown {
         reason: String,
     },
+    /// A panic in the host's own room code (tests of fault containment).
+    Fault {
+        room: u64,
+    },
+}
+
+impl Command {
+    /// The room a command is about.
+    fn room(&self) -> Option<u64> {
+        match self {
+            Command::Create { key, .. } => Some(*key),
+            Command::Join { room, .. }
+            | Command::Leave { room, .. }
+            | Command::Message { room, .. }
+            | Command::Swap { room, .. }
+            | Command::Close { room, .. }
+            | Command::Fault { room } => Some(*room),
+            Command::Shutdown { .. } => None,
+        }
+    }
 }
 
 /// Room ids to handles, shared by the `Rooms` service and its workers (which remove a
@@ -113,7 +133,8 @@ impl Worker {
                 last_command = Instant::now();
             }
             for command in batch.drain(..) {
-                if !self.handle(command) {
+                let room = command.room();
+                if !self.contained(room, |w| w.handle(command)).unwrap_or(true) {
                     self.inbox.close();
                     return;
                 }
@@ -143,8 +164,50 @@ impl Worker {
                 continue;
             }
             room.scheduled = None;
-            room.tick(now);
-            self.settle(key);
+            self.contained(Some(key), |w| {
+                if let Some(room) = w.rooms.get_mut(&key) {
+                    room.tick(now);
+                }
+                w.settle(key);
+            });
+        }
+    }
+
+    /// Runs `f`; if the host's own code panics in it (a bug in Ludus, never the game:
+    /// guest faults are errors), the room it was about is closed with a reason its
+    /// members receive, and the worker goes on with its other rooms.
+    fn contained<R>(&mut self, room: Option<u64>, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(r) => Some(r),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                self.abandon(room, &what);
+                None
+            }
+        }
+    }
+
+    /// Closes a room after a host panic and forgets it (joins to it fail at once).
+    fn abandon(&mut self, key: Option<u64>, what: &str) {
+        let error_id = crate::csprng::hex::<4>();
+        let Some(mut room) = key.and_then(|key| self.rooms.remove(&key)) else {
+            tracing::error!(%error_id, "host error in a room worker: {what}");
+            return;
+        };
+        let id = room.id.clone();
+        tracing::error!(%error_id, room = &*id, "host error; the room is closed: {what}");
+        let reason = format!("the room stopped on a server error (id {error_id})");
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| room.close(reason)));
+        if closed.is_err() {
+            tracing::error!(%error_id, room = &*id, "closing the room failed too");
+        }
+        let mut directory = self.directory.lock().recover();
+        if directory.get(&id).is_some_and(|h| Some(h.key) == key) {
+            directory.remove(&id);
         }
     }
 
@@ -153,10 +216,12 @@ impl Worker {
     fn deliver_messages(&mut self) {
         let mut keys = std::mem::take(&mut self.to_deliver);
         for key in keys.drain(..) {
-            if let Some(room) = self.rooms.get_mut(&key) {
-                room.deliver_messages();
-                self.settle(key);
-            }
+            self.contained(Some(key), |w| {
+                if let Some(room) = w.rooms.get_mut(&key) {
+                    room.deliver_messages();
+                    w.settle(key);
+                }
+            });
         }
         self.to_deliver = keys;
     }
@@ -190,7 +255,10 @@ impl Worker {
             | Command::Leave { room, .. }
             | Command::Swap { room, .. }
             | Command::Close { room, .. } => Some(*room),
-            Command::Create { .. } | Command::Message { .. } | Command::Shutdown { .. } => None,
+            Command::Create { .. }
+            | Command::Message { .. }
+            | Command::Shutdown { .. }
+            | Command::Fault { .. } => None,
         };
         if let Some(key) = other_for
             && let Some(room) = self.rooms.get_mut(&key)
@@ -283,6 +351,11 @@ impl Worker {
             Command::Shutdown { reason } => {
                 self.shutdown(&reason);
                 return false;
+            }
+            Command::Fault { room } => {
+                if self.rooms.contains_key(&room) {
+                    panic!("a fault injected into room {room}'s host code");
+                }
             }
         }
         true

@@ -114,6 +114,7 @@ pub struct GameInstance {
     module: Arc<Module>,
     deadlines: Deadlines,
     poisoned: bool,
+    max_state_bytes: usize,
 }
 
 #[derive(Copy, Clone)]
@@ -130,7 +131,7 @@ impl GameInstance {
         room: &RoomInit,
     ) -> Result<Self, GuestError> {
         let limits = rt.limits();
-        let data = RoomData::new(room.id.clone(), room.seed, limits.memory_bytes);
+        let data = RoomData::new(room, limits);
         let mut store = Store::new(rt.engine(), data);
         store.limiter(|data| &mut data.limits);
         store.epoch_deadline_trap();
@@ -148,7 +149,18 @@ impl GameInstance {
                 lifecycle: limits.lifecycle_deadline,
             },
             poisoned: false,
+            max_state_bytes: limits.max_state_bytes,
         })
+    }
+
+    /// Where the room's random stream is in this instance (readable after a failure).
+    pub fn random_state(&self) -> u64 {
+        self.store.data().random_state()
+    }
+
+    /// Continues the room's random stream from `state` (another instance's position).
+    pub fn set_random_state(&mut self, state: u64) {
+        self.store.data_mut().set_random_state(state);
     }
 
     pub fn module(&self) -> &Arc<Module> {
@@ -240,8 +252,16 @@ impl GameInstance {
         self.call(Call::Tick, |g, s| g.call_tick(s, micros))
     }
 
+    /// The game's state; a state over `max_state_bytes` counts as a refusal.
     pub fn save(&mut self) -> Result<Result<Vec<u8>, Refusal>, GuestError> {
-        self.call(Call::Save, |g, s| g.call_save(s)).map(refused)
+        let max = self.max_state_bytes;
+        let saved = self.call(Call::Save, |g, s| g.call_save(s)).map(refused)?;
+        Ok(saved.and_then(|state| match state.len() {
+            n if n > max => Err(Refusal(format!(
+                "the saved state is {n} bytes, over the limit of {max}"
+            ))),
+            _ => Ok(state),
+        }))
     }
 
     pub fn restore(

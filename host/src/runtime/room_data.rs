@@ -8,12 +8,16 @@
 
 use bytes::Bytes;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ludus::game::{host, types};
+use super::limits::{MAX_LABEL_BYTES, MAX_LOG_LINE_BYTES, MAX_REASON_BYTES, RuntimeLimits, capped};
+use crate::rate::RateLimit;
 
 /// Message bytes one guest call may queue. Past it the call traps: a game cannot make
 /// the host buffer without bound inside one call's deadline.
@@ -30,6 +34,18 @@ pub enum Effect {
     SetTickRate(u32),
     SetLabel(String),
     HoldMessages(bool),
+    KeepOpen(bool),
+}
+
+/// What a room's games lost to the host's caps, over every instance the room had.
+#[derive(Debug, Default)]
+pub struct Dropped {
+    /// Messages over `max_message_bytes`.
+    pub messages: AtomicU64,
+    /// Log lines over `max_log_lines_per_second`.
+    pub log_lines: AtomicU64,
+    /// The room's log already says that messages are being dropped.
+    told: AtomicBool,
 }
 
 /// A room's identity as the guest sees it on `init` and `restore`.
@@ -39,6 +55,8 @@ pub struct RoomInit {
     /// JSON text; `{}` when the room was created without a config.
     pub config: Arc<str>,
     pub seed: u64,
+    /// Shared by every instance of the room.
+    pub dropped: Arc<Dropped>,
 }
 
 impl RoomInit {
@@ -48,6 +66,7 @@ impl RoomInit {
             id: "trial".into(),
             config: "{}".into(),
             seed: 0,
+            dropped: Arc::default(),
         }
     }
 
@@ -69,21 +88,28 @@ pub struct RoomData {
     pub(super) last_error_log: Option<String>,
     room_id: Arc<str>,
     rng: fastrand::Rng,
+    dropped: Arc<Dropped>,
+    max_message_bytes: usize,
+    log_rate: RateLimit,
     pub(super) limits: StoreLimits,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl RoomData {
-    pub(super) fn new(room_id: Arc<str>, seed: u64, memory_bytes: usize) -> Self {
+    pub(super) fn new(room: &RoomInit, limits: &RuntimeLimits) -> Self {
+        let per_second = limits.max_log_lines_per_second;
         RoomData {
             effects: Vec::new(),
             output_bytes: 0,
             last_error_log: None,
-            room_id,
-            rng: fastrand::Rng::with_seed(seed),
+            room_id: room.id.clone(),
+            rng: fastrand::Rng::with_seed(room.seed),
+            dropped: room.dropped.clone(),
+            max_message_bytes: limits.max_message_bytes,
+            log_rate: RateLimit::with_burst(f64::from(per_second), per_second, Instant::now()),
             limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
+                .memory_size(limits.memory_bytes)
                 .trap_on_grow_failure(true)
                 .build(),
             // No preopened directories, environment, arguments, sockets or stdin: a
@@ -108,8 +134,32 @@ impl WasiView for RoomData {
 }
 
 impl RoomData {
-    /// Counts a message against the per-call output cap.
-    fn output(&mut self, msg: Vec<u8>) -> wasmtime::Result<Bytes> {
+    /// Where the room's random stream is: a new instance of the room continues from
+    /// here (after a live swap or a restore), so a game never sees a number twice.
+    pub(super) fn random_state(&self) -> u64 {
+        self.rng.get_seed()
+    }
+
+    pub(super) fn set_random_state(&mut self, state: u64) {
+        self.rng = fastrand::Rng::with_seed(state);
+    }
+
+    /// Counts a message against the per-call output cap; `None` if it is over what a
+    /// client can receive (dropped, counted, and logged once per room).
+    fn output(&mut self, msg: Vec<u8>) -> wasmtime::Result<Option<Bytes>> {
+        if msg.len() > self.max_message_bytes {
+            let n = self.dropped.messages.fetch_add(1, Ordering::Relaxed) + 1;
+            if !self.dropped.told.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    room = &*self.room_id,
+                    "the game sent a message of {} bytes, over the limit of {}: dropped \
+                     (this and later ones are counted in the room's `dropped_messages`; {n} so far)",
+                    msg.len(),
+                    self.max_message_bytes
+                );
+            }
+            return Ok(None);
+        }
         self.output_bytes += msg.len();
         if self.output_bytes > MAX_OUTPUT_PER_CALL {
             wasmtime::bail!(
@@ -117,7 +167,7 @@ impl RoomData {
                 MAX_OUTPUT_PER_CALL >> 20
             );
         }
-        Ok(Bytes::from(msg))
+        Ok(Some(Bytes::from(msg)))
     }
 }
 
@@ -125,30 +175,35 @@ impl types::Host for RoomData {}
 
 impl host::Host for RoomData {
     fn send(&mut self, to: u64, msg: Vec<u8>) -> wasmtime::Result<()> {
-        let msg = self.output(msg)?;
-        self.effects.push(Effect::Send(to, msg));
+        if let Some(msg) = self.output(msg)? {
+            self.effects.push(Effect::Send(to, msg));
+        }
         Ok(())
     }
 
     fn broadcast(&mut self, msg: Vec<u8>) -> wasmtime::Result<()> {
-        let msg = self.output(msg)?;
-        self.effects.push(Effect::Broadcast(msg));
+        if let Some(msg) = self.output(msg)? {
+            self.effects.push(Effect::Broadcast(msg));
+        }
         Ok(())
     }
 
     fn broadcast_except(&mut self, except: u64, msg: Vec<u8>) -> wasmtime::Result<()> {
-        let msg = self.output(msg)?;
-        self.effects.push(Effect::BroadcastExcept(except, msg));
+        if let Some(msg) = self.output(msg)? {
+            self.effects.push(Effect::BroadcastExcept(except, msg));
+        }
         Ok(())
     }
 
     fn kick(&mut self, player: u64, reason: String) -> wasmtime::Result<()> {
+        let reason = capped(reason, MAX_REASON_BYTES);
         self.effects.push(Effect::Kick(player, reason));
         Ok(())
     }
 
     fn close(&mut self, reason: String) -> wasmtime::Result<()> {
-        self.effects.push(Effect::Close(reason));
+        self.effects
+            .push(Effect::Close(capped(reason, MAX_REASON_BYTES)));
         Ok(())
     }
 
@@ -158,12 +213,18 @@ impl host::Host for RoomData {
     }
 
     fn set_label(&mut self, label: String) -> wasmtime::Result<()> {
-        self.effects.push(Effect::SetLabel(label));
+        self.effects
+            .push(Effect::SetLabel(capped(label, MAX_LABEL_BYTES)));
         Ok(())
     }
 
     fn hold_messages(&mut self, until_tick: bool) -> wasmtime::Result<()> {
         self.effects.push(Effect::HoldMessages(until_tick));
+        Ok(())
+    }
+
+    fn keep_open(&mut self, keep: bool) -> wasmtime::Result<()> {
+        self.effects.push(Effect::KeepOpen(keep));
         Ok(())
     }
 
@@ -178,16 +239,22 @@ impl host::Host for RoomData {
     }
 
     fn log(&mut self, level: types::LogLevel, msg: String) -> wasmtime::Result<()> {
+        let msg = capped(msg, MAX_LOG_LINE_BYTES);
+        // An error line is kept for the panic report even when it is not written.
+        if matches!(level, types::LogLevel::Error) {
+            self.last_error_log = Some(msg.clone());
+        }
+        if self.log_rate.take(Instant::now()).is_err() {
+            self.dropped.log_lines.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let room = &*self.room_id;
         match level {
             types::LogLevel::Trace => tracing::trace!(target: "ludus::guest", room, "{msg}"),
             types::LogLevel::Debug => tracing::debug!(target: "ludus::guest", room, "{msg}"),
             types::LogLevel::Info => tracing::info!(target: "ludus::guest", room, "{msg}"),
             types::LogLevel::Warn => tracing::warn!(target: "ludus::guest", room, "{msg}"),
-            types::LogLevel::Error => {
-                tracing::error!(target: "ludus::guest", room, "{msg}");
-                self.last_error_log = Some(msg);
-            }
+            types::LogLevel::Error => tracing::error!(target: "ludus::guest", room, "{msg}"),
         }
         Ok(())
     }

@@ -32,7 +32,8 @@ impl Room {
     /// Brings the room back on a fresh instance after its game failed, or closes it if
     /// it fails too often or cannot be restored.
     pub(super) fn recover(&mut self, cause: GuestError) {
-        self.instance = None;
+        // The failed instance's random stream goes on in the next one.
+        let random = self.instance.take().map(|i| i.random_state());
         let now = Instant::now();
         let window = self.cfg.restart_window;
         self.failures.retain(|t| now.duration_since(*t) < window);
@@ -48,7 +49,7 @@ impl Room {
             ));
             return;
         }
-        match self.rebuild() {
+        match self.rebuild(random) {
             Ok(()) => {
                 self.shared.update(|info| info.restarts += 1);
                 tracing::info!(room = &*self.id, "room restored from its last checkpoint");
@@ -62,11 +63,14 @@ impl Room {
 
     /// A fresh instance from the checkpoint (or from `init` if none was taken yet), then
     /// the members who came or went since are replayed as joins and leaves.
-    fn rebuild(&mut self) -> Result<(), String> {
+    fn rebuild(&mut self, random: Option<u64>) -> Result<(), String> {
         let mut instance = self
             .rt
             .instantiate(&self.module, &self.init)
             .map_err(|e| e.to_string())?;
+        if let Some(state) = random {
+            instance.set_random_state(state);
+        }
         let known = match &self.checkpoint {
             Some(cp) => {
                 instance
