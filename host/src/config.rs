@@ -68,9 +68,16 @@ impl Config {
         // Only variables naming a setting are read: LUDUS_LOG is the log filter, and
         // tools and Kubernetes set others (LUDUS_PORT, LUDUS_SERVICE_HOST for a Service
         // named ludus) that must not stop a node.
-        let env = Env::prefixed("LUDUS_")
-            .split("__")
-            .filter(|key| is_setting(key.as_str()));
+        let env = Env::prefixed("LUDUS_").split("__").filter(|key| {
+            let setting = is_setting(key.as_str());
+            if !setting {
+                tracing::debug!(
+                    "LUDUS_{} names no setting: ignored",
+                    key.as_str().to_uppercase()
+                );
+            }
+            setting
+        });
         figment = figment.merge(env);
         figment
             .extract()
@@ -82,6 +89,24 @@ impl Config {
                 ),
                 None => "reading the configuration (LUDUS_* variables)".to_owned(),
             })
+    }
+}
+
+impl Config {
+    /// Settings that are each valid but do not fit together.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.matchmaking.check()?;
+        let (frame, message) = (self.gateway.max_frame_bytes, self.runtime.max_message_bytes);
+        anyhow::ensure!(
+            frame <= message,
+            "gateway.max_frame_bytes ({frame}) must not exceed runtime.max_message_bytes \
+             ({message}): a player's frame may cross a node link as one message"
+        );
+        anyhow::ensure!(
+            self.runtime.max_message_bytes <= 64 << 20,
+            "runtime.max_message_bytes must be at most 64 MiB (what WebSocket clients take by default)"
+        );
+        Ok(())
     }
 }
 
@@ -136,6 +161,18 @@ mod tests {
             .matchmaking
             .check()
             .expect("the README's rules are valid");
+    }
+
+    #[test]
+    fn a_frame_limit_over_the_message_limit_is_refused_with_both_names() {
+        let mut config = Config::default();
+        config.check().expect("the defaults fit together");
+        config.gateway.max_frame_bytes = config.runtime.max_message_bytes + 1;
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.max_frame_bytes") && err.contains("runtime.max_message_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Server {
 /// Starts a node: installs the configured games, binds the gateway (and gRPC in a
 /// cluster) and starts watching module files.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    config.matchmaking.check()?;
+    config.check()?;
     let secret = match config.cluster.etcd.is_empty() {
         true => None,
         false => Some(config.cluster.secret()?),
@@ -129,7 +129,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                     tracing::error!("gRPC server: {e}");
                 }
             });
-            Some(Peers::new(cluster.clone(), secret.clone()))
+            Some(Peers::new(
+                cluster.clone(),
+                secret.clone(),
+                rt.limits().max_message_bytes,
+            ))
         }
         _ => None,
     };

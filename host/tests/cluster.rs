@@ -26,8 +26,19 @@ async fn node_with(
     ttl: Duration,
     tweak: impl FnOnce(&mut ludus::config::Config),
 ) -> (Server, tempfile::TempDir) {
+    node_serving(etcd, prefix, id, ttl, &["arena"], tweak).await
+}
+
+async fn node_serving(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ttl: Duration,
+    games: &[&str],
+    tweak: impl FnOnce(&mut ludus::config::Config),
+) -> (Server, tempfile::TempDir) {
     let (url, prefix, id) = (etcd.url.clone(), prefix.to_owned(), id.to_owned());
-    serve(&["arena"], move |c| {
+    serve(games, move |c| {
         c.cluster.etcd = vec![url];
         c.cluster.prefix = Some(prefix);
         c.cluster.node_id = Some(id);
@@ -928,4 +939,76 @@ async fn a_link_to_a_peer_that_restarts_is_opened_again_in_the_background() {
     create_outcome(&mut guest).await.unwrap();
     b.kill();
     a.stop().await;
+}
+
+/// The next room message (JSON) that is not one of faulty's tick broadcasts.
+async fn next_echo(c: &mut Client) -> serde_json::Value {
+    loop {
+        let frame = tokio::time::timeout(WAIT, c.recv()).await.unwrap().unwrap();
+        if let Some(Out::Message(m)) = frame.body {
+            assert!(
+                m.payload.len() < 1 << 20,
+                "{} bytes crossed",
+                m.payload.len()
+            );
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            if v.get("tick").is_none() {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn game_output_cannot_break_a_node_link_and_an_empty_room_leaves_etcd() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/edge/";
+    let ttl = Duration::from_secs(10);
+    let idle = |c: &mut ludus::config::Config| c.rooms.empty_timeout = Duration::from_secs(1);
+    let (a, _da) = node_serving(&etcd, prefix, "a", ttl, &["arena", "faulty"], idle).await;
+    let (b, _db) = node_serving(&etcd, prefix, "b", ttl, &["arena", "faulty"], idle).await;
+    a.rooms
+        .create(ludus::rooms::CreateRoom {
+            game: "faulty".into(),
+            id: Some("loud".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(WAIT, "b routes to the room on a", async || {
+        b.cluster.routing().rooms.contains_key("loud")
+    })
+    .await;
+    let mut c = Client::guest(b.addr, "far", ClientOptions::default())
+        .await
+        .unwrap();
+    c.join("loud").await.unwrap();
+    // Messages over what a client may receive stay in the room; the link carries on.
+    for _ in 0..3 {
+        c.message("loud", &b"huge-send"[..]).await.unwrap();
+        assert_eq!(next_echo(&mut c).await["echo"], "after huge-send");
+    }
+    c.message("loud", &b"still linked"[..]).await.unwrap();
+    assert_eq!(next_echo(&mut c).await["echo"], "still linked");
+    assert_eq!(a.rooms.get("loud").unwrap().info().dropped_messages, 3);
+
+    // Left empty, the room closes after its idle time and leaves etcd and routing.
+    c.send(ludus::gateway::pb::client_frame::Body::Leave(
+        ludus::gateway::pb::LeaveRoom {
+            room_id: "loud".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    eventually(WAIT, "the empty room leaves etcd", async || {
+        etcd.keys(&format!("{prefix}rooms/loud")).await.is_empty()
+    })
+    .await;
+    eventually(WAIT, "and the routing tables", async || {
+        !a.cluster.routing().rooms.contains_key("loud")
+            && !b.cluster.routing().rooms.contains_key("loud")
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
 }

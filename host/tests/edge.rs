@@ -336,3 +336,58 @@ async fn guest_names_are_refused_when_too_long_or_unprintable_never_cut() {
     assert_eq!(body["name"], ludus::gateway::DEFAULT_GUEST_NAME);
     server.stop().await;
 }
+
+/// The next error frame, or the room a `joined` frame names.
+async fn create_answer(c: &mut ludus::client::Client) -> Result<String, (i32, String)> {
+    loop {
+        let frame = tokio::time::timeout(WAIT, c.recv()).await.unwrap().unwrap();
+        match frame.body {
+            Some(Out::Joined(j)) => return Ok(j.room_id),
+            Some(Out::Error(e)) => return Err((e.code, e.message)),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_may_hold_only_so_many_open_rooms() {
+    let (server, _dir) = serve(&["arena"], |c| {
+        c.rooms.empty_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let opts = ludus::client::ClientOptions::default();
+    let mut c = ludus::client::Client::guest(server.addr, "builder", opts.clone())
+        .await
+        .unwrap();
+    let quota = ludus::rooms::RoomsConfig::default().max_rooms_per_player;
+    assert_eq!(quota, 4);
+    for i in 0..quota {
+        c.create("arena", &format!("mine-{i}"), "").await.unwrap();
+        assert_eq!(create_answer(&mut c).await, Ok(format!("mine-{i}")));
+    }
+    c.create("arena", "one-too-many", "").await.unwrap();
+    let (code, message) = create_answer(&mut c).await.unwrap_err();
+    assert_eq!(code, ErrorCode::RoomQuota as i32, "{message}");
+    assert!(message.contains("4 open rooms"), "{message}");
+    // Another player has a quota of their own.
+    let mut other = ludus::client::Client::guest(server.addr, "other", opts)
+        .await
+        .unwrap();
+    other.create("arena", "theirs", "").await.unwrap();
+    assert_eq!(create_answer(&mut other).await, Ok("theirs".into()));
+    // A room that closes (left, then empty past its idle time) frees its place.
+    c.send(ludus::gateway::pb::client_frame::Body::Leave(
+        ludus::gateway::pb::LeaveRoom {
+            room_id: "mine-0".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    common::eventually(WAIT, "the empty room closes", async || {
+        server.rooms.get("mine-0").is_none()
+    })
+    .await;
+    c.create("arena", "after-one-closed", "").await.unwrap();
+    assert_eq!(create_answer(&mut c).await, Ok("after-one-closed".into()));
+    server.stop().await;
+}

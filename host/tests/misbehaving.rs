@@ -208,3 +208,34 @@ async fn a_panic_in_the_hosts_room_code_closes_that_room_only() {
     neighbour.message(2, b"still here".to_vec());
     assert_eq!(next_json(&mut n).await["echo"], "still here");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_declaring_another_game_is_refused_before_any_room_sees_it() {
+    let (server, dir) = common::serve(&["arena"], |_| {}).await;
+    let room = server
+        .rooms
+        .create(CreateRoom {
+            game: "arena".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let faulty = ludus::guest_build::example_game_bytes("faulty").unwrap();
+    common::replace_file(&dir.path().join("arena.wasm"), &faulty);
+    let url = format!("{}/v1/games", server.url());
+    let mut games = serde_json::Value::Null;
+    common::eventually(WAIT, "the refusal is reported", async || {
+        games = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        games[0]["last_error"].is_string()
+    })
+    .await;
+    let error = games[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("declares the game `faulty`, not `arena`"),
+        "{error}"
+    );
+    assert_eq!(games[0]["version"], "1.0.0", "{games}");
+    assert_eq!(room.info().game, "arena");
+    assert_eq!(room.info().version, "1.0.0");
+    server.stop().await;
+}

@@ -378,7 +378,10 @@ async fn websocket(
         .max_message_size(inner.cfg.max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(inner.cfg.max_frame_bytes.saturating_mul(64).max(1 << 20));
+        .max_write_buffer_size(write_limit(
+            inner.cfg.max_frame_bytes,
+            inner.rooms.runtime().limits().max_message_bytes,
+        ));
     let ws = if via_protocol.is_some() {
         ws.protocols(["ludus"])
     } else {
@@ -392,6 +395,17 @@ async fn websocket(
         }
     })
     .into_response()
+}
+
+/// What a connection's write buffer may hold: always at least one game message of the
+/// largest size a game may send in its frame, so no game output can fail a write (and
+/// make a resuming client fail on the same frame again).
+fn write_limit(max_frame_bytes: usize, max_message_bytes: usize) -> usize {
+    let one_message = crate::rpc::relay::frame_limit(max_message_bytes);
+    max_frame_bytes
+        .saturating_mul(64)
+        .max(one_message)
+        .max(1 << 20)
 }
 
 /// Bytes read from a socket at most per read (see `upgrade`).

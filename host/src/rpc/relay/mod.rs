@@ -14,6 +14,16 @@ mod peers;
 pub use owner::RelayService;
 pub use peers::{PeerLink, Peers, RelayError, RemoteRoom};
 
+/// Room for a relay frame's envelope (room id, recipients) around one message.
+pub const ENVELOPE_BYTES: usize = 64 << 10;
+
+/// The largest relay frame either end encodes or decodes: one message of the largest
+/// size a game may send (`runtime.max_message_bytes`, which also bounds a player's
+/// frame) and its envelope. Every node of a cluster uses the same limits.
+pub fn frame_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_add(ENVELOPE_BYTES)
+}
+
 use super::pb::PeerFrame;
 use super::pb::peer_frame::Body;
 

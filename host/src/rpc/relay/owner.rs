@@ -35,7 +35,11 @@ impl RelayService {
         secret: &str,
         stop: tokio_util::sync::CancellationToken,
     ) -> layers::Checked<RelayServer<Self>> {
-        layers::checked(RelayServer::new(RelayService { rooms, stop }), secret)
+        let limit = super::frame_limit(rooms.runtime().limits().max_message_bytes);
+        let server = RelayServer::new(RelayService { rooms, stop })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        layers::checked(server, secret)
     }
 }
 

@@ -41,6 +41,7 @@ pub enum RelayError {
 pub struct Peers {
     cluster: Cluster,
     secret: String,
+    frame_limit: usize,
     links: Mutex<HashMap<String, Arc<PeerLink>>>,
 }
 
@@ -91,10 +92,12 @@ impl RemoteRoom {
 
 impl Peers {
     /// Links to peers of `cluster`; a peer that leaves the cluster ends its link.
-    pub fn new(cluster: Cluster, secret: String) -> Arc<Peers> {
+    /// Links to peers; `max_message_bytes` is the runtime's (see [`super::frame_limit`]).
+    pub fn new(cluster: Cluster, secret: String, max_message_bytes: usize) -> Arc<Peers> {
         let peers = Arc::new(Peers {
             cluster: cluster.clone(),
             secret,
+            frame_limit: super::frame_limit(max_message_bytes),
             links: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&peers);
@@ -186,7 +189,9 @@ impl Peers {
         let channel = crate::rpc::channel(&addr, &self.secret)
             .await
             .map_err(|e| unreachable(format!("{e:#}")))?;
-        let mut client = RelayClient::new(channel);
+        let mut client = RelayClient::new(channel)
+            .max_decoding_message_size(self.frame_limit)
+            .max_encoding_message_size(self.frame_limit);
         let (tx, rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
         let outbound = ReceiverStream::new(rx);
         let mut inbound = client
