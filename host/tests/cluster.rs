@@ -155,8 +155,10 @@ async fn two_nodes_racing_to_create_one_room_id_make_exactly_one_room() {
     let etcd = Etcd::start().await;
     let prefix = "/ludus/race/";
     let ttl = Duration::from_secs(10);
-    let (a, _da) = node(&etcd, prefix, "a", ttl).await;
-    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    // Each client creates eight rooms: no quota here.
+    let unlimited = |c: &mut ludus::config::Config| c.rooms.max_rooms_per_player = 0;
+    let (a, _da) = node_with(&etcd, prefix, "a", ttl, unlimited).await;
+    let (b, _db) = node_with(&etcd, prefix, "b", ttl, unlimited).await;
     let mut on_a = Client::guest(a.addr, "left", ClientOptions::default())
         .await
         .unwrap();

@@ -100,7 +100,14 @@ async fn labels_reasons_and_log_lines_are_capped_and_a_log_flood_is_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_state_over_the_cap_is_refused_like_a_failed_save() {
-    let rooms = rooms_with(RoomsConfig::default());
+    // faulty's huge state is 2 MiB: over a 1 MiB cap, and quick to make on a busy machine.
+    let limits = ludus::runtime::RuntimeLimits {
+        max_state_bytes: 1 << 20,
+        max_instances: 16,
+        ..Default::default()
+    };
+    let rt = ludus::runtime::Runtime::new(limits).unwrap();
+    let rooms = Rooms::new(rt, RoomsConfig::default()).unwrap();
     let module = install(&rooms, "faulty").await;
     let room = faulty(&rooms, None).await;
     let mut p = join(&room, 1).await;
@@ -238,4 +245,39 @@ async fn a_module_declaring_another_game_is_refused_before_any_room_sees_it() {
     assert_eq!(room.info().game, "arena");
     assert_eq!(room.info().version, "1.0.0");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_past_the_instance_limit_are_refused_with_the_limit_named() {
+    let limits = ludus::runtime::RuntimeLimits {
+        max_instances: 3,
+        ..Default::default()
+    };
+    let rt = ludus::runtime::Runtime::new(limits).unwrap();
+    let rooms = Rooms::new(rt, RoomsConfig::default()).unwrap();
+    install(&rooms, "faulty").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(faulty(&rooms, None).await);
+    }
+    let refused = rooms
+        .create(CreateRoom {
+            game: "faulty".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("runtime.max_instances (3)"), "{refused}");
+    open.pop().unwrap().close("making room").await;
+    common::eventually(WAIT, "a closed room frees its instance", async || {
+        rooms
+            .create(CreateRoom {
+                game: "faulty".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+    })
+    .await;
 }

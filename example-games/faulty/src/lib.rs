@@ -16,7 +16,7 @@
 //! - `huge-label`, `huge-close`, `huge-kick`: a 100 KiB label, close reason or kick
 //!   reason (for the sender);
 //! - `huge-log`: one log line of 1 MiB; `log-flood`: 10,000 log lines in one call;
-//! - `huge-save`: from now on `save` returns 40 MiB of state;
+//! - `huge-save`: from now on `save` returns 2 MiB of state;
 //! - anything else is counted and echoed back to its sender as `{"echo": text}`.
 //!
 //! Room config: `{"trap_in_init": true}` panics in `init`; `{"spin_every_tick": true}`
@@ -64,7 +64,7 @@ impl Game for Faulty {
         let mut state = serde_json::to_vec(self).map_err(|e| e.to_string())?;
         if self.huge_save {
             // JSON with trailing spaces: still a state `restore` could read.
-            state.resize(40 << 20, b' ');
+            state.resize(2 << 20, b' ');
         }
         Ok(state)
     }

@@ -108,6 +108,49 @@ impl From<RelayError> for ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// The node's log, as a test sees it.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_internal_error_shows_the_client_an_id_and_the_log_the_detail() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let error = tracing::subscriber::with_default(subscriber, || {
+            ClientError::from(ClusterError::Etcd("lease 7 not found at 10.1.2.3".into()))
+        });
+        assert_eq!(error.code, ErrorCode::Internal);
+        let id = error
+            .message
+            .split("(id ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .expect("an id in the message");
+        assert_eq!(id.len(), 8);
+        assert!(!error.message.contains("10.1.2.3"), "{}", error.message);
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains(id))
+            .expect("the id in the log");
+        assert!(line.contains("lease 7 not found at 10.1.2.3"), "{line}");
+    }
 
     #[test]
     fn inner_errors_map_to_the_codes_clients_rely_on() {

@@ -307,7 +307,7 @@ async fn guest(
         .into_response(),
         Err(e) => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot issue a token: {e}"),
+            ClientError::internal("issuing a guest token", e).message,
         ),
     }
 }

@@ -137,6 +137,19 @@ impl GameInstance {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(epochs(limits.lifecycle_deadline));
         let game = module.pre.instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                return GuestError {
+                    call: Call::Instantiate,
+                    kind: GuestErrorKind::Trap,
+                    detail: format!(
+                        "the node runs as many game instances as it may: \
+                         runtime.max_instances ({}); {e}",
+                        limits.max_instances
+                    ),
+                };
+            }
             GuestError::classify(Call::Instantiate, e, None, limits.lifecycle_deadline)
         })?;
         Ok(GameInstance {
