@@ -247,7 +247,7 @@ impl Cluster {
         let id = cfg
             .node_id
             .clone()
-            .unwrap_or_else(|| crate::csprng::hex::<4>());
+            .unwrap_or_else(crate::csprng::hex::<4>);
         let etcd = etcd::Etcd::connect(cfg).await?;
         let cluster = Cluster::new(id, Some(etcd));
         cluster.set_node(cfg.advertise.as_deref().unwrap_or(gateway), grpc);
