@@ -244,10 +244,7 @@ impl Cluster {
         if cfg.etcd.is_empty() {
             return Ok(Cluster::local(gateway));
         }
-        let id = cfg
-            .node_id
-            .clone()
-            .unwrap_or_else(crate::csprng::hex::<4>);
+        let id = cfg.node_id.clone().unwrap_or_else(crate::csprng::hex::<4>);
         let etcd = etcd::Etcd::connect(cfg).await?;
         let cluster = Cluster::new(id, Some(etcd));
         cluster.set_node(cfg.advertise.as_deref().unwrap_or(gateway), grpc);
