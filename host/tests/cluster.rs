@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Etcd, Proc, eventually, module_file, next_answer, serve};
+use common::cluster::{SECRET, create_outcome, node, node_serving, node_with};
+use common::{Etcd, Proc, eventually, module_file, next_answer};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::pb::server_frame::Body as Out;
 use ludus::server::Server;
@@ -12,43 +13,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The cluster credential every node (and `ludus deploy`) here shares.
-const SECRET: &str = "the test cluster's shared secret, 32+ bytes";
-
-/// A node of the cluster at `etcd` under `prefix`, serving arena.
-async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, tempfile::TempDir) {
-    node_with(etcd, prefix, id, ttl, |_| {}).await
-}
-
-async fn node_with(
-    etcd: &Etcd,
-    prefix: &str,
-    id: &str,
-    ttl: Duration,
-    tweak: impl FnOnce(&mut ludus::config::Config),
-) -> (Server, tempfile::TempDir) {
-    node_serving(etcd, prefix, id, ttl, &["arena"], tweak).await
-}
-
-async fn node_serving(
-    etcd: &Etcd,
-    prefix: &str,
-    id: &str,
-    ttl: Duration,
-    games: &[&str],
-    tweak: impl FnOnce(&mut ludus::config::Config),
-) -> (Server, tempfile::TempDir) {
-    let (url, prefix, id) = (etcd.url.clone(), prefix.to_owned(), id.to_owned());
-    serve(games, move |c| {
-        c.cluster.etcd = vec![url];
-        c.cluster.prefix = Some(prefix);
-        c.cluster.node_id = Some(id);
-        c.cluster.lease_ttl = ttl;
-        c.cluster.secret = Some(SECRET.into());
-        tweak(c);
-    })
-    .await
-}
-
 fn node_ids(server: &Server) -> Vec<String> {
     server.cluster.routing().nodes.into_keys().collect()
 }
@@ -135,20 +99,6 @@ async fn logging_in_on_another_node_closes_the_older_connection_with_a_reason() 
     b.stop().await;
 }
 
-/// Waits for the answer to a create: `Ok(())` when joined, `Err(message)` when refused.
-async fn create_outcome(client: &mut Client) -> Result<(), String> {
-    loop {
-        let frame = tokio::time::timeout(WAIT, client.recv())
-            .await
-            .expect("an answer in time")
-            .expect("connected");
-        match frame.body {
-            Some(Out::Joined(_)) => return Ok(()),
-            Some(Out::Error(e)) => return Err(e.message),
-            _ => {}
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_to_create_one_room_id_make_exactly_one_room() {

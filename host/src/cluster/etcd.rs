@@ -184,9 +184,37 @@ impl Etcd {
         Ok(())
     }
 
-    /// Creates `rooms/<room>` if no room of that id exists; or, if this node already
-    /// owns it, updates it.
-    pub async fn create_room(&self, room: &str, entry: &RoomEntry) -> Result<(), ClusterError> {
+    /// Creates `rooms/<room>` if no room of that id exists; an existing key, whoever
+    /// owns it, is left alone and answered with [`ClusterError::RoomExists`].
+    pub async fn claim_room(&self, room: &str, entry: &RoomEntry) -> Result<(), ClusterError> {
+        match self.create_room(room, entry).await? {
+            None => Ok(()),
+            Some(owner) => Err(ClusterError::RoomExists {
+                room: room.to_owned(),
+                owner,
+            }),
+        }
+    }
+
+    /// Writes `rooms/<room>` for a room this node runs: creates it if absent, updates it
+    /// if this node owns it; another owner's key is left alone (an error).
+    pub async fn put_room(&self, room: &str, entry: &RoomEntry) -> Result<(), ClusterError> {
+        match self.create_room(room, entry).await? {
+            None => Ok(()),
+            Some(owner) if owner == entry.owner => self.update_room(room, entry).await,
+            Some(owner) => Err(ClusterError::RoomExists {
+                room: room.to_owned(),
+                owner,
+            }),
+        }
+    }
+
+    /// Creates `rooms/<room>` if absent; else returns the owner of the existing key.
+    async fn create_room(
+        &self,
+        room: &str,
+        entry: &RoomEntry,
+    ) -> Result<Option<String>, ClusterError> {
         let key = self.key(Key::Room(room.to_owned()));
         let value = json(entry);
         let txn = Txn::new()
@@ -195,7 +223,7 @@ impl Etcd {
             .or_else([TxnOp::get(key, None)]);
         let resp = self.client().txn(txn).await.map_err(etcd_error)?;
         if resp.succeeded() {
-            return Ok(());
+            return Ok(None);
         }
         let owner = resp
             .op_responses()
@@ -205,13 +233,7 @@ impl Etcd {
                 _ => None,
             })
             .unwrap_or_default();
-        if owner == entry.owner {
-            return self.update_room(room, entry).await;
-        }
-        Err(ClusterError::RoomExists {
-            room: room.to_owned(),
-            owner,
-        })
+        Ok(Some(owner))
     }
 
     /// Rewrites `rooms/<room>` if this node (`entry.owner`) owns it.
@@ -240,8 +262,22 @@ impl Etcd {
                 room: room.to_owned(),
                 owner: owner_of(kv),
             }),
-            None => Box::pin(self.create_room(room, entry)).await,
+            None => Box::pin(self.put_room(room, entry)).await,
         }
+    }
+
+    /// `rooms/<room>`, read from etcd (within a second: a join waits on it).
+    pub async fn room(&self, room: &str) -> Result<Option<RoomEntry>, ClusterError> {
+        let key = self.key(Key::Room(room.to_owned()));
+        let mut client = self.client();
+        let resp = tokio::time::timeout(Duration::from_secs(1), client.get(key, None))
+            .await
+            .map_err(|_| ClusterError::Etcd("etcd did not answer within 1 s".into()))?
+            .map_err(etcd_error)?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
     }
 
     /// Deletes `rooms/<room>` if `node` owns it.

@@ -35,7 +35,7 @@ impl Cluster {
             etcd.put_session(player, &node.id).await?;
         }
         for (room, entry) in rooms {
-            if let Err(e) = etcd.create_room(&room, &entry).await {
+            if let Err(e) = etcd.put_room(&room, &entry).await {
                 tracing::warn!(room, "re-registering a room: {e}");
             }
         }

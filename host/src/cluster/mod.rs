@@ -356,6 +356,39 @@ impl Cluster {
             .collect()
     }
 
+    /// The node that owns room `id` as this node last heard (no copy of the table).
+    pub fn room_owner(&self, id: &str) -> Option<String> {
+        let routing = self.inner.routing.read().recover();
+        routing.rooms.get(id).map(|r| r.owner.clone())
+    }
+
+    /// The node that owns room `id`: from the routing table, or, for a room this node
+    /// has not heard of yet (created a moment ago elsewhere), from etcd itself.
+    pub async fn find_room_owner(&self, id: &str) -> Result<Option<String>, ClusterError> {
+        if let Some(owner) = self.room_owner(id) {
+            return Ok(Some(owner));
+        }
+        match &self.inner.etcd {
+            Some(etcd) => Ok(etcd.room(id).await?.map(|r| r.owner)),
+            None => Ok(None),
+        }
+    }
+
+    /// A node's entry, as this node last heard.
+    pub fn node(&self, id: &str) -> Option<NodeInfo> {
+        self.inner.routing.read().recover().nodes.get(id).cloned()
+    }
+
+    /// The nodes that hold module `sha256`, as this node last heard.
+    pub fn module_holders(&self, sha256: &str) -> Vec<String> {
+        let routing = self.inner.routing.read().recover();
+        routing
+            .modules
+            .get(sha256)
+            .map(|holders| holders.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// A copy of the routing table.
     pub fn routing(&self) -> Routing {
         self.inner.routing.read().recover().clone()
@@ -420,7 +453,7 @@ impl Cluster {
         let Some(etcd) = &self.inner.etcd else {
             return Ok(());
         };
-        etcd.create_room(room, &entry).await?;
+        etcd.claim_room(room, &entry).await?;
         self.inner
             .held
             .lock()

@@ -53,14 +53,24 @@ async fn sync_once(
         .collect();
     let held = c.inner.held.lock().recover().rooms.clone();
     for (room, entry) in &live {
-        if held.get(room) != Some(entry) {
-            etcd.create_room(room, entry).await?;
-            c.inner
-                .held
-                .lock()
-                .recover()
-                .rooms
-                .insert(room.clone(), entry.clone());
+        if held.get(room) == Some(entry) {
+            continue;
+        }
+        match etcd.put_room(room, entry).await {
+            Ok(()) => {
+                c.inner
+                    .held
+                    .lock()
+                    .recover()
+                    .rooms
+                    .insert(room.clone(), entry.clone());
+            }
+            // One room's key that cannot be written (another node's claim on the id)
+            // must not hold up the others: reported, skipped, tried again next time.
+            Err(e @ ClusterError::RoomExists { .. }) => {
+                tracing::warn!(node = %me, room, "room key not written: {e}");
+            }
+            Err(e) => return Err(e),
         }
     }
     // Rooms that ran here and are gone now. (A room claimed but not created yet has

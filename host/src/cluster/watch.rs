@@ -33,10 +33,17 @@ fn put_or_remove<K: Ord, V: serde::de::DeserializeOwned>(
     put: bool,
     kv: &KeyValue,
 ) {
-    match put
-        .then(|| serde_json::from_slice::<V>(kv.value()).ok())
-        .flatten()
-    {
+    let value = match put.then(|| serde_json::from_slice::<V>(kv.value())) {
+        Some(Ok(value)) => Some(value),
+        Some(Err(e)) => {
+            // Skipped and reported; the rest of the table is applied as usual.
+            let key = String::from_utf8_lossy(kv.key());
+            tracing::warn!(%key, "cannot read this key (skipped): {e}");
+            None
+        }
+        None => None,
+    };
+    match value {
         Some(value) => {
             map.insert(key, value);
         }

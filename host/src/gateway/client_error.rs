@@ -64,6 +64,7 @@ impl From<CreateError> for ClientError {
         let code = match e {
             CreateError::UnknownGame(_) => ErrorCode::NoSuchGame,
             CreateError::Quota(_) => ErrorCode::RoomQuota,
+            CreateError::DuplicateId(_) => ErrorCode::RoomExists,
             _ => ErrorCode::Refused,
         };
         ClientError::new(code, e.to_string())
@@ -82,7 +83,7 @@ impl From<ClusterError> for ClientError {
             // Said as the rooms service says it, with where the room is.
             ClusterError::RoomExists { room, owner } => {
                 let taken = CreateError::DuplicateId(room).to_string();
-                ClientError::new(ErrorCode::Refused, format!("{taken} (on node {owner})"))
+                ClientError::new(ErrorCode::RoomExists, format!("{taken} (on node {owner})"))
             }
             e => ClientError::internal("asking the cluster", e),
         }
@@ -161,7 +162,7 @@ mod tests {
             room: "r1".into(),
             owner: "b".into(),
         });
-        assert_eq!(taken.code, ErrorCode::Refused);
+        assert_eq!(taken.code, ErrorCode::RoomExists);
         assert!(taken.message.contains("already exists") && taken.message.contains("node b"));
         let etcd = ClusterError::Etcd("connection refused at 10.0.0.7:2379".into());
         let internal = ClientError::from(etcd);

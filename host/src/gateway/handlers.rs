@@ -47,7 +47,7 @@ impl Session {
         match self.join_remote(id).await {
             Some(answer) => answer,
             None => Err(ClientError::new(
-                ErrorCode::NoSuchRoom,
+                ErrorCode::RoomNotFound,
                 format!("no room `{id}`"),
             )),
         }
@@ -74,7 +74,10 @@ impl Session {
     async fn join_remote(&mut self, id: &str) -> Option<Answer> {
         let peers = self.services.peers.clone()?;
         let cluster = &self.services.cluster;
-        let owner = cluster.routing().rooms.get(id)?.owner.clone();
+        let owner = match cluster.find_room_owner(id).await {
+            Ok(owner) => owner?,
+            Err(e) => return Some(Err(e.into())),
+        };
         if owner == cluster.node_id() {
             return None; // ours, but not open (yet, or any more)
         }
@@ -110,6 +113,11 @@ impl Session {
             id => id,
         };
         check_room_id(&id)?;
+        // An id in use here is refused before anything is claimed, so the room's own
+        // claim is never touched.
+        if rooms.get(&id).is_some() {
+            return Err(CreateError::DuplicateId(id).into());
+        }
         cluster.claim_room(&id, &create.game).await?;
         let req = CreateRoom {
             game: create.game,
@@ -120,6 +128,8 @@ impl Session {
         };
         match rooms.create(req).await {
             Ok(room) => self.join(room).await,
+            // Made here meanwhile by someone else, who holds the claim too.
+            Err(e @ CreateError::DuplicateId(_)) => Err(e.into()),
             Err(e) => {
                 cluster.release_room(&id).await;
                 Err(e.into())

@@ -347,10 +347,8 @@ impl Matchmaker {
         let addr = self
             .inner
             .cluster
-            .routing()
-            .nodes
-            .get(&leader)
-            .map(|n| n.grpc.clone())
+            .node(&leader)
+            .map(|n| n.grpc)
             .filter(|a| !a.is_empty())
             .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not in the routing table"))?;
         let secret = self.inner.secret.clone().unwrap_or_default();

@@ -183,14 +183,12 @@ impl Rollout {
 
     /// Module `sha` from a node that holds it, trying each holder in turn.
     async fn fetch(&self, sha: &str) -> Result<Vec<u8>, DeployError> {
-        let routing = self.cluster.routing();
-        let holders: Vec<&str> = routing
-            .modules
-            .get(sha)
+        let holders: Vec<String> = self
+            .cluster
+            .module_holders(sha)
             .into_iter()
-            .flatten()
-            .filter(|n| *n != self.cluster.node_id())
-            .filter_map(|n| routing.nodes.get(n).map(|info| info.grpc.as_str()))
+            .filter(|n| n != self.cluster.node_id())
+            .filter_map(|n| self.cluster.node(&n).map(|info| info.grpc))
             .filter(|addr| !addr.is_empty())
             .collect();
         if holders.is_empty() {
@@ -199,7 +197,7 @@ impl Rollout {
         let secret = self.secret.as_deref().unwrap_or("");
         let mut errors = Vec::new();
         for addr in holders {
-            match crate::rpc::fetch(addr, secret, sha).await {
+            match crate::rpc::fetch(&addr, secret, sha).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => errors.push(format!("{e:#}")),
             }

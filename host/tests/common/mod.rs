@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use ludus::guest_build::example_game_bytes;
 use ludus::rooms::{PlayerEvents, RoomEvent, RoomHandle, Rooms, RoomsConfig};
 use ludus::runtime::{Module, Runtime, RuntimeLimits};

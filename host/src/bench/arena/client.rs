@@ -86,7 +86,7 @@ async fn join(room: &str, creator: bool, s: &Shared) -> anyhow::Result<(Ws, u64,
             match f.body {
                 Some(Out::Joined(_)) => return Ok((ws, w.player_id, f.seq, out_seq)),
                 Some(Out::Error(e))
-                    if e.code == ErrorCode::NoSuchRoom as i32
+                    if e.code == ErrorCode::RoomNotFound as i32
                         && started.elapsed() < Duration::from_secs(30) =>
                 {
                     // The room's creator has not got there yet.

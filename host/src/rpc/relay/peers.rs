@@ -176,10 +176,8 @@ impl Peers {
         }
         let addr = self
             .cluster
-            .routing()
-            .nodes
-            .get(node)
-            .map(|n| n.grpc.clone())
+            .node(node)
+            .map(|n| n.grpc)
             .filter(|a| !a.is_empty())
             .ok_or_else(|| RelayError::NotInCluster(node.to_owned()))?;
         let unreachable = |error: String| RelayError::Unreachable {
@@ -247,7 +245,7 @@ impl Peers {
             let mut backoff = RELINK_MIN;
             loop {
                 tokio::time::sleep(backoff).await;
-                if !self.cluster.routing().nodes.contains_key(&node) || self.is_linked(&node) {
+                if self.cluster.node(&node).is_none() || self.is_linked(&node) {
                     return;
                 }
                 match self.link(&node).await {

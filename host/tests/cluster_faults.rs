@@ -1,0 +1,144 @@
+//! The cluster on its bad days, with a real etcd and real nodes: ids that must stay
+//! unique, keys that cannot be applied, rooms a node has not heard of yet.
+
+mod common;
+
+use common::cluster::{create_outcome, node, node_with};
+use common::{Etcd, eventually};
+use ludus::client::{Client, ClientOptions};
+use ludus::gateway::pb::{ErrorCode, server_frame::Body as Out};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+const TTL: Duration = Duration::from_secs(10);
+
+async fn guest(server: &ludus::server::Server, name: &str) -> Client {
+    Client::guest(server.addr, name, ClientOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The code and message of the next error, or `Ok(room)` for the next `joined`.
+async fn answer(c: &mut Client) -> Result<String, (i32, String)> {
+    loop {
+        let frame = tokio::time::timeout(WAIT, c.recv()).await.unwrap().unwrap();
+        match frame.body {
+            Some(Out::Joined(j)) => return Ok(j.room_id),
+            Some(Out::Error(e)) => return Err((e.code, e.message)),
+            _ => {}
+        }
+    }
+}
+
+/// `rooms/<room>` as etcd holds it: (owner, create revision).
+async fn room_key(etcd: &Etcd, prefix: &str, room: &str) -> Option<(String, i64)> {
+    let resp = etcd
+        .client()
+        .await
+        .get(format!("{prefix}rooms/{room}"), None)
+        .await
+        .unwrap();
+    resp.kvs().first().map(|kv| {
+        let entry: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+        (entry["owner"].as_str().unwrap().to_owned(), kv.create_revision())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_id_in_use_is_refused_everywhere_and_its_claim_is_left_alone() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/unique/";
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    let (b, _db) = node(&etcd, prefix, "b", TTL).await;
+    let mut first = guest(&a, "first").await;
+    first.create("arena", "dup", "").await.unwrap();
+    create_outcome(&mut first).await.unwrap();
+    let claim = room_key(&etcd, prefix, "dup").await.expect("the claim");
+    assert_eq!(claim.0, "a");
+
+    // A second create on the owner node, then on the other node.
+    for (node, name) in [(&a, "second"), (&b, "third")] {
+        let mut c = guest(node, name).await;
+        c.create("arena", "dup", "").await.unwrap();
+        let (code, message) = answer(&mut c).await.unwrap_err();
+        assert_eq!(code, ErrorCode::RoomExists as i32, "{message}");
+        assert_eq!(room_key(&etcd, prefix, "dup").await, Some(claim.clone()));
+    }
+    // Still there a sync later, still one room, still playable.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(room_key(&etcd, prefix, "dup").await, Some(claim));
+    assert!(b.rooms.get("dup").is_none());
+    let mut joiner = guest(&b, "joiner").await;
+    joiner.join("dup").await.unwrap();
+    assert_eq!(answer(&mut joiner).await, Ok("dup".to_owned()));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_key_that_cannot_be_written_does_not_hold_up_the_others() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/skip/";
+    let unlimited = |c: &mut ludus::config::Config| c.rooms.max_rooms_per_player = 0;
+    let (a, _da) = node_with(&etcd, prefix, "a", TTL, unlimited).await;
+    let mut owner = guest(&a, "owner").await;
+    for room in ["taken", "fine"] {
+        owner.create("arena", room, "").await.unwrap();
+        create_outcome(&mut owner).await.unwrap();
+    }
+    // Something else takes the key of a room a runs, and writes garbage beside it.
+    let mut client = etcd.client().await;
+    let forged = serde_json::json!({"owner": "z", "game": "arena", "version": "", "label": "", "seats": 0});
+    client
+        .put(format!("{prefix}rooms/taken"), forged.to_string(), None)
+        .await
+        .unwrap();
+    client
+        .put(format!("{prefix}rooms/garbage"), "not json", None)
+        .await
+        .unwrap();
+    // a keeps syncing its other rooms: a second player in `fine` shows in etcd.
+    let mut second = guest(&a, "second").await;
+    second.join("fine").await.unwrap();
+    assert_eq!(answer(&mut second).await, Ok("fine".to_owned()));
+    eventually(WAIT, "the seats of `fine` reach etcd", async || {
+        let resp = etcd
+            .client()
+            .await
+            .get(format!("{prefix}rooms/fine"), None)
+            .await
+            .unwrap();
+        resp.kvs().first().is_some_and(|kv| {
+            serde_json::from_slice::<serde_json::Value>(kv.value()).unwrap()["seats"] == 2
+        })
+    })
+    .await;
+    // The forged claim is not overwritten by a's sync.
+    assert_eq!(room_key(&etcd, prefix, "taken").await.unwrap().0, "z");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_just_created_on_one_node_is_joinable_on_another_at_once() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/fresh/";
+    let unlimited = |c: &mut ludus::config::Config| c.rooms.max_rooms_per_player = 0;
+    let (a, _da) = node_with(&etcd, prefix, "a", TTL, unlimited).await;
+    let (b, _db) = node_with(&etcd, prefix, "b", TTL, unlimited).await;
+    let mut creator = guest(&a, "creator").await;
+    let mut friend = guest(&b, "friend").await;
+    for round in 0..5 {
+        let room = format!("shared-{round}");
+        creator.create("arena", &room, "").await.unwrap();
+        create_outcome(&mut creator).await.unwrap();
+        // The id goes to the friend at once; b may not have heard of the room yet.
+        friend.join(&room).await.unwrap();
+        assert_eq!(answer(&mut friend).await, Ok(room.clone()), "round {round}");
+    }
+    // An id nobody holds is `room_not_found`, after etcd was asked too.
+    friend.join("nobody-has-this").await.unwrap();
+    let (code, message) = answer(&mut friend).await.unwrap_err();
+    assert_eq!(code, ErrorCode::RoomNotFound as i32, "{message}");
+    a.stop().await;
+    b.stop().await;
+}
