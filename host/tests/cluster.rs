@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{SECRET, create_outcome, node, node_serving, node_with};
+use common::cluster::{SECRET, create_outcome, ludus, node, node_serving, node_with};
 use common::{Etcd, Proc, eventually, module_file, next_answer};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::pb::server_frame::Body as Out;
@@ -98,7 +98,6 @@ async fn logging_in_on_another_node_closes_the_older_connection_with_a_reason() 
     a.stop().await;
     b.stop().await;
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_to_create_one_room_id_make_exactly_one_room() {
@@ -273,21 +272,6 @@ async fn rooms_keep_ticking_while_etcd_is_down_and_nodes_register_again_after() 
     .await;
     assert!(a.rooms.get("steady-room").is_some());
     a.stop().await;
-}
-
-/// Runs `ludus <args>` against the cluster; returns (success, stdout, stderr).
-fn ludus(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-        .args(args)
-        .env("LUDUS_LOG", "warn")
-        .env("LUDUS_CLUSTER__SECRET", SECRET)
-        .output()
-        .expect("running ludus");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Writes an example game's module into `dir` and returns its path.

@@ -40,7 +40,10 @@ async fn room_key(etcd: &Etcd, prefix: &str, room: &str) -> Option<(String, i64)
         .unwrap();
     resp.kvs().first().map(|kv| {
         let entry: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
-        (entry["owner"].as_str().unwrap().to_owned(), kv.create_revision())
+        (
+            entry["owner"].as_str().unwrap().to_owned(),
+            kv.create_revision(),
+        )
     })
 }
 
@@ -88,7 +91,8 @@ async fn a_room_key_that_cannot_be_written_does_not_hold_up_the_others() {
     }
     // Something else takes the key of a room a runs, and writes garbage beside it.
     let mut client = etcd.client().await;
-    let forged = serde_json::json!({"owner": "z", "game": "arena", "version": "", "label": "", "seats": 0});
+    let forged =
+        serde_json::json!({"owner": "z", "game": "arena", "version": "", "label": "", "seats": 0});
     client
         .put(format!("{prefix}rooms/taken"), forged.to_string(), None)
         .await
@@ -141,4 +145,58 @@ async fn a_room_just_created_on_one_node_is_joinable_on_another_at_once() {
     assert_eq!(code, ErrorCode::RoomNotFound as i32, "{message}");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_more_keys_than_one_grpc_message_starts_syncs_and_reports() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/big/";
+    // 20,000 rooms of another node, with full labels: about 7 MB, where one gRPC
+    // message carries 4 MiB.
+    let mut client = etcd.client().await;
+    let label = "l".repeat(256);
+    let rooms = 20_000;
+    for batch in 0..rooms / 100 {
+        let puts: Vec<etcd_client::TxnOp> = (0..100)
+            .map(|i| {
+                let entry = serde_json::json!({
+                    "owner": "elsewhere", "game": "arena", "version": "1.0.0",
+                    "label": label, "seats": 3,
+                });
+                let key = format!("{prefix}rooms/far-{:05}", batch * 100 + i);
+                etcd_client::TxnOp::put(key, entry.to_string(), None)
+            })
+            .collect();
+        client
+            .txn(etcd_client::Txn::new().and_then(puts))
+            .await
+            .unwrap();
+    }
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    assert_eq!(
+        a.cluster.routing().rooms.len(),
+        rooms,
+        "every room read at start"
+    );
+    let mut player = guest(&a, "p").await;
+    player.create("arena", "near", "").await.unwrap();
+    create_outcome(&mut player).await.unwrap();
+    eventually(WAIT, "a's load reaches etcd", async || {
+        let resp = etcd
+            .client()
+            .await
+            .get(format!("{prefix}nodes/a"), None)
+            .await
+            .unwrap();
+        resp.kvs().first().is_some_and(|kv| {
+            serde_json::from_slice::<serde_json::Value>(kv.value()).unwrap()["rooms"] == 1
+        })
+    })
+    .await;
+    let (ok, out, err) =
+        common::cluster::ludus(&["status", "--json", "--etcd", &etcd.url, "--prefix", prefix]);
+    assert!(ok, "status over a big cluster: {err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(status["nodes"]["a"].is_object(), "{status}");
+    a.stop().await;
 }

@@ -212,7 +212,9 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
                         joined = Some((j.room_id, room));
                     }
                     None => {
-                        let _ = tx.send(error(ErrorCode::RoomNotFound, "no such room")).await;
+                        let _ = tx
+                            .send(error(ErrorCode::RoomNotFound, "no such room"))
+                            .await;
                     }
                 }
             }

@@ -36,6 +36,56 @@ pub(super) fn etcd_error(e: etcd_client::Error) -> ClusterError {
     ClusterError::Etcd(e.to_string())
 }
 
+/// Keys read per request of a whole-prefix read: a page of room entries (a few hundred
+/// bytes each, labels capped at 256) stays far below a gRPC message's 4 MiB.
+const PAGE: i64 = 500;
+
+/// The first key after every key starting with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
+/// Every key under `prefix`, read in pages at one revision (a consistent snapshot
+/// however many keys there are); with that revision.
+pub(super) async fn get_prefix(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<(Vec<KeyValue>, i64), ClusterError> {
+    let end = prefix_end(prefix.as_bytes());
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut all = Vec::new();
+    loop {
+        let mut options = etcd_client::GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut resp = client.get(from, Some(options)).await.map_err(etcd_error)?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        let more = resp.more();
+        let page = resp.take_kvs();
+        let Some(last) = page.last() else { break };
+        from = last.key().to_vec();
+        from.push(0);
+        all.extend(page);
+        if !more {
+            break;
+        }
+    }
+    Ok((all, revision))
+}
+
 /// A value as stored: JSON (of types that always serialize).
 pub(super) fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
@@ -308,4 +358,14 @@ fn owner_of(kv: &KeyValue) -> String {
     serde_json::from_slice::<RoomEntry>(kv.value())
         .map(|e| e.owner)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prefix_ends_just_after_its_last_possible_key() {
+        assert_eq!(super::prefix_end(b"/ludus/a/"), b"/ludus/a0");
+        assert_eq!(super::prefix_end(b"a\xff"), b"b");
+        assert_eq!(super::prefix_end(b"\xff\xff"), vec![0]);
+    }
 }

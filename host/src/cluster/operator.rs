@@ -1,12 +1,11 @@
 //! An operator's view of a cluster (`ludus deploy`, `ludus rollback`, `ludus status`):
 //! a plain etcd client under the cluster's prefix, not a node (no lease, no keys).
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::Client;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::etcd::etcd_error;
 use super::keys::Key;
 use super::{ClusterConfig, ClusterError, Desired, GameEntry, GameStatus, NodeInfo};
 
@@ -48,14 +47,10 @@ impl Operator {
 
     /// Nodes, games, statuses and the matchmaker leader, as etcd has them now.
     pub async fn snapshot(&mut self) -> Result<Snapshot, ClusterError> {
-        let resp = self
-            .client
-            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd_error)?;
+        let (kvs, _) = super::etcd::get_prefix(&mut self.client, &self.prefix).await?;
         let mut snap = Snapshot::default();
         let mut oldest_candidate = i64::MAX;
-        for kv in resp.kvs() {
+        for kv in &kvs {
             let Some(key) = Key::parse(&self.prefix, kv.key()) else {
                 continue;
             };

@@ -2,7 +2,7 @@
 //! watched from that revision on (reloaded after an error); events the node must act on
 //! (a session taken, a node gone, a game changed) go out on the cluster's channel.
 
-use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{EventType, KeyValue, WatchOptions};
 
 use super::etcd::{RETRY, etcd_error};
 use super::keys::Key;
@@ -12,14 +12,9 @@ use crate::lock::Recover;
 /// Reads every key into a fresh routing table; returns the revision it reflects.
 pub(super) async fn load(c: &Cluster) -> Result<i64, ClusterError> {
     let etcd = c.etcd();
-    let resp = etcd
-        .client()
-        .get(etcd.prefix.clone(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(etcd_error)?;
-    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+    let (kvs, revision) = super::etcd::get_prefix(&mut etcd.client(), &etcd.prefix).await?;
     c.write_routing(|r| *r = super::Routing::default());
-    for kv in resp.kvs() {
+    for kv in &kvs {
         apply(c, kv, true);
     }
     Ok(revision)

@@ -11,7 +11,12 @@ const WAIT: Duration = Duration::from_secs(10);
 pub const SECRET: &str = "the test cluster's shared secret, 32+ bytes";
 
 /// A node of the cluster at `etcd` under `prefix`, serving arena.
-pub async fn node(etcd: &Etcd, prefix: &str, id: &str, ttl: Duration) -> (Server, tempfile::TempDir) {
+pub async fn node(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ttl: Duration,
+) -> (Server, tempfile::TempDir) {
     node_with(etcd, prefix, id, ttl, |_| {}).await
 }
 
@@ -58,4 +63,19 @@ pub async fn create_outcome(client: &mut Client) -> Result<(), String> {
             _ => {}
         }
     }
+}
+
+/// Runs `ludus <args>` against the cluster; returns (success, stdout, stderr).
+pub fn ludus(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(args)
+        .env("LUDUS_LOG", "warn")
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .output()
+        .expect("running ludus");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
