@@ -200,3 +200,80 @@ async fn a_cluster_with_more_keys_than_one_grpc_message_starts_syncs_and_reports
     assert!(status["nodes"]["a"].is_object(), "{status}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_etcd_never_stalls_play_and_a_new_login_is_told_why_within_a_second() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/hung/";
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    let mut player = guest(&a, "player").await;
+    player.create("arena", "play", "").await.unwrap();
+    create_outcome(&mut player).await.unwrap();
+
+    etcd.signal("STOP");
+    // Play goes on: snapshots keep coming at the room's 20 Hz.
+    let watch = tokio::spawn(async move {
+        let (started, mut last, mut worst) = (
+            std::time::Instant::now(),
+            std::time::Instant::now(),
+            Duration::ZERO,
+        );
+        while started.elapsed() < Duration::from_secs(4) {
+            let frame = tokio::time::timeout(WAIT, player.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if matches!(frame.body, Some(Out::Message(_))) {
+                worst = worst.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+        }
+        worst
+    });
+    // A new login is refused within a second, with a code of its own.
+    let (token, _) = ludus::client::guest_login(a.addr, "late").await.unwrap();
+    let asked = std::time::Instant::now();
+    let url = format!("ws://{}/v1/ws?token={token}", a.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut refused = None;
+    let close = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Binary(b))) => {
+                let frame: ludus::gateway::pb::ServerFrame =
+                    prost::Message::decode(&b[..]).unwrap();
+                if let Some(Out::Error(e)) = frame.body {
+                    refused = Some((e.code, e.message));
+                }
+            }
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    let waited = asked.elapsed();
+    let (code, message) = refused.expect("an error frame before the close");
+    assert_eq!(code, ErrorCode::Unavailable as i32, "{message}");
+    assert_eq!(close, ludus::gateway::close_code::UNAVAILABLE);
+    assert!(
+        waited < Duration::from_millis(1800),
+        "refused after {waited:?}"
+    );
+    let worst = watch.await.unwrap();
+    assert!(
+        worst < Duration::from_millis(500),
+        "a snapshot gap of {worst:?}"
+    );
+
+    etcd.signal("CONT");
+    eventually(WAIT, "logins work again", async || {
+        // A connect returns once the welcome came.
+        let connect = Client::guest(a.addr, "again", ClientOptions::default());
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), connect).await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    a.stop().await;
+}

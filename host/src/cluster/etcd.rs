@@ -316,14 +316,10 @@ impl Etcd {
         }
     }
 
-    /// `rooms/<room>`, read from etcd (within a second: a join waits on it).
+    /// `rooms/<room>`, read from etcd.
     pub async fn room(&self, room: &str) -> Result<Option<RoomEntry>, ClusterError> {
         let key = self.key(Key::Room(room.to_owned()));
-        let mut client = self.client();
-        let resp = tokio::time::timeout(Duration::from_secs(1), client.get(key, None))
-            .await
-            .map_err(|_| ClusterError::Etcd("etcd did not answer within 1 s".into()))?
-            .map_err(etcd_error)?;
+        let resp = self.client().get(key, None).await.map_err(etcd_error)?;
         Ok(resp
             .kvs()
             .first()

@@ -169,6 +169,10 @@ pub enum ClusterError {
     NoLease,
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error(
+        "etcd did not answer within {0:?}; the node takes no new sessions or rooms until it does"
+    )]
+    Unavailable(Duration),
     #[error("{0} does not hold what it should (written by something else?)")]
     BadEntry(String),
     #[error(
@@ -180,6 +184,19 @@ pub enum ClusterError {
     NoGame(String),
     #[error("game `{0}` has no earlier version to roll back to")]
     NoHistory(String),
+}
+
+/// How long a player's request (a login, a create, a join) waits for etcd before it
+/// is refused as unavailable: a hung etcd must not hang players.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// `call`, or [`ClusterError::Unavailable`] if etcd takes longer than [`ANSWER_WITHIN`].
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<T, ClusterError>>,
+) -> Result<T, ClusterError> {
+    tokio::time::timeout(ANSWER_WITHIN, call)
+        .await
+        .unwrap_or(Err(ClusterError::Unavailable(ANSWER_WITHIN)))
 }
 
 /// Where things are, as this node last heard.
@@ -369,7 +386,7 @@ impl Cluster {
             return Ok(Some(owner));
         }
         match &self.inner.etcd {
-            Some(etcd) => Ok(etcd.room(id).await?.map(|r| r.owner)),
+            Some(etcd) => Ok(within(etcd.room(id)).await?.map(|r| r.owner)),
             None => Ok(None),
         }
     }
@@ -411,10 +428,11 @@ impl Cluster {
     }
 
     /// Records that this node now holds `player`'s session; anywhere else it ends.
+    /// Answers within [`ANSWER_WITHIN`] even if etcd hangs.
     pub async fn claim_session(&self, player: u64) -> Result<(), ClusterError> {
         self.check_lease()?;
         if let Some(etcd) = &self.inner.etcd {
-            etcd.put_session(player, &self.inner.node_id).await?;
+            within(etcd.put_session(player, &self.inner.node_id)).await?;
         }
         self.inner.held.lock().recover().sessions.insert(player);
         let me = self.inner.node_id.clone();
@@ -453,7 +471,7 @@ impl Cluster {
         let Some(etcd) = &self.inner.etcd else {
             return Ok(());
         };
-        etcd.claim_room(room, &entry).await?;
+        within(etcd.claim_room(room, &entry)).await?;
         self.inner
             .held
             .lock()

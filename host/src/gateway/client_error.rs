@@ -12,6 +12,8 @@ use crate::rpc::relay::RelayError;
 pub mod close_code {
     pub const REPLACED: u16 = 4000;
     pub const RESUME_FAILED: u16 = 4001;
+    /// The node cannot take the connection now (it lost touch with etcd).
+    pub const UNAVAILABLE: u16 = 4005;
     pub const SESSION_ENDED: u16 = 4002;
     pub const TOO_SLOW: u16 = 4003;
     /// The connection answered nothing (not even a pong) for the idle timeout.
@@ -85,6 +87,11 @@ impl From<ClusterError> for ClientError {
                 let taken = CreateError::DuplicateId(room).to_string();
                 ClientError::new(ErrorCode::RoomExists, format!("{taken} (on node {owner})"))
             }
+            ClusterError::NoLease | ClusterError::Unavailable(_) => ClientError::new(
+                ErrorCode::Unavailable,
+                "this node cannot take new sessions or rooms right now (it has lost touch \
+                 with the cluster's store); try again shortly or another node",
+            ),
             e => ClientError::internal("asking the cluster", e),
         }
     }

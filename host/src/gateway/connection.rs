@@ -208,12 +208,16 @@ impl Conn {
     }
 
     /// Tells the client why its session could not take it (an error frame, then a
-    /// close with [`close_code::RESUME_FAILED`]) and drops the socket.
-    pub async fn refuse(mut self, reason: &str) {
-        let error = input_error(self.mode, ErrorCode::ResumeFailed, reason.to_owned());
-        self.outbox.push(error);
-        self.outbox
-            .push(close_message(close_code::RESUME_FAILED, reason));
+    /// close: [`close_code::UNAVAILABLE`] when the node cannot take sessions now, else
+    /// [`close_code::RESUME_FAILED`]) and drops the socket.
+    pub async fn refuse(mut self, error: super::ClientError) {
+        let code = match error.code {
+            ErrorCode::Unavailable => close_code::UNAVAILABLE,
+            _ => close_code::RESUME_FAILED,
+        };
+        self.outbox.push(close_message(code, &error.message));
+        let frame = input_error(self.mode, error.code, error.message);
+        self.outbox.insert(0, frame);
         self.finish().await;
     }
 

@@ -390,8 +390,8 @@ async fn websocket(
     ws.on_upgrade(move |socket| async move {
         // The session owns the connection from here; a refused one is told why.
         let conn = connection::Conn::new(socket, id, mode, cfg, guard);
-        if let Err((Some(conn), reason)) = sessions.connect(&who, resume, conn).await {
-            conn.refuse(&reason).await;
+        if let Err((Some(conn), error)) = sessions.connect(&who, resume, conn).await {
+            conn.refuse(error).await;
         }
     })
     .into_response()

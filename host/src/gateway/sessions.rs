@@ -9,7 +9,9 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Identity;
+use super::client_error::ClientError;
 use super::connection::Conn;
+use super::pb::ErrorCode;
 use super::session::{Control, Services, Session, SessionConfig};
 use crate::cluster::{Cluster, ClusterEvent};
 use crate::lock::Recover;
@@ -138,13 +140,14 @@ impl Sessions {
         who: &Identity,
         resume: Option<(String, u64)>,
         conn: Conn,
-    ) -> Result<(), (Option<Conn>, String)> {
+    ) -> Result<(), (Option<Conn>, ClientError)> {
+        let resume_failed = |reason: &str| ClientError::new(ErrorCode::ResumeFailed, reason);
         let existing = self.get(who.player_id);
         let (session, last_seen, gone) = match (resume, existing) {
             (Some((token, last_seen)), Some(session)) => {
                 if *session.resume_token != token {
                     let reason = "the resume token does not belong to this player's session";
-                    return Err((Some(conn), reason.into()));
+                    return Err((Some(conn), resume_failed(reason)));
                 }
                 (
                     session,
@@ -155,7 +158,7 @@ impl Sessions {
             (Some(_), None) => {
                 let reason =
                     "no session to resume: it expired or never existed; connect without resume";
-                return Err((Some(conn), reason.into()));
+                return Err((Some(conn), resume_failed(reason)));
             }
             (None, Some(session)) => (
                 session,
@@ -164,16 +167,15 @@ impl Sessions {
             ),
             (None, None) => {
                 if let Err(e) = self.services.cluster.claim_session(who.player_id).await {
-                    let e = super::ClientError::from(e);
-                    return Err((Some(conn), e.message));
+                    return Err((Some(conn), ClientError::from(e)));
                 }
                 (self.start(who), None, "the new session could not start")
             }
         };
         match session.attach(conn, last_seen).await {
             Ok(()) => Ok(()),
-            Err(AttachError::Refused(conn, reason)) => Err((Some(conn), reason)),
-            Err(AttachError::Gone(conn)) => Err((conn, gone.into())),
+            Err(AttachError::Refused(conn, reason)) => Err((Some(conn), resume_failed(&reason))),
+            Err(AttachError::Gone(conn)) => Err((conn, resume_failed(gone))),
         }
     }
 

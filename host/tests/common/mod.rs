@@ -267,6 +267,18 @@ impl Etcd {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the etcd process: a stopped etcd hangs every
+    /// call instead of refusing it.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let ok = std::process::Command::new("kill")
+                .args([format!("-{signal}"), child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{signal} etcd");
+        }
+    }
+
     /// Kills the etcd process (its data stays for [`Etcd::run`]).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
