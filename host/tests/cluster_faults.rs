@@ -277,3 +277,98 @@ async fn a_hung_etcd_never_stalls_play_and_a_new_login_is_told_why_within_a_seco
     .await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_found_out_its_players_told_and_fetches_fail_over() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/silent/";
+    // a's gRPC is reached only through a proxy the test can black-hole.
+    let a_grpc: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let proxy = common::cluster::Proxy::start(a_grpc).await;
+    let proxied = proxy.addr.to_string();
+    let (a, _da) = node_with(&etcd, prefix, "a", TTL, move |c| {
+        c.cluster.grpc_listen = a_grpc;
+        c.cluster.grpc_advertise = Some(proxied);
+    })
+    .await;
+    let (b, _db) = node(&etcd, prefix, "b", TTL).await;
+    let (c, _dc) = node(&etcd, prefix, "c", TTL).await;
+    let mut host = guest(&a, "host").await;
+    host.create("arena", "far", "").await.unwrap();
+    create_outcome(&mut host).await.unwrap();
+    let mut visitor = guest(&b, "visitor").await;
+    visitor.join("far").await.unwrap();
+    assert_eq!(answer(&mut visitor).await, Ok("far".to_owned()));
+    eventually(WAIT, "a counts the visitor's seat", async || {
+        a.rooms.get("far").is_some_and(|r| r.info().seats == 2)
+    })
+    .await;
+    // A version only a and c hold, for b to fetch.
+    let v2 = ludus::guest_build::example_game_bytes("arena-v2").unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&v2));
+    for n in [&a, &c] {
+        n.cluster
+            .hold_module(&sha, std::sync::Arc::new(v2.clone()))
+            .await
+            .unwrap();
+    }
+    eventually(WAIT, "b sees both holders", async || {
+        b.cluster.module_holders(&sha) == ["a", "c"]
+    })
+    .await;
+
+    proxy.black_hole();
+    let silent = std::time::Instant::now();
+    // The visitor is told, within 10 s, that the room is out of reach.
+    let told = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(12), visitor.recv())
+            .await
+            .expect("told within 12 s")
+            .unwrap();
+        match frame.body {
+            Some(Out::Closed(c)) if c.room_id == "far" => break c.reason,
+            Some(Out::Kicked(k)) if k.room_id == "far" => break k.reason,
+            _ => {}
+        }
+    };
+    let detected = silent.elapsed();
+    assert!(
+        detected < Duration::from_secs(10),
+        "told after {detected:?}: {told}"
+    );
+    assert!(told.contains("node a"), "{told}");
+    // And a frees the seat it held for the visitor.
+    eventually(WAIT, "a frees the visitor's seat", async || {
+        a.rooms.get("far").is_some_and(|r| r.info().seats == 1)
+    })
+    .await;
+    let freed = silent.elapsed();
+    assert!(
+        freed < Duration::from_secs(10),
+        "seat freed after {freed:?}"
+    );
+    eprintln!("black-holed peer: players told after {detected:?}, seat freed after {freed:?}");
+
+    // A fetch tries a first (silent) and fails over to c within the same bound.
+    let fetching = std::time::Instant::now();
+    let fetched = b
+        .rollout
+        .deploy(
+            "arena",
+            ludus::rollout::Source::Held(sha.clone()),
+            ludus::rooms::SwapPolicy::NewRoomsOnly,
+        )
+        .await;
+    let took = fetching.elapsed();
+    assert!(fetched.is_ok(), "{fetched:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "fetch failed over after {took:?}"
+    );
+    eprintln!("module fetch failed over after {took:?}");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}

@@ -69,6 +69,9 @@ pub struct ClusterConfig {
     /// Where the node's gRPC service (module fetches, uploads by `ludus deploy`)
     /// listens; port 0 picks a free one. Used with etcd only.
     pub grpc_listen: std::net::SocketAddr,
+    /// The gRPC address other nodes should use for this node (default: the address it
+    /// listens on), for a node behind NAT or a proxy.
+    pub grpc_advertise: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -82,6 +85,7 @@ impl Default for ClusterConfig {
             advertise: None,
             secret: None,
             grpc_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_advertise: None,
         }
     }
 }
@@ -264,6 +268,7 @@ impl Cluster {
         let id = cfg.node_id.clone().unwrap_or_else(crate::csprng::hex::<4>);
         let etcd = etcd::Etcd::connect(cfg).await?;
         let cluster = Cluster::new(id, Some(etcd));
+        let grpc = cfg.grpc_advertise.as_deref().unwrap_or(grpc);
         cluster.set_node(cfg.advertise.as_deref().unwrap_or(gateway), grpc);
         lease::start(cluster.clone(), rooms).await?;
         Ok(cluster)

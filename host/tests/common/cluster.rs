@@ -79,3 +79,85 @@ pub fn ludus(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A TCP forwarder the test controls: it passes bytes both ways until it is told to
+/// black-hole, then it keeps every connection open and drops whatever arrives (a peer
+/// that stops answering without closing, as a broken network does).
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    black: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let black = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = black.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let outbound = if flag.load(Ordering::Relaxed) {
+                        None
+                    } else {
+                        tokio::net::TcpStream::connect(target).await.ok()
+                    };
+                    let (mut in_read, mut in_write) = inbound.into_split();
+                    let Some(outbound) = outbound else {
+                        // Swallow everything, answer nothing, never close.
+                        let mut buf = vec![0u8; 16 << 10];
+                        while matches!(
+                            tokio::io::AsyncReadExt::read(&mut in_read, &mut buf).await,
+                            Ok(n) if n > 0
+                        ) {}
+                        drop(in_write);
+                        return;
+                    };
+                    let (mut out_read, mut out_write) = outbound.into_split();
+                    let up = pump(&mut in_read, &mut out_write, &flag);
+                    let down = pump(&mut out_read, &mut in_write, &flag);
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Proxy { addr, black, task }
+    }
+
+    /// From now on nothing passes, in either direction, on any connection.
+    pub fn black_hole(&self) {
+        self.black.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn pump(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    black: &std::sync::atomic::AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if black.load(std::sync::atomic::Ordering::Relaxed) {
+            continue; // dropped on the floor
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if !black.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = to.shutdown().await;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
