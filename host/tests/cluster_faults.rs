@@ -372,3 +372,43 @@ async fn a_silent_peer_is_found_out_its_players_told_and_fetches_fail_over() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_after_the_first_deploy_returns_to_what_the_nodes_started_with() {
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/firstdeploy/";
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    let (b, _db) = node(&etcd, prefix, "b", TTL).await;
+    let mut players = Vec::new();
+    for (n, room) in [(&a, "on-a"), (&b, "on-b")] {
+        let mut c = guest(n, room).await;
+        c.create("arena", room, "").await.unwrap();
+        create_outcome(&mut c).await.unwrap();
+        players.push(c);
+    }
+    let files = tempfile::tempdir().unwrap();
+    let v2 = common::module_file(&files, "arena-v2");
+    let target = ["--etcd", etcd.url.as_str(), "--prefix", prefix];
+    let ludus = |args: &[&str]| common::cluster::ludus(&[args, &target[..]].concat());
+    let (ok, out, err) = ludus(&["deploy", "arena", &v2]);
+    assert!(ok, "{out}\n{err}");
+    for room in [a.rooms.get("on-a").unwrap(), b.rooms.get("on-b").unwrap()] {
+        assert_eq!(room.info().version, "2.0.0");
+    }
+    let (ok, out, err) = ludus(&["rollback", "arena"]);
+    assert!(ok, "a rollback after the first deploy:\n{out}\n{err}");
+    assert!(out.contains("1.0.0"), "{out}");
+    for (n, room) in [(&a, "on-a"), (&b, "on-b")] {
+        eventually(WAIT, "every room back on 1.0.0", async || {
+            n.rooms
+                .get(room)
+                .is_some_and(|r| r.info().version == "1.0.0")
+                && n.rooms
+                    .active_module("arena")
+                    .is_some_and(|m| m.version == "1.0.0")
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -129,7 +129,9 @@ pub(super) async fn set_desired(
             history.drain(..drop);
             (history, Some(*revision))
         }
-        None => (Vec::new(), None),
+        // The first deploy of a game the nodes were started with: what they run now is
+        // the version a rollback returns to.
+        None => (running(client, prefix, game, &version.sha256).await?, None),
     };
     let entry = GameEntry {
         current: version,
@@ -146,6 +148,39 @@ pub(super) async fn set_desired(
         });
     }
     Ok(entry)
+}
+
+/// What most nodes run of `game` (from their status) when it is not `except`: the
+/// history of a game's first deploy.
+async fn running(
+    client: &mut Client,
+    prefix: &str,
+    game: &str,
+    except: &str,
+) -> Result<Vec<GameVersion>, ClusterError> {
+    let (kvs, _) = super::etcd::get_prefix(client, &format!("{prefix}status/")).await?;
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for kv in &kvs {
+        let Some(Key::Status { game: g, .. }) = Key::parse(prefix, kv.key()) else {
+            continue;
+        };
+        let Ok(status) = serde_json::from_slice::<GameStatus>(kv.value()) else {
+            continue;
+        };
+        if g == game && !status.sha256.is_empty() && status.sha256 != except {
+            *counts.entry((status.sha256, status.version)).or_default() += 1;
+        }
+    }
+    let most = counts.into_iter().max_by_key(|(_, n)| *n);
+    Ok(most
+        .map(|((sha256, version), _)| GameVersion {
+            sha256,
+            name: game.to_owned(),
+            version,
+            size: 0,
+        })
+        .into_iter()
+        .collect())
 }
 
 /// Restores the previous version of `game`, if the entry is still at `revision` (any

@@ -14,7 +14,15 @@ use crate::cluster::{ClusterEvent, GameEntry, GameStatus, short_sha};
 pub async fn follow(rollout: Rollout, stop: CancellationToken) {
     let cluster = rollout.cluster.clone();
     let mut events = cluster.subscribe();
-    for (game, (entry, revision)) in cluster.routing().games {
+    let desired = cluster.routing().games;
+    // Games the node was started with and the cluster has no entry for yet: their
+    // status says what runs, which a first deploy keeps as the version to roll back to.
+    for game in rollout.rooms.games() {
+        if !desired.contains_key(&game.name) {
+            write_status(&rollout, &game.name, "", None).await;
+        }
+    }
+    for (game, (entry, revision)) in desired {
         apply(&rollout, &game, &entry, revision).await;
     }
     loop {
