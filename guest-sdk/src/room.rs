@@ -115,6 +115,12 @@ impl Room {
         host::keep_open(keep);
     }
 
+    /// `true`: leave the room out of room listings; players join it by its id (a
+    /// friends' room, a match). Rooms are listed by default.
+    pub fn set_private(&mut self, private: bool) {
+        host::set_private(private);
+    }
+
     /// Set the room's public label (room listings, matchmaking).
     pub fn set_label(&mut self, label: &str) {
         host::set_label(label);

@@ -206,14 +206,14 @@ async fn requests_whose_headers_do_not_arrive_in_time_are_dropped() {
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     let mut partial = TcpStream::connect(server.addr).await.unwrap();
     partial
-        .write_all(b"GET /v1/rooms HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /v1/games HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
     assert!(closed_within(&mut silent, WAIT).await);
     assert!(closed_within(&mut partial, WAIT).await);
     assert!(started.elapsed() >= Duration::from_millis(450));
     // A whole request in time is served.
-    let rooms = reqwest::get(format!("{}/v1/rooms", server.url()))
+    let rooms = reqwest::get(format!("{}/v1/games", server.url()))
         .await
         .unwrap();
     assert!(rooms.status().is_success());
@@ -263,7 +263,7 @@ async fn connections_are_counted_from_accept_in_total_and_per_address() {
     // A closed connection frees its place.
     held.pop();
     common::eventually(WAIT, "a place is free again", async || {
-        reqwest::get(format!("http://{addr}/v1/rooms"))
+        reqwest::get(format!("http://{addr}/v1/games"))
             .await
             .is_ok_and(|r| r.status().is_success())
     })
@@ -389,5 +389,54 @@ async fn a_player_may_hold_only_so_many_open_rooms() {
     .await;
     c.create("arena", "after-one-closed", "").await.unwrap();
     assert_eq!(create_answer(&mut c).await, Ok("after-one-closed".into()));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_listed_only_to_players_and_never_private_ones() {
+    let (server, _dir) = serve(&["faulty"], |_| {}).await;
+    let url = format!("{}/v1/rooms", server.url());
+    let anonymous = reqwest::get(&url).await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let forged = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::UNAUTHORIZED);
+
+    let opts = ludus::client::ClientOptions::default();
+    let mut c = ludus::client::Client::guest(server.addr, "host", opts)
+        .await
+        .unwrap();
+    for room in ["open", "secret"] {
+        c.create("faulty", room, "").await.unwrap();
+        assert_eq!(create_answer(&mut c).await, Ok(room.to_owned()));
+    }
+    c.message("secret", &b"private"[..]).await.unwrap();
+    let (token, _) = ludus::client::guest_login(server.addr, "browser")
+        .await
+        .unwrap();
+    common::eventually(WAIT, "only the open room is listed", async || {
+        let listed: serde_json::Value = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        ids == ["open"]
+    })
+    .await;
+    assert!(server.rooms.get("secret").is_some(), "private, not closed");
     server.stop().await;
 }

@@ -100,7 +100,10 @@ async fn login_join_move_and_see_snapshots_in_binary_and_json_modes() {
             (Some(507), Some(497))
         );
     }
-    let rooms: Value = reqwest::get(format!("{}/v1/rooms", server.url()))
+    let (token, _) = ludus::client::guest_login(server.addr, "lister")
+        .await
+        .unwrap();
+    let rooms: Value = reqwest::get(format!("{}/v1/rooms?token={token}", server.url()))
         .await
         .unwrap()
         .json()

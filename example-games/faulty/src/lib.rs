@@ -11,6 +11,7 @@
 //!   stops it);
 //! - `random`: answers `{"random": n}` with the next number of the room's stream;
 //! - `keep-open`: asks the host to keep the room open while it is empty;
+//! - `private`: leaves the room out of room listings;
 //! - `huge-send`: sends its sender one message of 2 MiB (over what a client may receive),
 //!   then `{"echo": "after huge-send"}`;
 //! - `huge-label`, `huge-close`, `huge-kick`: a 100 KiB label, close reason or kick
@@ -109,6 +110,7 @@ impl Game for Faulty {
                 room.send_json(from, &serde_json::json!({ "random": n }));
             }
             b"keep-open" => room.keep_open(true),
+            b"private" => room.set_private(true),
             b"huge-send" => {
                 room.send(from, vec![b'x'; 2 << 20]);
                 room.send_json(from, &serde_json::json!({ "echo": "after huge-send" }));

@@ -420,8 +420,36 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn rooms(State(gw): State<Gateway>) -> impl IntoResponse {
-    Json(gw.inner.rooms.list())
+/// The rooms of this node a player may see: a valid player token is required (as
+/// `Authorization: Bearer`, or `?token=`), and rooms their game made private are left
+/// out.
+async fn rooms(
+    State(gw): State<Gateway>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = bearer.or(q.token) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "listing rooms needs a player token: `Authorization: Bearer TOKEN` or `?token=`",
+        );
+    };
+    if let Err(e) = gw.inner.auth.validate(&token) {
+        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let mut rooms = gw.inner.rooms.list();
+    rooms.retain(|r| !r.private);
+    Json(rooms).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
 }
 
 async fn games(State(gw): State<Gateway>) -> impl IntoResponse {

@@ -26,6 +26,8 @@ pub struct RoomInfo {
     pub version: String,
     pub module_sha256: String,
     pub label: String,
+    /// The game left the room out of listings (`set-private`); joined by id only.
+    pub private: bool,
     pub seats: usize,
     pub tick_hz: u32,
     /// Times the room came back on a fresh instance after its game failed.
@@ -67,6 +69,7 @@ impl RoomShared {
                 version: module.version.clone(),
                 module_sha256: module.sha256_hex(),
                 label: String::new(),
+                private: false,
                 seats: 0,
                 tick_hz,
                 restarts: 0,

@@ -334,6 +334,7 @@ impl Room {
                     Effect::SetLabel(label) => self.shared.update(|info| info.label = label),
                     Effect::HoldMessages(hold) => self.hold_until_tick = hold,
                     Effect::KeepOpen(keep) => self.keep_open = keep,
+                    Effect::SetPrivate(private) => self.shared.update(|i| i.private = private),
                 }
             }
             effects.clear();

@@ -35,6 +35,7 @@ pub enum Effect {
     SetLabel(String),
     HoldMessages(bool),
     KeepOpen(bool),
+    SetPrivate(bool),
 }
 
 /// What a room's games lost to the host's caps, over every instance the room had.
@@ -220,6 +221,11 @@ impl host::Host for RoomData {
 
     fn hold_messages(&mut self, until_tick: bool) -> wasmtime::Result<()> {
         self.effects.push(Effect::HoldMessages(until_tick));
+        Ok(())
+    }
+
+    fn set_private(&mut self, private: bool) -> wasmtime::Result<()> {
+        self.effects.push(Effect::SetPrivate(private));
         Ok(())
     }
 
