@@ -200,14 +200,17 @@ impl Worker {
         };
         let id = room.id.clone();
         tracing::error!(%error_id, room = &*id, "host error; the room is closed: {what}");
+        // Out of the directory first: whoever hears of the close finds no room to join.
+        {
+            let mut directory = self.directory.lock().recover();
+            if directory.get(&id).is_some_and(|h| Some(h.key) == key) {
+                directory.remove(&id);
+            }
+        }
         let reason = format!("the room stopped on a server error (id {error_id})");
         let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| room.close(reason)));
         if closed.is_err() {
             tracing::error!(%error_id, room = &*id, "closing the room failed too");
-        }
-        let mut directory = self.directory.lock().recover();
-        if directory.get(&id).is_some_and(|h| Some(h.key) == key) {
-            directory.remove(&id);
         }
     }
 
