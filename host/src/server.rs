@@ -183,8 +183,14 @@ impl Server {
         // Sessions first: each closes its socket with 1001 and leaves its rooms.
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.http).await;
         let rooms = self.rooms.clone();
-        let _ = tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"))
-            .await;
+        let closing =
+            tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"));
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the room workers did not stop within {SHUTDOWN_TIMEOUT:?}");
+        }
         // gRPC streams end with the shutdown; a peer that keeps one open is not waited
         // for long.
         if tokio::time::timeout(TASKS_TIMEOUT, self.tasks.wait())
@@ -196,7 +202,14 @@ impl Server {
                 "some tasks did not finish within {TASKS_TIMEOUT:?}; leaving them"
             );
         }
-        self.cluster.leave().await;
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.cluster.leave())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "leaving the cluster took over {SHUTDOWN_TIMEOUT:?}; its lease ends by TTL"
+            );
+        }
     }
 
     /// A clone of the runtime, for tools that load modules next to the server.

@@ -69,7 +69,7 @@ async fn joined_arena(addr: SocketAddr, mode: Mode, room: &str) -> Client {
     })
     .await;
     if let Some(Out::Error(e)) = &frame.body {
-        assert_eq!(e.code, ErrorCode::Refused as i32, "{e:?}");
+        assert_eq!(e.code, ErrorCode::RoomExists as i32, "{e:?}");
         c.join(room).await.unwrap();
         until(&mut c, |f| matches!(f.body, Some(Out::Joined(_)))).await;
     }
