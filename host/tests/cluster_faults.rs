@@ -412,3 +412,117 @@ async fn a_rollback_after_the_first_deploy_returns_to_what_the_nodes_started_wit
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_first_connections_racing_on_two_nodes_end_with_exactly_one_session() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/fence/";
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    let (b, _db) = node(&etcd, prefix, "b", TTL).await;
+    for round in 0..10 {
+        // One player, one token (both nodes share the signing key), two nodes at once.
+        let (token, player) = ludus::client::guest_login(a.addr, &format!("racer-{round}"))
+            .await
+            .unwrap();
+        let url = |n: &ludus::server::Server| format!("ws://{}/v1/ws?token={token}", n.addr);
+        let (on_a, on_b) = tokio::join!(
+            tokio_tungstenite::connect_async(url(&a)),
+            tokio_tungstenite::connect_async(url(&b))
+        );
+        let mut sockets = [on_a.unwrap().0, on_b.unwrap().0];
+        // Each socket either stays open or is closed with a reason; give it time.
+        let mut open = Vec::new();
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            let closed = tokio::time::timeout(Duration::from_millis(1500), async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                        Some(Ok(_)) => continue,
+                    }
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if !closed {
+                open.push(["a", "b"][i]);
+            }
+        }
+        assert_eq!(open.len(), 1, "round {round}: open on {open:?}");
+        let resp = etcd
+            .client()
+            .await
+            .get(format!("{prefix}sessions/{player}"), None)
+            .await
+            .unwrap();
+        let holder = String::from_utf8_lossy(resp.kvs()[0].value()).into_owned();
+        assert_eq!(holder, open[0], "round {round}: etcd names the open one");
+        eventually(WAIT, "one session between the nodes", async || {
+            a.gateway.sessions() + b.gateway.sessions() == round + 1
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_losing_its_lease_does_not_take_back_a_session_taken_meanwhile() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/comeback/";
+    let ttl = Duration::from_secs(2);
+    // a reaches etcd only through a proxy the test can black-hole.
+    let etcd_addr: std::net::SocketAddr = etcd.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = common::cluster::Proxy::start(etcd_addr).await;
+    let via = format!("http://{}", proxy.addr);
+    let (a, _da) = node_with(&etcd, prefix, "a", ttl, move |c| c.cluster.etcd = vec![via]).await;
+    let (b, _db) = node(&etcd, prefix, "b", ttl).await;
+    let (token, player) = ludus::client::guest_login(a.addr, "wanderer")
+        .await
+        .unwrap();
+    let (mut on_a, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", a.addr))
+            .await
+            .unwrap();
+    on_a.next().await.unwrap().unwrap(); // welcome
+
+    proxy.black_hole();
+    let key = format!("{prefix}sessions/{player}");
+    eventually(WAIT, "a's lease runs out in etcd", async || {
+        etcd.client()
+            .await
+            .get(key.as_str(), None)
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty()
+    })
+    .await;
+    // Meanwhile the player logs in on b.
+    let (mut on_b, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", b.addr))
+            .await
+            .unwrap();
+    on_b.next().await.unwrap().unwrap(); // welcome
+    proxy.restore();
+    // a comes back: it leaves b's session alone and ends its own.
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(20), on_a.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a's session to end, got {other:?}"),
+        }
+    };
+    assert_eq!(code, ludus::gateway::close_code::REPLACED);
+    eventually(WAIT, "a is registered again", async || {
+        !etcd.keys(&format!("{prefix}nodes/a")).await.is_empty()
+    })
+    .await;
+    let resp = etcd.client().await.get(key.as_str(), None).await.unwrap();
+    assert_eq!(resp.kvs()[0].value(), b"b", "the session stays b's");
+    a.stop().await;
+    b.stop().await;
+}

@@ -23,9 +23,13 @@ pub(super) struct Etcd {
 
 /// A client of the etcd at `endpoints`, whose requests time out after `timeout`.
 pub(super) async fn connect(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+    // Keepalive finds a connection to etcd that went silent (packets dropped), so the
+    // client connects again instead of waiting on it for ever.
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(timeout);
+        .with_timeout(timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true);
     Client::connect(endpoints, Some(options))
         .await
         .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))
@@ -212,8 +216,11 @@ impl Etcd {
         Ok(())
     }
 
-    pub async fn put_session(&self, player: u64, node: &str) -> Result<(), ClusterError> {
-        self.client()
+    /// Writes `sessions/<player>` = `node` (a login takes the session over from
+    /// wherever it was); returns the revision of the write.
+    pub async fn put_session(&self, player: u64, node: &str) -> Result<i64, ClusterError> {
+        let resp = self
+            .client()
             .put(
                 self.key(Key::Session(player)),
                 node,
@@ -221,7 +228,52 @@ impl Etcd {
             )
             .await
             .map_err(etcd_error)?;
-        Ok(())
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// `sessions/<player>` now: the node that holds it and the revision it was written.
+    pub async fn session(&self, player: u64) -> Result<Option<(String, i64)>, ClusterError> {
+        let resp = self
+            .client()
+            .get(self.key(Key::Session(player)), None)
+            .await
+            .map_err(etcd_error)?;
+        Ok(resp.kvs().first().map(|kv| {
+            (
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.mod_revision(),
+            )
+        }))
+    }
+
+    /// Writes `sessions/<player>` = `node` under the current lease only if no node holds
+    /// it (or `node` itself does): a node coming back after losing its lease does not
+    /// take back a session another node took meanwhile. Returns the holder otherwise.
+    pub async fn keep_session(
+        &self,
+        player: u64,
+        node: &str,
+    ) -> Result<Option<String>, ClusterError> {
+        let key = self.key(Key::Session(player));
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), node, Some(self.lease_opts()))])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.client().txn(txn).await.map_err(etcd_error)?;
+        if resp.succeeded() {
+            return Ok(None);
+        }
+        let holder = resp.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        });
+        match holder {
+            Some(h) if h == node => self.put_session(player, node).await.map(|_| None),
+            other => Ok(other),
+        }
     }
 
     /// Deletes `sessions/<player>` if it still names `node`.

@@ -19,7 +19,7 @@ impl Cluster {
         let etcd = self.etcd();
         let (node, sessions, rooms, modules) = {
             let held = self.inner.held.lock().recover();
-            let sessions: Vec<u64> = held.sessions.iter().copied().collect();
+            let sessions: Vec<u64> = held.sessions.keys().copied().collect();
             (
                 held.node.clone(),
                 sessions,
@@ -31,8 +31,16 @@ impl Cluster {
         for sha in modules {
             etcd.put_holder(&sha, &node.id).await?;
         }
+        // Sessions are kept only where nobody took them while this node was away: no
+        // last writer wins on the way back.
         for player in sessions {
-            etcd.put_session(player, &node.id).await?;
+            if let Some(holder) = etcd.keep_session(player, &node.id).await? {
+                self.inner.held.lock().recover().sessions.remove(&player);
+                let _ = self.inner.events.send(super::ClusterEvent::SessionTaken {
+                    player,
+                    node: holder,
+                });
+            }
         }
         for (room, entry) in rooms {
             if let Err(e) = etcd.put_room(&room, &entry).await {

@@ -35,7 +35,7 @@ pub use keys::short_sha;
 pub use operator::{Operator, Snapshot};
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -173,6 +173,8 @@ pub enum ClusterError {
     NoLease,
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("the same player logged in on node {node} at the same moment, and that login won")]
+    SessionTaken { node: String },
     #[error(
         "etcd did not answer within {0:?}; the node takes no new sessions or rooms until it does"
     )]
@@ -221,7 +223,9 @@ pub struct Routing {
 #[derive(Default)]
 struct Held {
     node: NodeInfo,
-    sessions: HashSet<u64>,
+    /// Sessions this node holds, with the revision of its claim (0 without etcd): a
+    /// claim by another node at a later revision ends the session here.
+    sessions: HashMap<u64, i64>,
     rooms: BTreeMap<String, RoomEntry>,
     modules: BTreeSet<String>,
 }
@@ -433,14 +437,36 @@ impl Cluster {
     }
 
     /// Records that this node now holds `player`'s session; anywhere else it ends.
-    /// Answers within [`ANSWER_WITHIN`] even if etcd hangs.
+    /// Answers within [`ANSWER_WITHIN`] even if etcd hangs. Of two nodes claiming one
+    /// player at once, the later write wins and the other is refused here (or, if it
+    /// already answered, evicted by the watch).
     pub async fn claim_session(&self, player: u64) -> Result<(), ClusterError> {
         self.check_lease()?;
-        if let Some(etcd) = &self.inner.etcd {
-            within(etcd.put_session(player, &self.inner.node_id)).await?;
-        }
-        self.inner.held.lock().recover().sessions.insert(player);
         let me = self.inner.node_id.clone();
+        match &self.inner.etcd {
+            Some(etcd) => {
+                let revision = within(etcd.put_session(player, &me)).await?;
+                self.inner
+                    .held
+                    .lock()
+                    .recover()
+                    .sessions
+                    .insert(player, revision);
+                // A claim written after ours and already seen by the watch would not
+                // evict a session held only from now on: look once more.
+                let now = within(etcd.session(player)).await;
+                if let Ok(Some((node, at))) = &now
+                    && *at != revision
+                    && *node != me
+                {
+                    self.inner.held.lock().recover().sessions.remove(&player);
+                    return Err(ClusterError::SessionTaken { node: node.clone() });
+                }
+            }
+            None => {
+                self.inner.held.lock().recover().sessions.insert(player, 0);
+            }
+        }
         self.write_routing(|r| {
             r.sessions.insert(player, me);
         });

@@ -67,7 +67,16 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
         Key::Session(player) => {
             let node = String::from_utf8_lossy(kv.value()).into_owned();
             if put && node != c.node_id() {
-                let taken = c.inner.held.lock().recover().sessions.remove(&player);
+                // Only a claim written after this node's own ends the session here.
+                let taken = {
+                    let mut held = c.inner.held.lock().recover();
+                    let ours = held.sessions.get(&player).copied();
+                    let later = ours.is_some_and(|rev| kv.mod_revision() > rev);
+                    if later {
+                        held.sessions.remove(&player);
+                    }
+                    later
+                };
                 if taken {
                     let _ = c.inner.events.send(ClusterEvent::SessionTaken {
                         player,

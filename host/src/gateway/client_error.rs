@@ -87,6 +87,9 @@ impl From<ClusterError> for ClientError {
                 let taken = CreateError::DuplicateId(room).to_string();
                 ClientError::new(ErrorCode::RoomExists, format!("{taken} (on node {owner})"))
             }
+            e @ ClusterError::SessionTaken { .. } => {
+                ClientError::new(ErrorCode::Refused, e.to_string())
+            }
             ClusterError::NoLease | ClusterError::Unavailable(_) => ClientError::new(
                 ErrorCode::Unavailable,
                 "this node cannot take new sessions or rooms right now (it has lost touch \

@@ -213,6 +213,8 @@ impl Conn {
     pub async fn refuse(mut self, error: super::ClientError) {
         let code = match error.code {
             ErrorCode::Unavailable => close_code::UNAVAILABLE,
+            // A login elsewhere won the session (see `Cluster::claim_session`).
+            ErrorCode::Refused => close_code::REPLACED,
             _ => close_code::RESUME_FAILED,
         };
         self.outbox.push(close_message(code, &error.message));

@@ -130,6 +130,13 @@ impl Proxy {
     pub fn black_hole(&self) {
         self.black.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Bytes pass again (on connections opened from now on; older ones lost bytes and
+    /// are broken for good).
+    pub fn restore(&self) {
+        self.black
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 async fn pump(
