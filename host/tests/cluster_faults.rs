@@ -509,13 +509,17 @@ async fn a_node_back_from_losing_its_lease_does_not_take_back_a_session_taken_me
     on_b.next().await.unwrap().unwrap(); // welcome
     proxy.restore();
     // a comes back: it leaves b's session alone and ends its own.
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(20), on_a.next()).await {
-            Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("expected a's session to end, got {other:?}"),
+    let code = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match on_a.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a's session to end, got {other:?}"),
+            }
         }
-    };
+    })
+    .await
+    .expect("a's session ends within 20 s");
     assert_eq!(code, ludus::gateway::close_code::REPLACED);
     eventually(WAIT, "a is registered again", async || {
         !etcd.keys(&format!("{prefix}nodes/a")).await.is_empty()
@@ -525,4 +529,57 @@ async fn a_node_back_from_losing_its_lease_does_not_take_back_a_session_taken_me
     assert_eq!(resp.kvs()[0].value(), b"b", "the session stays b's");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_cluster_events_loses_no_session_takeover() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let etcd = Etcd::start().await;
+    let prefix = "/ludus/flood/";
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    let (token, player) = ludus::client::guest_login(a.addr, "flooded").await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", a.addr))
+            .await
+            .unwrap();
+    ws.next().await.unwrap().unwrap(); // welcome
+    let mut client = etcd.client().await;
+    for batch in 0..30 {
+        let puts: Vec<etcd_client::TxnOp> = (0..100)
+            .map(|i| {
+                let key = format!("{prefix}nodes/fake-{:04}", batch * 100 + i);
+                let node =
+                    serde_json::json!({"id": "fake", "gateway": "", "rooms": 0, "players": 0});
+                etcd_client::TxnOp::put(key, node.to_string(), None)
+            })
+            .collect();
+        client
+            .txn(etcd_client::Txn::new().and_then(puts))
+            .await
+            .unwrap();
+    }
+    // One revision: the player's session moves to node b, then 3,000 nodes leave. The
+    // node's local event queue (1,024) overflows; the takeover must not be lost.
+    let burst = etcd_client::Txn::new().and_then([
+        etcd_client::TxnOp::put(format!("{prefix}sessions/{player}"), "b", None),
+        etcd_client::TxnOp::delete(
+            format!("{prefix}nodes/fake-"),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        ),
+    ]);
+    client.txn(burst).await.unwrap();
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(_)) => continue,
+                other => panic!("expected the session to end, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the session ends within 10 s");
+    assert_eq!(code, ludus::gateway::close_code::REPLACED);
+    a.stop().await;
 }

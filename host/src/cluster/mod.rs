@@ -400,6 +400,17 @@ impl Cluster {
         }
     }
 
+    /// The node holding `player`'s session, as this node last heard.
+    pub fn session_owner(&self, player: u64) -> Option<String> {
+        self.inner
+            .routing
+            .read()
+            .recover()
+            .sessions
+            .get(&player)
+            .cloned()
+    }
+
     /// A node's entry, as this node last heard.
     pub fn node(&self, id: &str) -> Option<NodeInfo> {
         self.inner.routing.read().recover().nodes.get(id).cloned()

@@ -103,13 +103,20 @@ impl Sessions {
         let weak = Arc::downgrade(&sessions);
         tokio::spawn(async move {
             loop {
-                let event = match events.recv().await {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
+                let event = events.recv().await;
                 let Some(sessions) = weak.upgrade() else {
                     return;
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Events were dropped: compare every session with the routing
+                        // table (which the watch kept whole) instead of missing one.
+                        tracing::warn!(missed, "cluster events overflowed; resyncing sessions");
+                        sessions.resync();
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
                 };
                 let ClusterEvent::SessionTaken { player, node } = event else {
                     continue;
@@ -121,6 +128,26 @@ impl Sessions {
             }
         });
         sessions
+    }
+
+    /// Ends every session of this node that the cluster says another node holds.
+    fn resync(&self) {
+        let cluster = &self.services.cluster;
+        let handles: Vec<(u64, SessionHandle)> = self
+            .map
+            .lock()
+            .recover()
+            .iter()
+            .map(|(p, h)| (*p, h.clone()))
+            .collect();
+        for (player, session) in handles {
+            if let Some(node) = cluster.session_owner(player)
+                && node != cluster.node_id()
+            {
+                let reason = format!("logged in on another node ({node})");
+                let _ = session.tx.try_send(Control::Evict { reason });
+            }
+        }
     }
 
     fn get(&self, player: u64) -> Option<SessionHandle> {

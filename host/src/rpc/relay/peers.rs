@@ -104,12 +104,29 @@ impl Peers {
         let mut events = cluster.subscribe();
         tokio::spawn(async move {
             loop {
-                let event = match events.recv().await {
+                let event = events.recv().await;
+                let Some(peers) = weak.upgrade() else { return };
+                let event = match event {
                     Ok(e) => e,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Events were dropped: end links to nodes no longer listed.
+                        let gone: Vec<String> = peers
+                            .links
+                            .lock()
+                            .recover()
+                            .keys()
+                            .filter(|n| peers.cluster.node(n).is_none())
+                            .cloned()
+                            .collect();
+                        for node in gone {
+                            if let Some(link) = peers.links.lock().recover().remove(&node) {
+                                link.end(&format!("node {node} left the cluster"));
+                            }
+                        }
+                        continue;
+                    }
                     Err(_) => return,
                 };
-                let Some(peers) = weak.upgrade() else { return };
                 if let ClusterEvent::NodeLeft { node } = event
                     && let Some(link) = peers.links.lock().recover().remove(&node)
                 {
