@@ -583,3 +583,104 @@ async fn a_flood_of_cluster_events_loses_no_session_takeover() {
     assert_eq!(code, ludus::gateway::close_code::REPLACED);
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_without_etcd_are_survived() {
+    let mut etcd = Etcd::start().await;
+    let prefix = "/ludus/outage/";
+    let (a, _da) = node(&etcd, prefix, "a", TTL).await;
+    let (b, _db) = node(&etcd, prefix, "b", TTL).await;
+    let mut players = Vec::new();
+    for (n, room) in [(&a, "stays-a"), (&b, "stays-b")] {
+        let mut c = guest(n, room).await;
+        c.create("arena", room, "").await.unwrap();
+        create_outcome(&mut c).await.unwrap();
+        players.push(c);
+    }
+
+    etcd.kill();
+    let down = std::time::Instant::now();
+    // Rooms keep playing for the whole outage.
+    let watchers: Vec<_> = players
+        .into_iter()
+        .map(|mut p| {
+            tokio::spawn(async move {
+                let mut worst = Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while down.elapsed() < Duration::from_secs(30) {
+                    let frame = tokio::time::timeout(WAIT, p.recv()).await.unwrap().unwrap();
+                    if matches!(frame.body, Some(Out::Message(_))) {
+                        worst = worst.max(last.elapsed());
+                        last = std::time::Instant::now();
+                    }
+                }
+                (worst, p)
+            })
+        })
+        .collect();
+    // What cannot be recorded is refused, clearly and quickly.
+    tokio::time::sleep(Duration::from_secs(12)).await; // past the lease TTL
+    let (token, _) = ludus::client::guest_login(a.addr, "newcomer")
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let refused = Client::connect(
+        a.addr,
+        &token,
+        ClientOptions {
+            max_attempts: 1,
+            ..ClientOptions::default()
+        },
+    )
+    .await;
+    assert!(refused.is_err(), "a new session while etcd is gone");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    let mut players = Vec::new();
+    for w in watchers {
+        let (worst, p) = w.await.unwrap();
+        assert!(
+            worst < Duration::from_millis(500),
+            "a snapshot gap of {worst:?}"
+        );
+        players.push(p);
+    }
+
+    etcd.run().await;
+    for (node, room) in [("a", "stays-a"), ("b", "stays-b")] {
+        eventually(
+            Duration::from_secs(20),
+            "the node and its room are back",
+            async || {
+                !etcd.keys(&format!("{prefix}nodes/{node}")).await.is_empty()
+                    && !etcd.keys(&format!("{prefix}rooms/{room}")).await.is_empty()
+            },
+        )
+        .await;
+    }
+    eventually(
+        WAIT,
+        "ludus status shows each node with its room",
+        async || {
+            let (ok, out, _) = common::cluster::ludus(&[
+                "status", "--json", "--etcd", &etcd.url, "--prefix", prefix,
+            ]);
+            let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            ok && ["a", "b"]
+                .iter()
+                .all(|n| status["nodes"][n]["rooms"] == 1 && status["nodes"][n]["players"] == 1)
+        },
+    )
+    .await;
+    // And new sessions are taken again.
+    eventually(WAIT, "logins work again", async || {
+        let connect = Client::guest(a.addr, "after", ClientOptions::default());
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), connect).await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    drop(players);
+    a.stop().await;
+    b.stop().await;
+}
