@@ -253,3 +253,45 @@ async fn a_matched_room_closes_when_its_players_never_come_or_all_leave() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matched_seat_is_held_for_its_player_until_they_join_or_the_grace_ends() {
+    let (server, _dir) = serve(&["arena"], |c| {
+        c.matchmaking
+            .games
+            .insert("arena".into(), rules(2, 2, Duration::from_secs(60)));
+        c.matchmaking.empty_room_grace = Duration::from_secs(2);
+    })
+    .await;
+    let mut matched = players(&server, 2).await;
+    for c in &mut matched {
+        c.find_match("arena", "duel", &[]).await.unwrap();
+        queued(c).await;
+    }
+    let room = found(&mut matched[0]).await.room_id;
+    assert_eq!(found(&mut matched[1]).await.room_id, room);
+    let placed = std::time::Instant::now();
+    let mut intruder = Client::guest(server.addr, "intruder", ClientOptions::default())
+        .await
+        .unwrap();
+    let refused = async |c: &mut Client| {
+        c.join(&room).await.unwrap();
+        match next_answer(c).await {
+            Out::Error(e) => {
+                assert_eq!(e.code, ErrorCode::Refused as i32);
+                assert!(e.message.contains("held"), "{}", e.message);
+            }
+            other => panic!("expected the join to be refused, got {other:?}"),
+        }
+    };
+    // Both seats are held: nobody else gets in, before or after one player came.
+    refused(&mut intruder).await;
+    matched[0].join(&room).await.unwrap();
+    assert!(matches!(next_answer(&mut matched[0]).await, Out::Joined(_)));
+    refused(&mut intruder).await;
+    // The other player never comes: after the grace the seat is free.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(placed.elapsed())).await;
+    intruder.join(&room).await.unwrap();
+    assert!(matches!(next_answer(&mut intruder).await, Out::Joined(_)));
+    server.stop().await;
+}

@@ -125,6 +125,7 @@ impl Session {
             config: Some(create.config).filter(|c| !c.is_empty()),
             seed: None,
             creator: Some(self.who.player_id),
+            held: None,
         };
         match rooms.create(req).await {
             Ok(room) => self.join(room).await,

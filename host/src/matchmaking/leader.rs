@@ -364,11 +364,17 @@ impl Leader {
             };
             let room = format!("match-{}", crate::csprng::hex::<8>());
             let players = tickets.len() as u32;
+            let reserved = tickets
+                .iter()
+                .filter_map(|id| self.tickets.get(id).map(|w| w.ticket.player))
+                .collect();
             let place = Place {
                 room: room.clone(),
                 game: key.0.clone(),
                 mode: key.1.clone(),
                 players,
+                reserved,
+                seats: self.cfg.rules(&key.0).max_players,
             };
             let sent = self.links.get(&node).is_some_and(|(_, down)| {
                 down.try_send(QueueDown {

@@ -22,9 +22,9 @@ pub mod remote;
 
 use crate::cluster::{Cluster, keys};
 use crate::lock::Recover;
-use crate::rooms::{CreateRoom, Rooms};
+use crate::rooms::{CreateRoom, HeldSeats, Rooms};
 use crate::rpc::pb::{
-    Placed, QueueDown, QueueUp, Ticket, queue_down::Body as Down, queue_up::Body as Up,
+    Place, Placed, QueueDown, QueueUp, Ticket, queue_down::Body as Down, queue_up::Body as Up,
 };
 use leader::LeaderHandle;
 
@@ -175,6 +175,15 @@ struct Inner {
     /// The leader this node runs while it leads.
     leading: Mutex<Option<LeaderHandle>>,
     stop: CancellationToken,
+}
+
+/// The seats of a placed room held for its matched players.
+fn held_seats(place: &Place, grace: Duration) -> HeldSeats {
+    HeldSeats {
+        players: place.reserved.clone(),
+        seats: place.seats.max(place.players) as usize,
+        until: Instant::now() + grace,
+    }
 }
 
 /// How often a matched room is checked for players after its grace period.
@@ -361,7 +370,7 @@ impl Matchmaker {
             Some(Down::Place(place)) => {
                 let (mm, tx) = (self.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let error = match mm.place_here(&place.room, &place.game).await {
+                    let error = match mm.place_here(&place).await {
                         Ok(()) => String::new(),
                         Err(e) => e,
                     };
@@ -402,8 +411,10 @@ impl Matchmaker {
         }
     }
 
-    /// Starts a room the leader placed here (claimed in the cluster first).
-    async fn place_here(&self, room: &str, game: &str) -> Result<(), String> {
+    /// Starts a room the leader placed here (claimed in the cluster first), with the
+    /// matched players' seats held for them.
+    async fn place_here(&self, place: &Place) -> Result<(), String> {
+        let (room, game) = (place.room.as_str(), place.game.as_str());
         let (cluster, rooms) = (&self.inner.cluster, &self.inner.rooms);
         if !rooms.has_game(game) {
             return Err(format!("node {} has no game `{game}`", cluster.node_id()));
@@ -418,6 +429,7 @@ impl Matchmaker {
             config: None,
             seed: None,
             creator: None,
+            held: Some(held_seats(place, self.inner.cfg.empty_room_grace)),
         };
         let handle = match rooms.create(req).await {
             Ok(handle) => handle,

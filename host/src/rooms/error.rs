@@ -32,6 +32,8 @@ pub enum JoinError {
     Closed(String),
     #[error("player {0} is already in the room")]
     AlreadyJoined(u64),
+    #[error("the room's free seats are held for the players matched into it")]
+    SeatsHeld,
     #[error("the game refused the player: {0}")]
     Rejected(String),
     #[error("the game failed while the player joined: {0}")]

@@ -49,6 +49,8 @@ pub(super) struct RoomShared {
     pub init: RoomInit,
     /// The player who asked for the room (counted against their quota).
     pub creator: Option<u64>,
+    /// Seats held for matched players.
+    pub held: Option<super::HeldSeats>,
 }
 
 impl RoomShared {
@@ -58,11 +60,13 @@ impl RoomShared {
         module: &Module,
         tick_hz: u32,
         creator: Option<u64>,
+        held: Option<super::HeldSeats>,
     ) -> Self {
         let id = init.id.clone();
         RoomShared {
             init,
             creator,
+            held,
             info: Mutex::new(RoomInfo {
                 id,
                 game: game.to_owned(),

@@ -45,6 +45,18 @@ pub struct CreateRoom {
     /// The player asking for the room, counted against `max_rooms_per_player`; `None`
     /// for rooms the host makes (matches).
     pub creator: Option<u64>,
+    /// Seats held for matched players (rooms the matchmaker starts).
+    pub held: Option<HeldSeats>,
+}
+
+/// Seats of a room held for the players a match put in it: until `until`, a player not
+/// among `players` may join only while members plus the players still to come leave a
+/// seat of `seats` free.
+#[derive(Clone, Debug)]
+pub struct HeldSeats {
+    pub players: Vec<u64>,
+    pub seats: usize,
+    pub until: std::time::Instant,
 }
 
 /// The rooms of this node. Cheap to clone.
@@ -171,6 +183,7 @@ impl Rooms {
             &module,
             self.inner.cfg.default_tick_hz,
             req.creator,
+            req.held,
         ));
         let worker =
             self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();

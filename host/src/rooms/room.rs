@@ -135,6 +135,19 @@ impl Room {
         if self.members.contains_key(&player) {
             return Err(JoinError::AlreadyJoined(player));
         }
+        if let Some(held) = &self.shared.held
+            && Instant::now() < held.until
+            && !held.players.contains(&player)
+        {
+            let coming = held
+                .players
+                .iter()
+                .filter(|p| !self.members.contains_key(p))
+                .count();
+            if self.members.len() + coming >= held.seats {
+                return Err(JoinError::SeatsHeld);
+            }
+        }
         match self.instance().join(player, &name) {
             Ok(Ok(())) => {
                 self.members.insert(player, Member { name, sink });
