@@ -27,7 +27,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing connection waits for the client's answer to its close frame,
 /// reading and discarding what the client still sends, so that the close arrives
 /// instead of a TCP reset.
-const LINGER: Duration = Duration::from_secs(2);
+pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 /// Why reading a socket failed, as far as the client is told.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -194,6 +194,13 @@ impl Gateway {
             stop,
         )
         .await;
+        // Each session closes its socket on the shutdown notice. Wait for those closes
+        // to be written and answered: a process that exits with a client's close reply
+        // unread resets the connection, and the client may lose the close frame.
+        let deadline = tokio::time::Instant::now() + connection::LINGER + Duration::from_secs(1);
+        while self.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn sessions(&self) -> usize {
