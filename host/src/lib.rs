@@ -17,6 +17,7 @@
 //! | 0 | [`mailbox`] | the bounded queue rooms deliver players' events through |
 //! | 0 | [`rate`] | token buckets: per connection, per client address, per room log |
 //! | 0 | [`percentile`] | nearest-rank percentiles for reports |
+//! | 0 | [`tls`] | certificates and keys from PEM files, TLS server settings |
 //! | 1 | [`runtime`] | the wasmtime engine, linker and module store; bounded guest calls |
 //! | 2 | [`rooms`] | rooms as actors on worker threads: ticks, members, live swap, recovery |
 //! | 3 | [`cluster`] | membership, sessions, room ownership, elections, the etcd key layout |
@@ -57,3 +58,4 @@ pub mod rooms;
 pub mod rpc;
 pub mod runtime;
 pub mod server;
+pub mod tls;

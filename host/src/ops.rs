@@ -24,8 +24,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// The cluster, and its credential (for uploads).
-    async fn connect(&self) -> anyhow::Result<(Operator, Option<String>)> {
+    /// The cluster, and its settings (the credential and TLS for uploads).
+    async fn connect(&self) -> anyhow::Result<(Operator, crate::cluster::ClusterConfig)> {
         let mut cfg = Config::load(self.config.as_deref())?.cluster;
         if !self.etcd.is_empty() {
             cfg.etcd = self.etcd.clone();
@@ -34,7 +34,7 @@ impl Target {
             cfg.prefix = self.prefix.clone();
         }
         let operator = Operator::connect(&cfg).await?;
-        Ok((operator, cfg.secret().ok()))
+        Ok((operator, cfg))
     }
 }
 
@@ -103,18 +103,16 @@ pub struct StatusArgs {
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("reading {}", args.module.display()))?;
-    let (mut cluster, secret) = args.target.connect().await?;
+    let (mut cluster, cfg) = args.target.connect().await?;
     let prefix = cluster.prefix().to_owned();
-    let secret = secret.ok_or_else(|| {
-        anyhow!("set the cluster's secret (LUDUS_CLUSTER__SECRET or cluster.secret) to upload")
-    })?;
+    let link = crate::rpc::Link::new(&cfg).context("uploading needs the cluster's settings")?;
     let snap = cluster.snapshot().await?;
     let node = snap
         .nodes
         .values()
         .find(|n| !n.grpc.is_empty())
         .ok_or_else(|| anyhow!("no node is up in the cluster at {prefix}"))?;
-    let uploaded = crate::rpc::upload(&node.grpc, &secret, bytes)
+    let uploaded = crate::rpc::upload(&node.grpc, &link, bytes)
         .await
         .with_context(|| format!("uploading {} to node {}", args.module.display(), node.id))?;
     println!(

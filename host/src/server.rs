@@ -30,6 +30,8 @@ const TASKS_TIMEOUT: Duration = Duration::from_secs(2);
 /// A started node. Stop it with [`Server::stop`].
 pub struct Server {
     pub addr: SocketAddr,
+    /// `https` with `gateway.tls`, else `http`.
+    scheme: &'static str,
     pub rooms: Rooms,
     pub rollout: Rollout,
     pub gateway: Gateway,
@@ -48,9 +50,13 @@ pub struct Server {
 /// cluster) and starts watching module files.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.check()?;
-    let secret = match config.cluster.etcd.is_empty() {
-        true => None,
-        false => Some(config.cluster.secret()?),
+    // In a cluster: the credential and TLS of node links, checked before anything starts.
+    let (link, grpc_tls) = match config.cluster.etcd.is_empty() {
+        true => (None, None),
+        false => (
+            Some(crate::rpc::Link::new(&config.cluster)?),
+            crate::rpc::server_tls(&config.cluster)?,
+        ),
     };
     let (auth, generated) = Auth::new(&config.auth)?;
     if generated.is_some() {
@@ -64,11 +70,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 
+    let tls = Gateway::tls(&config.gateway)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gateway to {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let grpc = match &secret {
+    let grpc = match &link {
         None => None,
         Some(_) => Some(
             tokio::net::TcpListener::bind(config.cluster.grpc_listen)
@@ -92,7 +100,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         }
     };
 
-    let rollout = Rollout::new(rooms.clone(), cluster.clone(), secret.clone());
+    let rollout = Rollout::new(rooms.clone(), cluster.clone(), link.clone());
     let watcher = rollout.start(&config.games).await?;
     if cluster.is_etcd() {
         tasks.spawn(crate::rollout::follow(
@@ -105,11 +113,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         cluster.clone(),
         rooms.clone(),
         config.matchmaking.clone(),
-        secret.clone(),
+        link.clone(),
         shutdown.child_token(),
     );
-    let peers = match (grpc, &secret) {
-        (Some(grpc), Some(secret)) => {
+    let peers = match (grpc, link) {
+        (Some(grpc), Some(link)) => {
+            let secret = link.secret();
             let stop = shutdown.child_token();
             let routes = crate::rpc::routes(
                 cluster.clone(),
@@ -125,13 +134,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 stop.clone(),
             ));
             tasks.spawn(async move {
-                if let Err(e) = crate::rpc::serve(grpc, routes, stop).await {
+                if let Err(e) = crate::rpc::serve(grpc, routes, grpc_tls, stop).await {
                     tracing::error!("gRPC server: {e}");
                 }
             });
             Some(Peers::new(
                 cluster.clone(),
-                secret.clone(),
+                link.clone(),
                 rt.limits().max_message_bytes,
             ))
         }
@@ -150,11 +159,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let stop = shutdown.child_token();
     let http = tasks.spawn({
         let gateway = gateway.clone();
-        async move { gateway.serve(listener, stop).await }
+        async move { gateway.serve(listener, tls, stop).await }
     });
     tracing::info!(%addr, "gateway listening");
     Ok(Server {
         addr,
+        scheme,
         rooms,
         rollout,
         gateway,
@@ -170,7 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
 impl Server {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stops the node: every WebSocket is closed with 1001 (going away) and every room

@@ -459,16 +459,22 @@ async fn node_to_node_calls_without_the_cluster_credential_are_refused() {
     );
 
     // A wrong one.
-    let err = ludus::rpc::fetch(&grpc, "not the cluster's secret at all", &sha)
-        .await
-        .unwrap_err();
+    let err = ludus::rpc::fetch(
+        &grpc,
+        &ludus::rpc::Link::plain("not the cluster's secret at all"),
+        &sha,
+    )
+    .await
+    .unwrap_err();
     assert!(
         format!("{err:#}").contains("wrong cluster credential"),
         "{err:#}"
     );
 
     // The right one gets the bytes, checked against their hash.
-    let bytes = ludus::rpc::fetch(&grpc, SECRET, &sha).await.unwrap();
+    let bytes = ludus::rpc::fetch(&grpc, &ludus::rpc::Link::plain(SECRET), &sha)
+        .await
+        .unwrap();
     assert_eq!(ludus::rpc::sha256_hex(&bytes), sha);
 
     // A node without a secret does not join at all, and says why.

@@ -21,18 +21,70 @@ pub(super) struct Etcd {
     lease: AtomicI64,
 }
 
-/// A client of the etcd at `endpoints`, whose requests time out after `timeout`.
-pub(super) async fn connect(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+/// A client of the etcd `cfg` names (over TLS and with a user when it says so), whose
+/// requests time out after `timeout`. Errors name the setting that is wrong.
+pub(super) async fn connect(cfg: &ClusterConfig, timeout: Duration) -> anyhow::Result<Client> {
+    let endpoints = &cfg.etcd;
     // Keepalive finds a connection to etcd that went silent (packets dropped), so the
     // client connects again instead of waiting on it for ever.
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(timeout)
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    match &cfg.etcd_tls {
+        Some(tls) => {
+            anyhow::ensure!(
+                https == endpoints.len(),
+                "cluster.etcd_tls is set, so every etcd endpoint must start with https:// \
+                 (got {})",
+                endpoints.join(",")
+            );
+            let mut opts =
+                etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(
+                    crate::tls::certificate_pem(&tls.ca).context("cluster.etcd_tls.ca")?,
+                ));
+            match (&tls.cert, &tls.key) {
+                (Some(cert), Some(key)) => {
+                    opts = opts.identity(etcd_client::Identity::from_pem(
+                        crate::tls::certificate_pem(cert).context("cluster.etcd_tls.cert")?,
+                        crate::tls::key_pem(key).context("cluster.etcd_tls.key")?,
+                    ));
+                }
+                (None, None) => {}
+                _ => anyhow::bail!("cluster.etcd_tls: set both cert and key, or neither"),
+            }
+            options = options.with_tls(opts);
+        }
+        None => anyhow::ensure!(
+            https == 0,
+            "an https:// etcd endpoint needs cluster.etcd_tls.ca (the CA that signed \
+             etcd's certificate)"
+        ),
+    }
+    match (&cfg.etcd_user, &cfg.etcd_password) {
+        (Some(user), Some(password)) => {
+            options = options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("set both cluster.etcd_user and cluster.etcd_password, or neither"),
+    }
+    let hint = match &cfg.etcd_tls {
+        Some(_) => {
+            " over TLS (does etcd trust this node's client certificate, and does its own \
+             certificate name the host in the URL?)"
+        }
+        None => "",
+    };
     Client::connect(endpoints, Some(options))
         .await
-        .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))
+        .with_context(|| format!("connecting to etcd at {}{hint}", endpoints.join(",")))
 }
 
 /// An etcd client error as the cluster reports it.
@@ -99,7 +151,7 @@ impl Etcd {
     pub async fn connect(cfg: &ClusterConfig) -> anyhow::Result<Etcd> {
         // A cluster without its credential would refuse every node-to-node call.
         cfg.secret()?;
-        let client = connect(&cfg.etcd, Duration::from_secs(3)).await?;
+        let client = connect(cfg, Duration::from_secs(3)).await?;
         Ok(Etcd {
             client,
             prefix: cfg.prefix(),

@@ -72,6 +72,40 @@ pub struct ClusterConfig {
     /// The gRPC address other nodes should use for this node (default: the address it
     /// listens on), for a node behind NAT or a proxy.
     pub grpc_advertise: Option<String>,
+    /// Mutual TLS between nodes (and for `ludus deploy`'s upload): every gRPC link is
+    /// TLS, each end shows a certificate signed by the cluster's CA, and a peer whose
+    /// certificate another CA signed is refused. The cluster credential is still sent.
+    pub tls: Option<NodeTls>,
+    /// TLS to etcd (`https://` endpoints): the CA that signed etcd's certificate, and
+    /// this node's client certificate when etcd asks for one (`--client-cert-auth`).
+    pub etcd_tls: Option<EtcdTls>,
+    /// etcd user and password, when etcd has authentication enabled.
+    pub etcd_user: Option<String>,
+    pub etcd_password: Option<String>,
+}
+
+/// `[cluster.tls]`: this node's certificate and the CA every node's is signed by.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTls {
+    /// The cluster CA's certificate (PEM).
+    pub ca: std::path::PathBuf,
+    /// This node's certificate (PEM), naming the host of its gRPC address (its
+    /// `grpc_advertise`, or the address it listens on) as a DNS or IP subject name.
+    pub cert: std::path::PathBuf,
+    /// This node's private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+/// `[cluster.etcd_tls]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's server certificate (PEM).
+    pub ca: std::path::PathBuf,
+    /// A client certificate and key (PEM) for an etcd started with `--client-cert-auth`.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -86,6 +120,10 @@ impl Default for ClusterConfig {
             secret: None,
             grpc_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             grpc_advertise: None,
+            tls: None,
+            etcd_tls: None,
+            etcd_user: None,
+            etcd_password: None,
         }
     }
 }

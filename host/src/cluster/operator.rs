@@ -34,7 +34,7 @@ impl Operator {
                 "no etcd given: use --etcd URL[,URL...] or set cluster.etcd / LUDUS_CLUSTER__ETCD"
             );
         }
-        let client = super::etcd::connect(&cfg.etcd, Duration::from_secs(5)).await?;
+        let client = super::etcd::connect(cfg, Duration::from_secs(5)).await?;
         Ok(Operator {
             client,
             prefix: cfg.prefix(),

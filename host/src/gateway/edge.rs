@@ -3,7 +3,8 @@
 //! counted from accept, not from the upgrade, in total and per client IP, and a
 //! connection over either cap is refused at once; a request whose headers do not
 //! arrive within `header_timeout` is dropped (a slow-loris client cannot hold a socket).
-//! Handlers see the client's address as `ConnectInfo<SocketAddr>`.
+//! With `gateway.tls`, every connection speaks TLS (the handshake bounded by the same
+//! timeout). Handlers see the client's address as `ConnectInfo<SocketAddr>`.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -19,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -124,13 +126,15 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Serves `app` on `listener` until `stop`; then open HTTP requests finish (upgraded
-/// WebSockets belong to their sessions, which the gateway stops itself).
+/// Serves `app` on `listener` until `stop`, over TLS when `tls` is given; then open
+/// HTTP requests finish (upgraded WebSockets belong to their sessions, which the
+/// gateway stops itself).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: EdgeLimits,
     counts: Arc<Counts>,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -159,38 +163,71 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("could not set TCP_NODELAY: {e}");
         }
-        let io = TokioIo::new(Counted {
+        let io = Counted {
             tcp,
             _admitted: admitted,
-        });
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().call(req)
-        });
-        let stop = stop.clone();
-        let header_timeout = limits.header_timeout;
-        connections.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(io, service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, "HTTP connection: {e}");
-                    }
-                    return;
-                }
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+        };
+        let service = hyper::service::service_fn({
+            let app = app.clone();
+            move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().call(req)
             }
-            let _ = conn.await;
         });
+        let (stop, header_timeout) = (stop.clone(), limits.header_timeout);
+        match tls.clone() {
+            None => connections.spawn(http(io, service, peer, header_timeout, stop)),
+            Some(acceptor) => connections.spawn(async move {
+                // The handshake is bounded like the headers: a client that opens a
+                // socket and stays silent does not hold it.
+                let accepted = tokio::select! {
+                    accepted = tokio::time::timeout(header_timeout, acceptor.accept(io)) => accepted,
+                    _ = stop.cancelled() => return,
+                };
+                match accepted {
+                    Ok(Ok(io)) => http(io, service, peer, header_timeout, stop).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }),
+        };
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Serves HTTP/1.1 (and WebSocket upgrades) on one connection until it ends; at `stop`,
+/// a request in progress finishes first.
+async fn http<I, S>(
+    io: I,
+    service: S,
+    peer: std::net::SocketAddr,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, "HTTP connection: {e}");
+            }
+            return;
+        }
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 /// Answers a connection over a cap with 503 (if the socket takes it at once) and drops it.

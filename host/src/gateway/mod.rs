@@ -85,6 +85,9 @@ pub struct GatewayConfig {
     pub replay_frames: usize,
     /// Room events queued per session before the player counts as too slow.
     pub player_queue: usize,
+    /// Serve HTTPS and `wss://` with this certificate and key (PEM files) instead of
+    /// plain HTTP, so a node can face the internet without a proxy in front.
+    pub tls: Option<crate::tls::CertFiles>,
 }
 
 impl Default for GatewayConfig {
@@ -102,6 +105,7 @@ impl Default for GatewayConfig {
             grace_period: Duration::from_secs(30),
             replay_frames: 1024,
             player_queue: 1024,
+            tls: None,
         }
     }
 }
@@ -179,7 +183,14 @@ impl Gateway {
     }
 
     /// Serves the gateway on `listener` until `stop` (see `edge.rs`).
-    pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+    /// Serves the public port on `listener` until `stop`, over TLS with `tls`
+    /// (see [`Gateway::tls`]).
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        stop: CancellationToken,
+    ) {
         let cfg = &self.inner.cfg;
         let limits = edge::EdgeLimits {
             max_connections: cfg.max_connections,
@@ -191,6 +202,7 @@ impl Gateway {
             self.router(),
             limits,
             self.inner.edge.clone(),
+            tls,
             stop,
         )
         .await;
@@ -201,6 +213,17 @@ impl Gateway {
         while self.connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The TLS acceptor for `gateway.tls`, or `None` for plain HTTP; an error names
+    /// the file that is missing or wrong.
+    pub fn tls(cfg: &GatewayConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        let Some(files) = &cfg.tls else {
+            return Ok(None);
+        };
+        let config = crate::tls::server_config(files, &[b"http/1.1"])
+            .map_err(|e| anyhow::anyhow!("gateway.tls: {e:#}"))?;
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }
 
     pub fn sessions(&self) -> usize {

@@ -167,8 +167,8 @@ struct Inner {
     cluster: Cluster,
     rooms: Rooms,
     cfg: Arc<MatchmakingConfig>,
-    /// The cluster credential (gRPC links to a leader on another node).
-    secret: Option<String>,
+    /// How to reach a leader on another node (gRPC).
+    peer_link: Option<crate::rpc::Link>,
     pending: Mutex<HashMap<String, Pending>>,
     /// The link to the leader while one is open.
     link: Mutex<Option<mpsc::Sender<QueueUp>>>,
@@ -200,7 +200,7 @@ impl Matchmaker {
         cluster: Cluster,
         rooms: Rooms,
         cfg: MatchmakingConfig,
-        secret: Option<String>,
+        link: Option<crate::rpc::Link>,
         stop: CancellationToken,
     ) -> Matchmaker {
         let cfg = Arc::new(cfg);
@@ -209,7 +209,7 @@ impl Matchmaker {
                 cluster: cluster.clone(),
                 rooms,
                 cfg: cfg.clone(),
-                secret,
+                peer_link: link,
                 pending: Mutex::new(HashMap::new()),
                 link: Mutex::new(None),
                 leading: Mutex::new(None),
@@ -360,8 +360,12 @@ impl Matchmaker {
             .map(|n| n.grpc)
             .filter(|a| !a.is_empty())
             .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not in the routing table"))?;
-        let secret = self.inner.secret.clone().unwrap_or_default();
-        let (tx, rx) = remote::link(&addr, &secret, &me).await?;
+        let link = self
+            .inner
+            .peer_link
+            .clone()
+            .unwrap_or_else(|| crate::rpc::Link::plain(""));
+        let (tx, rx) = remote::link(&addr, &link, &me).await?;
         Ok((leader, tx, rx))
     }
 

@@ -80,10 +80,10 @@ impl Matchmaking for MatchmakingService {
 /// Opens `node`'s `Queue` stream to the leader at `addr` as an (up, down) channel pair.
 pub async fn link(
     addr: &str,
-    secret: &str,
+    link: &crate::rpc::Link,
     node: &str,
 ) -> anyhow::Result<(mpsc::Sender<QueueUp>, mpsc::Receiver<QueueDown>)> {
-    let mut client = MatchmakingClient::new(crate::rpc::channel(addr, secret).await?);
+    let mut client = MatchmakingClient::new(crate::rpc::channel(addr, link).await?);
     let (up, up_rx) = mpsc::channel::<QueueUp>(LINK_QUEUE);
     let hello = Up::Hello(Hello {
         node: node.to_owned(),

@@ -74,16 +74,16 @@ impl Deployed {
 pub struct Rollout {
     rooms: Rooms,
     cluster: Cluster,
-    /// The cluster credential, for fetching bytes from peers (cluster only).
-    secret: Option<String>,
+    /// The links to peers, for fetching bytes from them (cluster only).
+    link: Option<crate::rpc::Link>,
 }
 
 impl Rollout {
-    pub fn new(rooms: Rooms, cluster: Cluster, secret: Option<String>) -> Rollout {
+    pub fn new(rooms: Rooms, cluster: Cluster, link: Option<crate::rpc::Link>) -> Rollout {
         Rollout {
             rooms,
             cluster,
-            secret,
+            link,
         }
     }
 
@@ -194,10 +194,13 @@ impl Rollout {
         if holders.is_empty() {
             return Err(DeployError::NotHeld(sha.to_owned()));
         }
-        let secret = self.secret.as_deref().unwrap_or("");
+        let link = self
+            .link
+            .clone()
+            .unwrap_or_else(|| crate::rpc::Link::plain(""));
         let mut errors = Vec::new();
         for addr in holders {
-            match crate::rpc::fetch(&addr, secret, sha).await {
+            match crate::rpc::fetch(&addr, &link, sha).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => errors.push(format!("{e:#}")),
             }

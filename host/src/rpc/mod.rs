@@ -13,9 +13,11 @@ use crate::cluster::Cluster;
 use crate::runtime::Runtime;
 
 pub mod layers;
+mod link;
 pub mod relay;
 mod status;
 
+pub use link::{Link, server_tls};
 pub use status::RpcError;
 
 pub mod pb {
@@ -77,13 +79,19 @@ pub fn routes(
         .add_service(relay::RelayService::server(rooms, secret, stop))
 }
 
-/// Serves `routes` on `listener` until `stop`, logging every call.
+/// Serves `routes` on `listener` until `stop`, logging every call; over mutual TLS
+/// with `tls` (see [`server_tls`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         // A peer that stops answering (packets dropped, not refused) is found out.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -151,17 +159,22 @@ pub type PeerChannel = tonic::service::interceptor::InterceptedService<
 pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Connects to the node at `addr` (host:port) for calls with `secret`.
-pub async fn channel(addr: &str, secret: &str) -> anyhow::Result<PeerChannel> {
-    let url = format!("http://{addr}");
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+/// Connects to the node at `addr` (host:port) over `link` (the cluster credential on
+/// every call, and mutual TLS when the cluster has it).
+pub async fn channel(addr: &str, link: &Link) -> anyhow::Result<PeerChannel> {
+    let (url, tls) = link.endpoint(addr);
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())?
         .connect_timeout(std::time::Duration::from_secs(3))
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
+        .keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("connecting to {url}: {}", error_chain(&e)))?;
     let layer = layers::CallLogLayer {
         side: "client",
         peer: Some(addr.into()),
@@ -169,28 +182,52 @@ pub async fn channel(addr: &str, secret: &str) -> anyhow::Result<PeerChannel> {
     let logged = tower::Layer::layer(&layer, channel);
     Ok(tonic::service::interceptor::InterceptedService::new(
         logged,
-        layers::AddCredential::new(secret),
+        layers::AddCredential::new(link.secret()),
     ))
 }
 
-async fn client(addr: &str, secret: &str) -> anyhow::Result<ModulesClient<PeerChannel>> {
-    let channel = channel(addr, secret).await?;
+/// An error with its sources (a transport error's own text is only "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// A call's status as text: its message, and the causes under a transport error.
+fn status_text(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+async fn client(addr: &str, link: &Link) -> anyhow::Result<ModulesClient<PeerChannel>> {
+    let channel = channel(addr, link).await?;
     Ok(ModulesClient::new(channel).max_decoding_message_size(2 * CHUNK))
 }
 
 /// Fetches module `sha` from the node at `addr` and checks its hash.
-pub async fn fetch(addr: &str, secret: &str, sha: &str) -> anyhow::Result<Vec<u8>> {
-    let mut client = client(addr, secret).await?;
+pub async fn fetch(addr: &str, link: &Link, sha: &str) -> anyhow::Result<Vec<u8>> {
+    let mut client = client(addr, link).await?;
     let mut stream = client
         .fetch(FetchRequest { sha256: sha.into() })
         .await
-        .map_err(|s| anyhow::anyhow!("fetching {sha} from {addr}: {}", s.message()))?
+        .map_err(|s| anyhow::anyhow!("fetching {sha} from {addr}: {}", status_text(&s)))?
         .into_inner();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream
         .message()
         .await
-        .map_err(|s| anyhow::anyhow!("fetching {sha} from {addr}: {}", s.message()))?
+        .map_err(|s| anyhow::anyhow!("fetching {sha} from {addr}: {}", status_text(&s)))?
     {
         anyhow::ensure!(
             bytes.len() + chunk.data.len() <= MAX_MODULE_BYTES,
@@ -207,11 +244,11 @@ pub async fn fetch(addr: &str, secret: &str, sha: &str) -> anyhow::Result<Vec<u8
 }
 
 /// Uploads a module to the node at `addr`, which checks and keeps it.
-pub async fn upload(addr: &str, secret: &str, bytes: Vec<u8>) -> anyhow::Result<Uploaded> {
-    let mut client = client(addr, secret).await?;
+pub async fn upload(addr: &str, link: &Link, bytes: Vec<u8>) -> anyhow::Result<Uploaded> {
+    let mut client = client(addr, link).await?;
     let reply = client
         .upload(chunks(Arc::new(bytes)))
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        .map_err(|s| anyhow::anyhow!("{}", status_text(&s)))?;
     Ok(reply.into_inner())
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod tls;
 
 use ludus::guest_build::example_game_bytes;
 use ludus::rooms::{PlayerEvents, RoomEvent, RoomHandle, Rooms, RoomsConfig};
@@ -140,6 +141,16 @@ pub async fn serve(
     games: &[&str],
     tweak: impl FnOnce(&mut ludus::config::Config),
 ) -> (ludus::server::Server, tempfile::TempDir) {
+    let (config, dir) = serve_config(games, tweak);
+    let server = ludus::server::start(config).await.expect("server starts");
+    (server, dir)
+}
+
+/// The config [`serve`] starts a node with (for a test that expects the start to fail).
+pub fn serve_config(
+    games: &[&str],
+    tweak: impl FnOnce(&mut ludus::config::Config),
+) -> (ludus::config::Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = ludus::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -166,8 +177,7 @@ pub async fn serve(
         );
     }
     tweak(&mut config);
-    let server = ludus::server::start(config).await.expect("server starts");
-    (server, dir)
+    (config, dir)
 }
 
 /// Replaces a file the way a build or an editor does: write aside, then rename.
@@ -183,6 +193,19 @@ pub struct Etcd {
     pub url: String,
     peer_url: String,
     dir: tempfile::TempDir,
+    /// Serving clients over TLS with these files, and asking for client certificates.
+    tls: Option<EtcdTlsFiles>,
+    /// The user and password once authentication is on (see [`Etcd::enable_auth`]).
+    user: Option<(String, String)>,
+}
+
+/// The files of an etcd that speaks TLS: its own certificate and the CA its clients'
+/// certificates must come from, and a client certificate for the test's own calls.
+#[derive(Clone)]
+pub struct EtcdTlsFiles {
+    pub ca: std::path::PathBuf,
+    pub server: ludus::tls::CertFiles,
+    pub client: ludus::tls::CertFiles,
 }
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on PATH or in /usr/bin.
@@ -215,15 +238,65 @@ pub fn free_port() -> u16 {
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Etcd::start_with(None).await
+    }
+
+    /// An etcd serving clients over TLS only, with client certificates required
+    /// (`--client-cert-auth`).
+    pub async fn start_tls(files: EtcdTlsFiles) -> Etcd {
+        Etcd::start_with(Some(files)).await
+    }
+
+    async fn start_with(tls: Option<EtcdTlsFiles>) -> Etcd {
         let (client, peer) = (free_port(), free_port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut etcd = Etcd {
             child: None,
-            url: format!("http://127.0.0.1:{client}"),
+            url: format!("{scheme}://127.0.0.1:{client}"),
             peer_url: format!("http://127.0.0.1:{peer}"),
             dir: tempfile::tempdir().expect("temp dir"),
+            tls,
+            user: None,
         };
         etcd.run().await;
         etcd
+    }
+
+    /// How the test's own client connects: with the client certificate and the user
+    /// when the etcd asks for them.
+    fn options(&self) -> Option<etcd_client::ConnectOptions> {
+        let mut options = etcd_client::ConnectOptions::new();
+        if let Some(tls) = &self.tls {
+            let read = |p: &std::path::Path| std::fs::read(p).expect("a test certificate file");
+            options = options.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)))
+                    .identity(etcd_client::Identity::from_pem(
+                        read(&tls.client.cert),
+                        read(&tls.client.key),
+                    )),
+            );
+        }
+        if let Some((user, password)) = &self.user {
+            options = options.with_user(user, password);
+        }
+        Some(options)
+    }
+
+    /// Turns etcd's authentication on with a `root` user of `password`; the test's own
+    /// client logs in as it from then on.
+    pub async fn enable_auth(&mut self, password: &str) {
+        let mut client = self.client().await;
+        client
+            .user_add("root", password, None)
+            .await
+            .expect("adding the root user");
+        client
+            .user_grant_role("root", "root")
+            .await
+            .expect("granting root its role");
+        client.auth_enable().await.expect("enabling etcd auth");
+        self.user = Some(("root".into(), password.into()));
     }
 
     /// Starts (or restarts, on the same data and ports) the etcd process and waits
@@ -240,6 +313,14 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={}", self.peer_url))
             .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
             .arg(format!("--initial-cluster=test={}", self.peer_url))
+            .args(self.tls.iter().flat_map(|tls| {
+                [
+                    format!("--cert-file={}", tls.server.cert.display()),
+                    format!("--key-file={}", tls.server.key.display()),
+                    format!("--trusted-ca-file={}", tls.ca.display()),
+                    "--client-cert-auth".to_owned(),
+                ]
+            }))
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("etcd.log")).unwrap())
@@ -250,7 +331,7 @@ impl Etcd {
         loop {
             if let Ok(Ok(mut c)) = tokio::time::timeout(
                 Duration::from_secs(1),
-                etcd_client::Client::connect([&self.url], None),
+                etcd_client::Client::connect([&self.url], self.options()),
             )
             .await
                 && c.get("probe", None).await.is_ok()
@@ -288,7 +369,7 @@ impl Etcd {
     }
 
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([&self.url], None)
+        etcd_client::Client::connect([&self.url], self.options())
             .await
             .expect("connecting to the test etcd")
     }

@@ -40,7 +40,7 @@ pub enum RelayError {
 /// This node's links to its peers, by node id.
 pub struct Peers {
     cluster: Cluster,
-    secret: String,
+    link: crate::rpc::Link,
     frame_limit: usize,
     links: Mutex<HashMap<String, Arc<PeerLink>>>,
 }
@@ -93,10 +93,10 @@ impl RemoteRoom {
 impl Peers {
     /// Links to peers of `cluster`; a peer that leaves the cluster ends its link.
     /// Links to peers; `max_message_bytes` is the runtime's (see [`super::frame_limit`]).
-    pub fn new(cluster: Cluster, secret: String, max_message_bytes: usize) -> Arc<Peers> {
+    pub fn new(cluster: Cluster, link: crate::rpc::Link, max_message_bytes: usize) -> Arc<Peers> {
         let peers = Arc::new(Peers {
             cluster: cluster.clone(),
-            secret,
+            link,
             frame_limit: super::frame_limit(max_message_bytes),
             links: Mutex::new(HashMap::new()),
         });
@@ -201,7 +201,7 @@ impl Peers {
             node: node.to_owned(),
             error,
         };
-        let channel = crate::rpc::channel(&addr, &self.secret)
+        let channel = crate::rpc::channel(&addr, &self.link)
             .await
             .map_err(|e| unreachable(format!("{e:#}")))?;
         let mut client = RelayClient::new(channel)
