@@ -176,6 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn etcd_endpoints_are_a_list_or_one_comma_separated_string() {
+        for toml in [
+            "[cluster]\netcd = \"http://a:2379, http://b:2379\"\n",
+            "[cluster]\netcd = [\"http://a:2379\", \"http://b:2379\"]\n",
+        ] {
+            let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(toml))
+                .extract()
+                .unwrap_or_else(|e| panic!("{toml}: {e}"));
+            assert_eq!(config.cluster.etcd, ["http://a:2379", "http://b:2379"]);
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let err = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string("[gateway]\ngrace = \"1s\"\n"))

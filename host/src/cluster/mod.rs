@@ -49,7 +49,9 @@ use crate::rooms::Rooms;
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// etcd endpoints (`http://127.0.0.1:2379`); empty: a single node, in-process.
+    /// etcd endpoints (`http://127.0.0.1:2379`); empty: a single node, in-process. A
+    /// list, or one string of comma-separated URLs (`LUDUS_CLUSTER__ETCD=http://a:2379,http://b:2379`).
+    #[serde(deserialize_with = "endpoints")]
     pub etcd: Vec<String>,
     /// The cluster's name; the default key prefix is `/ludus/<name>/`.
     pub name: String,
@@ -82,6 +84,25 @@ pub struct ClusterConfig {
     /// etcd user and password, when etcd has authentication enabled.
     pub etcd_user: Option<String>,
     pub etcd_password: Option<String>,
+}
+
+/// A list of endpoints, or one string of them separated by commas.
+fn endpoints<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Endpoints {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match Endpoints::deserialize(d)? {
+        Endpoints::One(s) => s.split(',').map(str::to_owned).collect(),
+        Endpoints::Many(list) => list,
+    };
+    Ok(list
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect())
 }
 
 /// `[cluster.tls]`: this node's certificate and the CA every node's is signed by.
