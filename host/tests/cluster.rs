@@ -195,6 +195,10 @@ async fn a_killed_node_vanishes_within_its_lease_ttl() {
         },
     )
     .await;
+    eprintln!(
+        "killed node: its keys gone after {:?} (lease_ttl 2 s)",
+        killed.elapsed()
+    );
     assert!(killed.elapsed() < Duration::from_secs(2 + 5));
     let left = etcd.keys(prefix).await;
     assert!(
