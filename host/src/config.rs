@@ -36,6 +36,13 @@ pub struct Config {
     pub games: BTreeMap<String, GameConfig>,
     /// Room sizes and waits for matches, per game.
     pub matchmaking: MatchmakingConfig,
+    /// Where the node keeps its files (the SQLite database unless `storage.url` names
+    /// another).
+    pub data_dir: std::path::PathBuf,
+    /// The database: SQLite in `data_dir` by default, PostgreSQL for a cluster.
+    pub storage: crate::storage::StorageConfig,
+    /// Leaderboards every node defines at start, by id.
+    pub leaderboards: BTreeMap<String, crate::storage::Leaderboard>,
 }
 
 impl Default for Config {
@@ -49,6 +56,9 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             games: BTreeMap::new(),
             matchmaking: MatchmakingConfig::default(),
+            data_dir: "ludus-data".into(),
+            storage: crate::storage::StorageConfig::default(),
+            leaderboards: BTreeMap::new(),
         }
     }
 }

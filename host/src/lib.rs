@@ -19,6 +19,7 @@
 //! | 0 | [`percentile`] | nearest-rank percentiles for reports |
 //! | 0 | [`tls`] | certificates and keys from PEM files, TLS server settings |
 //! | 1 | [`runtime`] | the wasmtime engine, linker and module store; bounded guest calls |
+//! | 1 | [`storage`] | accounts, objects and leaderboards in SQLite or PostgreSQL (sqlx) |
 //! | 2 | [`rooms`] | rooms as actors on worker threads: ticks, members, live swap, recovery |
 //! | 3 | [`cluster`] | membership, sessions, room ownership, elections, the etcd key layout |
 //! | 4 | [`rpc`] | gRPC between nodes: credential, call log, module bytes, the room relay |
@@ -58,4 +59,5 @@ pub mod rooms;
 pub mod rpc;
 pub mod runtime;
 pub mod server;
+pub mod storage;
 pub mod tls;

@@ -36,6 +36,9 @@ enum Command {
         /// This node's id in the cluster (overrides `cluster.node_id`).
         #[arg(long)]
         node_id: Option<String>,
+        /// Where the node keeps its data (overrides `data_dir`; default `ludus-data`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Build a game, serve it with the browser page, rebuild and swap it live on save.
     Dev(ludus::dev::DevArgs),
@@ -109,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             games,
             etcd,
             node_id,
+            data_dir,
         } => {
             let mut config = ludus::config::Config::load(config.as_deref())?;
             if !etcd.is_empty() {
@@ -119,6 +123,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(listen) = listen {
                 config.listen = listen;
+            }
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
             }
             for (name, module) in games {
                 let game = ludus::config::GameConfig {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod postgres;
 pub mod tls;
 
 use ludus::guest_build::example_game_bytes;

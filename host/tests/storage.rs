@@ -1,0 +1,535 @@
+//! Storage against both backends: SQLite in a temp dir and a private PostgreSQL server.
+//! Every test runs its body once per backend.
+
+mod common;
+
+use common::postgres::Postgres;
+use ludus::storage::{
+    Caller, Condition, Leaderboard, Operator, Order, ReadPerm, Storage, StorageConfig,
+    StorageError, WriteObject, WritePerm,
+};
+use std::time::Duration;
+
+/// A store on each backend; the guards keep their files and server alive.
+struct Backends {
+    pub stores: Vec<(&'static str, Storage, StorageConfig)>,
+    pub dir: tempfile::TempDir,
+    pub pg: Postgres,
+}
+
+async fn backends(db: &str) -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let sqlite_cfg = StorageConfig::default();
+    let pg_cfg = StorageConfig {
+        url: Some(pg.database(db).await),
+        acquire_timeout: Duration::from_secs(2),
+        ..StorageConfig::default()
+    };
+    let sqlite = Storage::open(&sqlite_cfg, dir.path()).await.unwrap();
+    let postgres = Storage::open(&pg_cfg, dir.path()).await.unwrap();
+    Backends {
+        stores: vec![
+            ("sqlite", sqlite, sqlite_cfg),
+            ("postgres", postgres, pg_cfg),
+        ],
+        dir,
+        pg,
+    }
+}
+
+fn obj(owner: u64, key: &str, value: &str, condition: Condition) -> WriteObject {
+    WriteObject {
+        collection: "stats".into(),
+        key: key.into(),
+        owner,
+        value: value.into(),
+        condition,
+        read: ReadPerm::Owner,
+        write: WritePerm::Owner,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_go_ahead_only_at_the_version_they_name() {
+    let b = backends("conditional").await;
+    for (name, s, _) in &b.stores {
+        let me = Caller::Player(7);
+        let first = s
+            .write_object(me, obj(7, "k", r#"{"wins":1}"#, Condition::Absent))
+            .await
+            .unwrap();
+        assert_eq!(first.version, 1, "{name}");
+        let again = s
+            .write_object(me, obj(7, "k", r#"{"wins":9}"#, Condition::Absent))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(again, StorageError::Conflict { .. }),
+            "{name}: {again:?}"
+        );
+        let second = s
+            .write_object(me, obj(7, "k", r#"{"wins":2}"#, Condition::Version(1)))
+            .await
+            .unwrap();
+        assert_eq!(second.version, 2, "{name}");
+        let stale = s
+            .write_object(me, obj(7, "k", r#"{"wins":3}"#, Condition::Version(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            stale,
+            StorageError::Conflict {
+                expected: "version 1".into(),
+                current: "version 2".into()
+            },
+            "{name}"
+        );
+        let missing = s
+            .write_object(me, obj(7, "none", "{}", Condition::Version(1)))
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, StorageError::Conflict { .. }), "{name}");
+        let last = s
+            .write_object(me, obj(7, "k", r#"{"wins":4}"#, Condition::Any))
+            .await
+            .unwrap();
+        assert_eq!(
+            (last.version, &last.value["wins"]),
+            (3, &serde_json::json!(4)),
+            "{name}"
+        );
+        let read = s.read_object(me, "stats", "k", 7).await.unwrap();
+        assert_eq!(read, last, "{name}");
+        // Not JSON, or over the size limit: refused with the reason.
+        let bad = s
+            .write_object(me, obj(7, "bad", "{not json", Condition::Any))
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("not JSON"), "{name}: {bad}");
+        let huge = format!("\"{}\"", "x".repeat(70 * 1024));
+        let big = s
+            .write_object(me, obj(7, "big", &huge, Condition::Any))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(big, StorageError::TooLarge { .. })
+                && big.to_string().contains("storage.max_value_bytes"),
+            "{name}: {big}"
+        );
+        assert_eq!(
+            s.read_object(me, "stats", "big", 7).await.unwrap_err(),
+            StorageError::NotFound
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_reads_and_writes_only_what_the_permissions_allow() {
+    let b = backends("permissions").await;
+    for (name, s, _) in &b.stores {
+        let (alice, bob) = (Caller::Player(1), Caller::Player(2));
+        s.write_object(alice, obj(1, "private", r#"{"a":1}"#, Condition::Any))
+            .await
+            .unwrap();
+        // Another player cannot read a private object (it looks absent) ...
+        assert_eq!(
+            s.read_object(bob, "stats", "private", 1).await.unwrap_err(),
+            StorageError::NotFound,
+            "{name}"
+        );
+        // ... write into another's name ...
+        let denied = s
+            .write_object(bob, obj(1, "private", "{}", Condition::Any))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(denied, StorageError::Denied(_)),
+            "{name}: {denied:?}"
+        );
+        // ... or delete it.
+        assert_eq!(
+            s.delete_object(bob, "stats", "private", 1, None)
+                .await
+                .unwrap_err(),
+            StorageError::NotFound,
+            "{name}"
+        );
+        // A public object is readable by all, still writable only by its owner.
+        let mut public = obj(1, "public", r#"{"p":1}"#, Condition::Any);
+        public.read = ReadPerm::Public;
+        s.write_object(alice, public).await.unwrap();
+        assert_eq!(
+            s.read_object(bob, "stats", "public", 1)
+                .await
+                .unwrap()
+                .value["p"],
+            1,
+            "{name}"
+        );
+        let denied = s
+            .delete_object(bob, "stats", "public", 1, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(denied, StorageError::Denied(_)), "{name}");
+        // What the game writes as read-only to players: the owner reads, cannot write
+        // or delete; hidden objects are not even readable by their owner.
+        let mut locked = obj(1, "locked", r#"{"rank":"gold"}"#, Condition::Any);
+        locked.write = WritePerm::None;
+        s.write_object(Caller::Game, locked).await.unwrap();
+        assert_eq!(
+            s.read_object(alice, "stats", "locked", 1)
+                .await
+                .unwrap()
+                .value["rank"],
+            "gold"
+        );
+        for condition in [Condition::Any, Condition::Version(1)] {
+            let denied = s
+                .write_object(alice, obj(1, "locked", "{}", condition))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(denied, StorageError::Denied(_)),
+                "{name}: {denied:?}"
+            );
+        }
+        let denied = s
+            .delete_object(alice, "stats", "locked", 1, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(denied, StorageError::Denied(_)), "{name}");
+        let mut hidden = obj(1, "hidden", "{}", Condition::Any);
+        hidden.read = ReadPerm::None;
+        hidden.write = WritePerm::None;
+        s.write_object(Caller::Game, hidden).await.unwrap();
+        assert_eq!(
+            s.read_object(alice, "stats", "hidden", 1)
+                .await
+                .unwrap_err(),
+            StorageError::NotFound
+        );
+        assert!(
+            s.read_object(Caller::Game, "stats", "hidden", 1)
+                .await
+                .is_ok()
+        );
+        // Listing shows each caller only what they may read.
+        let (seen, _) = s.list_objects(bob, "stats", None, 100, None).await.unwrap();
+        let keys: Vec<&str> = seen.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["public"], "{name}");
+        let (seen, _) = s
+            .list_objects(alice, "stats", None, 100, None)
+            .await
+            .unwrap();
+        let keys: Vec<&str> = seen.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["locked", "private", "public"], "{name}");
+        // The owner deletes their own, at the right version only.
+        let stale = s
+            .delete_object(alice, "stats", "private", 1, Some(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StorageError::Conflict { .. }), "{name}");
+        s.delete_object(alice, "stats", "private", 1, Some(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.read_object(alice, "stats", "private", 1)
+                .await
+                .unwrap_err(),
+            StorageError::NotFound
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_lists_in_pages_that_neither_skip_nor_repeat() {
+    let b = backends("listing").await;
+    for (name, s, _) in &b.stores {
+        for owner in 1..=3u64 {
+            for key in ["a", "b", "c"] {
+                let mut w = obj(owner, key, &format!(r#"{{"o":{owner}}}"#), Condition::Any);
+                w.read = ReadPerm::Public;
+                s.write_object(Caller::Game, w).await.unwrap();
+            }
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = s
+                .list_objects(Caller::Player(9), "stats", None, 4, cursor.as_deref())
+                .await
+                .unwrap();
+            assert!(page.len() <= 4);
+            seen.extend(page.into_iter().map(|o| (o.owner, o.key)));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 9, "{name}: {seen:?}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, seen, "{name}: in order, no repeats");
+        let (mine, _) = s
+            .list_objects(Caller::Player(2), "stats", Some(2), 10, None)
+            .await
+            .unwrap();
+        assert!(
+            mine.iter().all(|o| o.owner == 2) && mine.len() == 3,
+            "{name}"
+        );
+        let bad = s
+            .list_objects(Caller::Game, "stats", None, 4, Some("zz"))
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("cursor"), "{name}");
+    }
+}
+
+fn board(id: &str, order: Order, operator: Operator) -> Leaderboard {
+    Leaderboard {
+        id: id.into(),
+        order,
+        operator,
+        reset_every: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderboards_rank_by_order_operator_and_ties_and_page_by_cursor() {
+    let b = backends("boards").await;
+    for (name, s, _) in &b.stores {
+        // Best, descending: a worse score later does not lower a record.
+        s.define_leaderboard(&board("wins", Order::Descending, Operator::Best))
+            .await
+            .unwrap();
+        s.submit_score("wins", 1, "ann", 10, 0, None).await.unwrap();
+        s.submit_score("wins", 2, "bob", 30, 0, None).await.unwrap();
+        s.submit_score("wins", 3, "cat", 20, 0, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A tie with cat, later: ranks after cat.
+        s.submit_score("wins", 4, "dan", 20, 0, None).await.unwrap();
+        // A tie with a better subscore: ranks before both.
+        s.submit_score("wins", 5, "eve", 20, 5, None).await.unwrap();
+        let kept = s
+            .submit_score("wins", 2, "bob", 1, 0, Some(r#"{"note":"bad day"}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            (kept.score, kept.rank, kept.submissions),
+            (30, 1, 2),
+            "{name}"
+        );
+        assert_eq!(
+            kept.metadata,
+            serde_json::json!({}),
+            "{name}: a worse run keeps the metadata"
+        );
+        let (top, next) = s.top("wins", 10, None).await.unwrap();
+        let order: Vec<(u64, u64)> = top.iter().map(|r| (r.rank, r.owner)).collect();
+        assert_eq!(order, [(1, 2), (2, 5), (3, 3), (4, 4), (5, 1)], "{name}");
+        assert!(next.is_none());
+        // Pages of two give the same order and ranks.
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = s.top("wins", 2, cursor.as_deref()).await.unwrap();
+            paged.extend(page.iter().map(|r| (r.rank, r.owner)));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(paged, order, "{name}");
+        // Around a player and a player's own rank.
+        let around: Vec<u64> = s
+            .around("wins", 3, 3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.owner)
+            .collect();
+        assert_eq!(around, [5, 3, 4], "{name}");
+        let around: Vec<u64> = s
+            .around("wins", 2, 3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.owner)
+            .collect();
+        assert_eq!(around, [2, 5, 3], "{name}: the first has nobody above");
+        assert_eq!(s.rank_of("wins", 4).await.unwrap().rank, 4, "{name}");
+        assert_eq!(
+            s.rank_of("wins", 99).await.unwrap_err(),
+            StorageError::NotFound
+        );
+
+        // Ascending + set: the lowest time wins and a new run replaces the old.
+        s.define_leaderboard(&board("laps", Order::Ascending, Operator::Set))
+            .await
+            .unwrap();
+        s.submit_score("laps", 1, "ann", 90, 0, None).await.unwrap();
+        s.submit_score("laps", 2, "bob", 80, 0, None).await.unwrap();
+        let set = s.submit_score("laps", 2, "bob", 95, 0, None).await.unwrap();
+        assert_eq!((set.score, set.rank), (95, 2), "{name}");
+
+        // Increment adds.
+        s.define_leaderboard(&board("coins", Order::Descending, Operator::Increment))
+            .await
+            .unwrap();
+        s.submit_score("coins", 1, "ann", 5, 1, None).await.unwrap();
+        let sum = s.submit_score("coins", 1, "ann", 7, 1, None).await.unwrap();
+        assert_eq!((sum.score, sum.subscore), (12, 2), "{name}");
+
+        // An unknown board, bad metadata.
+        assert_eq!(
+            s.submit_score("nope", 1, "ann", 1, 0, None)
+                .await
+                .unwrap_err(),
+            StorageError::NotFound
+        );
+        let bad = s
+            .submit_score("wins", 1, "ann", 1, 0, Some("{"))
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("metadata"), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaderboard_that_resets_counts_only_the_current_period() {
+    let b = backends("resets").await;
+    for (name, s, _) in &b.stores {
+        let mut daily = board("daily", Order::Descending, Operator::Increment);
+        daily.reset_every = Some(Duration::from_secs(1));
+        s.define_leaderboard(&daily).await.unwrap();
+        // Start right after a period boundary, so both submissions share a period.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(
+            1000 - now.subsec_millis() as u64 + 20,
+        ))
+        .await;
+        s.submit_score("daily", 1, "ann", 5, 0, None).await.unwrap();
+        let r = s.submit_score("daily", 1, "ann", 5, 0, None).await.unwrap();
+        assert_eq!(r.score, 10, "{name}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(
+            s.top("daily", 10, None).await.unwrap().0.is_empty(),
+            "{name}"
+        );
+        let fresh = s.submit_score("daily", 1, "ann", 5, 0, None).await.unwrap();
+        assert_eq!((fresh.score, fresh.submissions), (5, 1), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_secret_keeps_its_player_id_and_data_survives_a_reopen() {
+    let b = backends("reopen").await;
+    for (name, s, cfg) in &b.stores {
+        let id = s
+            .device_player("a device secret of length", "ann", 4242)
+            .await
+            .unwrap();
+        assert_eq!(id, 4242, "{name}");
+        let again = s
+            .device_player("a device secret of length", "ann", 777)
+            .await
+            .unwrap();
+        assert_eq!(again, 4242, "{name}: the same secret, the same player");
+        let short = s.device_player("short", "ann", 1).await.unwrap_err();
+        assert!(short.to_string().contains("16"), "{name}: {short}");
+        s.write_object(
+            Caller::Player(id),
+            obj(id, "k", r#"{"kept":true}"#, Condition::Any),
+        )
+        .await
+        .unwrap();
+        s.close().await;
+        let reopened = Storage::open(cfg, b.dir.path()).await.unwrap();
+        assert_eq!(
+            reopened
+                .device_player("a device secret of length", "ann", 1)
+                .await
+                .unwrap(),
+            4242,
+            "{name}"
+        );
+        let kept = reopened
+            .read_object(Caller::Player(id), "stats", "k", id)
+            .await
+            .unwrap();
+        assert_eq!(kept.value["kept"], true, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_a_newer_ludus_is_refused_with_a_clear_message() {
+    let b = backends("newer").await;
+    for (name, s, cfg) in &b.stores {
+        let newer = Storage::schema_version() + 1;
+        s.close().await;
+        // Mark the schema as written by a newer version, through a plain connection.
+        let url = cfg
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", b.dir.path().join("ludus.db").display()));
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, 'from the future', TRUE, $2, 0)",
+        )
+        .bind(newer)
+        .bind(vec![0u8; 48])
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let error = Storage::open(cfg, b.dir.path()).await.unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("newer Ludus") && error.contains(&newer.to_string()),
+            "{name}: {error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_while_postgresql_is_down_and_work_again_when_it_is_back() {
+    let mut b = backends("outage").await;
+    let (_, s, _) = b.stores.pop().unwrap();
+    s.write_object(Caller::Game, obj(1, "before", r#"{"n":1}"#, Condition::Any))
+        .await
+        .unwrap();
+    b.pg.stop();
+    let started = std::time::Instant::now();
+    let error = s
+        .write_object(Caller::Game, obj(1, "during", "{}", Condition::Any))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the call failed only after {:?}",
+        started.elapsed()
+    );
+    b.pg.resume();
+    common::eventually(Duration::from_secs(20), "calls work again", async || {
+        s.write_object(Caller::Game, obj(1, "after", "{}", Condition::Any))
+            .await
+            .is_ok()
+    })
+    .await;
+    let kept = s
+        .read_object(Caller::Game, "stats", "before", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.value["n"], 1,
+        "what was acknowledged before the outage is there"
+    );
+}
