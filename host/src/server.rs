@@ -35,6 +35,8 @@ pub struct Server {
     pub rooms: Rooms,
     pub rollout: Rollout,
     pub gateway: Gateway,
+    /// Accounts, objects and leaderboards.
+    pub storage: crate::storage::Storage,
     pub cluster: Cluster,
     pub matchmaker: Matchmaker,
     /// Links to other nodes' rooms (cluster only).
@@ -64,6 +66,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             "no auth.secret configured: guest tokens are signed with a key generated for this run \
              (set LUDUS_AUTH__SECRET for tokens that outlive the process)"
         );
+    }
+    let storage = crate::storage::Storage::open(&config.storage, &config.data_dir).await?;
+    for (id, board) in &config.leaderboards {
+        let board = crate::storage::Leaderboard {
+            id: id.clone(),
+            ..board.clone()
+        };
+        storage
+            .define_leaderboard(&board)
+            .await
+            .map_err(|e| anyhow::anyhow!("defining leaderboard {id}: {e}"))?;
     }
     let rt = Runtime::new(config.runtime.clone())?;
     let rooms = Rooms::new(rt.clone(), config.rooms.clone())?;
@@ -155,6 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         cluster.clone(),
         peers.clone(),
         matchmaker.clone(),
+        storage.clone(),
     );
     let stop = shutdown.child_token();
     let http = tasks.spawn({
@@ -168,6 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         rooms,
         rollout,
         gateway,
+        storage,
         cluster,
         matchmaker,
         peers,
@@ -219,6 +234,12 @@ impl Server {
             tracing::warn!(
                 "leaving the cluster took over {SHUTDOWN_TIMEOUT:?}; its lease ends by TTL"
             );
+        }
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.storage.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing storage took over {SHUTDOWN_TIMEOUT:?}");
         }
     }
 

@@ -43,6 +43,8 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--game"])
         .arg(format!("arena={}", arena.display()))
+        .arg("--data-dir")
+        .arg(std::env::temp_dir().join("ludus-bench-memory"))
         .env(
             "LUDUS_GATEWAY__MAX_CONNECTIONS",
             (args.connections + 10).to_string(),

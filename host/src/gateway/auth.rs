@@ -158,7 +158,15 @@ impl Auth {
     /// A token for a new guest player. Player ids stay below 2^53 so JSON clients read
     /// them exactly.
     pub fn issue_guest(&self, name: &str) -> anyhow::Result<(String, Identity, u64)> {
-        let player_id = crate::csprng::id53();
+        self.issue_guest_as(crate::csprng::id53(), name)
+    }
+
+    /// A token for the guest player `player_id` (one a device secret keeps).
+    pub fn issue_guest_as(
+        &self,
+        player_id: u64,
+        name: &str,
+    ) -> anyhow::Result<(String, Identity, u64)> {
         let exp = now() + self.ttl.as_secs();
         let claims = Claims {
             sub: player_id.to_string(),

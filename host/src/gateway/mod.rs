@@ -23,6 +23,7 @@ pub mod json;
 mod replay;
 mod session;
 mod sessions;
+mod storage_http;
 
 pub use client_error::{ClientError, close_code};
 pub use session::SessionConfig;
@@ -119,6 +120,7 @@ pub struct Gateway {
 struct Inner {
     rooms: Rooms,
     auth: Auth,
+    storage: crate::storage::Storage,
     sessions: Arc<Sessions>,
     cfg: Arc<GatewayConfig>,
     /// Upgraded WebSockets.
@@ -130,6 +132,8 @@ struct Inner {
 }
 
 impl Gateway {
+    // The node's parts, wired once by `server::start`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         rooms: Rooms,
         auth: Auth,
@@ -138,6 +142,7 @@ impl Gateway {
         cluster: Cluster,
         peers: Option<Arc<crate::rpc::relay::Peers>>,
         matchmaker: crate::matchmaking::Matchmaker,
+        storage: crate::storage::Storage,
     ) -> Self {
         let session_cfg = SessionConfig {
             grace_period: cfg.grace_period,
@@ -156,6 +161,7 @@ impl Gateway {
                 ),
                 rooms,
                 auth,
+                storage,
                 guest_logins: crate::rate::PerAddress::new(
                     f64::from(cfg.guest_logins_per_minute) / 60.0,
                     cfg.guest_login_burst,
@@ -237,6 +243,18 @@ impl Gateway {
             .route("/v1/ws", get(websocket))
             .route("/v1/rooms", get(rooms))
             .route("/v1/games", get(games))
+            .route("/v1/storage/{collection}", get(storage_http::list_objects))
+            .route(
+                "/v1/storage/{collection}/{key}",
+                get(storage_http::get_object)
+                    .put(storage_http::put_object)
+                    .delete(storage_http::delete_object),
+            )
+            .route("/v1/leaderboards/{id}", get(storage_http::leaderboard_top))
+            .route(
+                "/v1/leaderboards/{id}/around/{player}",
+                get(storage_http::leaderboard_around),
+            )
             .with_state(self.clone())
     }
 }
@@ -254,6 +272,10 @@ async fn page() -> Html<&'static str> {
 struct GuestRequest {
     #[serde(default)]
     name: String,
+    /// A secret the client keeps (16+ characters): the same secret logs in as the same
+    /// player next time.
+    #[serde(default)]
+    device_secret: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -323,11 +345,35 @@ async fn guest(
             .insert(axum::http::header::RETRY_AFTER, secs.into());
         return response;
     }
-    let name = match guest_name(&body.map(|Json(b)| b.name).unwrap_or_default()) {
+    let (name, device) = match body {
+        Some(Json(b)) => (b.name, b.device_secret),
+        None => (String::new(), None),
+    };
+    let name = match guest_name(&name) {
         Ok(name) => name,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
-    match gw.inner.auth.issue_guest(&name) {
+    let player_id = match device {
+        None => crate::csprng::id53(),
+        Some(secret) => match gw
+            .inner
+            .storage
+            .device_player(&secret, &name, crate::csprng::id53())
+            .await
+        {
+            Ok(id) => id,
+            Err(crate::storage::StorageError::Invalid(why)) => {
+                return refuse(StatusCode::BAD_REQUEST, why);
+            }
+            Err(e) => {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ClientError::internal("looking up a device login", e).message,
+                );
+            }
+        },
+    };
+    match gw.inner.auth.issue_guest_as(player_id, &name) {
         Ok((token, who, expires_at)) => Json(GuestResponse {
             token,
             player_id: who.player_id,
@@ -458,19 +504,8 @@ async fn rooms(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let Some(token) = bearer.or(q.token) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "listing rooms needs a player token: `Authorization: Bearer TOKEN` or `?token=`",
-        );
-    };
-    if let Err(e) = gw.inner.auth.validate(&token) {
-        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+    if let Err(refused) = storage_http::player(&gw, &headers, q.token.as_deref()) {
+        return refused.into_response();
     }
     let mut rooms = gw.inner.rooms.list();
     rooms.retain(|r| !r.private);

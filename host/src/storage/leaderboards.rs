@@ -359,23 +359,20 @@ impl Storage {
         let params = ["$3", "$4", "$5", "$6"];
         let above_cond = before(board.order, ROW, params);
         let below_cond = before(board.order, params, ROW);
-        let query = |cond: String, order: String, n: usize| {
-            let values = values;
-            async move {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {RECORD} FROM ludus_leaderboard_records \
+        let query = |cond: String, order: String, n: usize| async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RECORD} FROM ludus_leaderboard_records \
                      WHERE leaderboard = $1 AND period_ms = $2 AND {cond} ORDER BY {order} LIMIT $7"
-                )))
-                .bind(id)
-                .bind(period)
-                .bind(values.0)
-                .bind(values.1)
-                .bind(values.2)
-                .bind(values.3)
-                .bind(n as i64)
-                .fetch_all(&self.pool)
-                .await
-            }
+            )))
+            .bind(id)
+            .bind(period)
+            .bind(values.0)
+            .bind(values.1)
+            .bind(values.2)
+            .bind(values.3)
+            .bind(n as i64)
+            .fetch_all(&self.pool)
+            .await
         };
         let want_above = (limit - 1) / 2;
         let above = query(above_cond, order_by(board.order, true), want_above).await?;

@@ -162,6 +162,7 @@ pub fn serve_config(
     // Tests log many guests in from 127.0.0.1; the limits have tests of their own.
     config.gateway.guest_login_burst = 10_000;
     config.auth.secret = Some("a test secret of enough length: 32 bytes or more".into());
+    config.data_dir = dir.path().join("data");
     for game in games {
         let path = dir.path().join(format!("{game}.wasm"));
         std::fs::write(
