@@ -113,7 +113,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         }
     };
 
-    let rollout = Rollout::new(rooms.clone(), cluster.clone(), link.clone());
+    let rollout = Rollout::new(
+        rooms.clone(),
+        cluster.clone(),
+        link.clone(),
+        storage.clone(),
+    );
     let watcher = rollout.start(&config.games).await?;
     if cluster.is_etcd() {
         tasks.spawn(crate::rollout::follow(

@@ -288,3 +288,71 @@ async fn a_device_login_is_the_same_player_with_the_same_data_after_a_restart() 
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_from_nothing_comes_back_with_the_games_it_ran() {
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("modules").await;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    // SQLite in a data dir the next node reuses; PostgreSQL that a fresh node shares.
+    let settings: [(&str, Box<dyn Fn(&mut ludus::config::Config) + Send + Sync>); 2] = [
+        ("sqlite", Box::new(move |c| c.data_dir = dir.clone())),
+        (
+            "postgres",
+            Box::new(move |c| c.storage.url = Some(url.clone())),
+        ),
+    ];
+    for (name, set) in &settings {
+        let (first, _games) = serve(&["arena"], |c| set(c)).await;
+        let v2 = ludus::guest_build::example_game_bytes("arena_v2").unwrap();
+        first
+            .rollout
+            .deploy(
+                "arena",
+                ludus::rollout::Source::Bytes(v2),
+                ludus::rooms::SwapPolicy::AllRooms,
+            )
+            .await
+            .unwrap();
+        common::eventually(
+            std::time::Duration::from_secs(10),
+            "the deployed version is kept",
+            async || {
+                first
+                    .storage
+                    .current_games()
+                    .await
+                    .is_ok_and(|g| g.iter().any(|g| g.game == "arena" && g.version == "2.0.0"))
+            },
+        )
+        .await;
+        first.stop().await;
+
+        // No game configured: the node installs what ran last.
+        let (second, _none) = serve(&[], |c| set(c)).await;
+        let active = second
+            .rooms
+            .active_module("arena")
+            .unwrap_or_else(|| panic!("{name}: arena was not restored"));
+        assert_eq!(active.version, "2.0.0", "{name}");
+        let history: Vec<String> = second
+            .storage
+            .game_history("arena")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.version)
+            .collect();
+        assert_eq!(history, ["1.0.0", "2.0.0"], "{name}");
+        let mut player =
+            ludus::client::Client::guest(second.addr, "p", ludus::client::ClientOptions::default())
+                .await
+                .unwrap();
+        player.create("arena", "again", "").await.unwrap();
+        common::cluster::create_outcome(&mut player)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        second.stop().await;
+    }
+}

@@ -76,15 +76,38 @@ pub struct Rollout {
     cluster: Cluster,
     /// The links to peers, for fetching bytes from them (cluster only).
     link: Option<crate::rpc::Link>,
+    /// Where every module that goes live is kept, with its game's history.
+    storage: crate::storage::Storage,
 }
 
 impl Rollout {
-    pub fn new(rooms: Rooms, cluster: Cluster, link: Option<crate::rpc::Link>) -> Rollout {
+    pub fn new(
+        rooms: Rooms,
+        cluster: Cluster,
+        link: Option<crate::rpc::Link>,
+        storage: crate::storage::Storage,
+    ) -> Rollout {
         Rollout {
             rooms,
             cluster,
             link,
+            storage,
         }
+    }
+
+    /// Keeps a module that went live (in the background: a database that is slow or
+    /// away never holds up a deploy; a failure is logged).
+    fn keep(&self, module: &Arc<Module>, bytes: Arc<Vec<u8>>) {
+        let (storage, module) = (self.storage.clone(), module.clone());
+        tokio::spawn(async move {
+            let sha = module.sha256_hex();
+            if let Err(e) = storage
+                .keep_module(&module.name, &module.version, &sha, &bytes)
+                .await
+            {
+                tracing::warn!(game = %module.name, "keeping module {}: {e}", module.label());
+            }
+        });
     }
 
     pub fn rooms(&self) -> &Rooms {
@@ -134,13 +157,18 @@ impl Rollout {
                 game: game.to_owned(),
             });
         }
-        if let Err(e) = self.cluster.hold_module(&module.sha256_hex(), bytes).await {
+        if let Err(e) = self
+            .cluster
+            .hold_module(&module.sha256_hex(), bytes.clone())
+            .await
+        {
             // The node runs it anyway; other nodes cannot fetch it from here.
             tracing::warn!(game, "announcing module {}: {e}", module.label());
         }
         let Some(active) = self.rooms.active_module(game) else {
             self.rooms.install(game, module.clone());
             tracing::info!(game, module = %module.label(), "game installed");
+            self.keep(&module, bytes);
             return Ok(Deployed::Installed(module));
         };
         if active.sha256 == module.sha256 {
@@ -152,7 +180,10 @@ impl Rollout {
             .next()
             .map(|(room, error)| (room.to_owned(), error.clone()));
         match first {
-            None => Ok(Deployed::Swapped(module, report)),
+            None => {
+                self.keep(&module, bytes);
+                Ok(Deployed::Swapped(module, report))
+            }
             Some((room, error)) => Err(DeployError::Swap {
                 failed: report.failures().count(),
                 rooms: report.results.len(),
@@ -173,9 +204,17 @@ impl Rollout {
             },
             Source::Held(sha) => {
                 let origin = format!("module {}", short_sha(&sha));
-                match self.cluster.module_bytes(&sha) {
-                    Some(bytes) => Ok((bytes, origin)),
-                    None => Ok((Arc::new(self.fetch(&sha).await?), origin)),
+                if let Some(bytes) = self.cluster.module_bytes(&sha) {
+                    return Ok((bytes, origin));
+                }
+                match self.fetch(&sha).await {
+                    Ok(bytes) => Ok((Arc::new(bytes), origin)),
+                    // No node holds it (a cluster started again from nothing): the
+                    // module may be kept in storage.
+                    Err(e) => match self.storage.module_bytes(&sha).await {
+                        Ok(bytes) => Ok((Arc::new(bytes), origin)),
+                        Err(_) => Err(e),
+                    },
                 }
             }
         }
@@ -211,6 +250,40 @@ impl Rollout {
         })
     }
 
+    /// Installs, for every game storage knows and the config does not name, the
+    /// version that ran last. One that fails is logged and left out.
+    async fn restore_kept(&self, configured: &std::collections::BTreeMap<String, GameConfig>) {
+        let kept = match self.storage.current_games().await {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::warn!("reading the kept games: {e}");
+                return;
+            }
+        };
+        for game in kept {
+            if configured.contains_key(&game.game) || self.rooms.active_module(&game.game).is_some()
+            {
+                continue;
+            }
+            let bytes = match self.storage.module_bytes(&game.sha256).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(game = %game.game, "reading kept module {}: {e}", short_sha(&game.sha256));
+                    continue;
+                }
+            };
+            match self
+                .deploy(&game.game, Source::Bytes(bytes), SwapPolicy::AllRooms)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(game = %game.game, version = %game.version, "game restored from storage")
+                }
+                Err(e) => tracing::warn!(game = %game.game, "restoring the kept version: {e}"),
+            }
+        }
+    }
+
     /// Installs the configured games at start-up (each must load: a node does not
     /// start without its games) and watches their files for new versions.
     pub async fn start(
@@ -228,6 +301,7 @@ impl Rollout {
                 Err(e) => anyhow::bail!("game `{name}`: {e}"),
             }
         }
+        self.restore_kept(games).await;
         if games.is_empty() {
             return Ok(None);
         }

@@ -1,4 +1,5 @@
-//! Data that outlives the process: accounts (device logins), objects and leaderboards.
+//! Data that outlives the process: accounts (device logins), objects, leaderboards,
+//! and the modules deployed with each game's history of versions.
 //! One interface over two backends through sqlx's `Any` driver: SQLite in the node's
 //! data directory by default (WAL mode, nothing to install), PostgreSQL when
 //! `storage.url` names one (what a cluster uses: every node sees the same data). The SQL
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 mod accounts;
 mod leaderboards;
+mod modules;
 mod objects;
 
 pub use leaderboards::{Leaderboard, Operator, Order, Record};
+pub use modules::GameVersion;
 pub use objects::{Caller, Condition, Object, ReadPerm, WriteObject, WritePerm};
 
 /// `[storage]` in the config file.
