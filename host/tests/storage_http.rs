@@ -289,6 +289,9 @@ async fn a_device_login_is_the_same_player_with_the_same_data_after_a_restart() 
     server.stop().await;
 }
 
+/// How a test points a node at its storage.
+type Setting = dyn Fn(&mut ludus::config::Config) + Send + Sync;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_from_nothing_comes_back_with_the_games_it_ran() {
     let pg = common::postgres::Postgres::start();
@@ -296,7 +299,7 @@ async fn a_node_started_from_nothing_comes_back_with_the_games_it_ran() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_owned();
     // SQLite in a data dir the next node reuses; PostgreSQL that a fresh node shares.
-    let settings: [(&str, Box<dyn Fn(&mut ludus::config::Config) + Send + Sync>); 2] = [
+    let settings: [(&str, Box<Setting>); 2] = [
         ("sqlite", Box::new(move |c| c.data_dir = dir.clone())),
         (
             "postgres",
