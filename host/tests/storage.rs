@@ -533,3 +533,43 @@ async fn calls_fail_while_postgresql_is_down_and_work_again_when_it_is_back() {
         "what was acknowledged before the outage is there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_writes_commits_together_and_answers_each_write() {
+    let b = backends("batch").await;
+    for (name, s, _) in &b.stores {
+        s.write_object(Caller::Game, obj(1, "taken", "{}", Condition::Any))
+            .await
+            .unwrap();
+        let results = s
+            .write_objects(
+                Caller::Game,
+                vec![
+                    obj(1, "a", r#"{"n":1}"#, Condition::Any),
+                    obj(1, "taken", r#"{"n":2}"#, Condition::Absent),
+                    obj(2, "b", r#"{"n":3}"#, Condition::Absent),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 3, "{name}");
+        assert!(results[0].is_ok() && results[2].is_ok(), "{name}: {results:?}");
+        assert!(
+            matches!(results[1], Err(StorageError::Conflict { .. })),
+            "{name}: {results:?}"
+        );
+        assert_eq!(
+            s.read_object(Caller::Game, "stats", "b", 2).await.unwrap().value["n"],
+            3,
+            "{name}"
+        );
+        assert_eq!(
+            s.read_object(Caller::Game, "stats", "taken", 1)
+                .await
+                .unwrap()
+                .value,
+            serde_json::json!({}),
+            "{name}: the refused write left the object alone"
+        );
+    }
+}

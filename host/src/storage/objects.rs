@@ -146,6 +146,38 @@ impl Storage {
         caller: Caller,
         w: WriteObject,
     ) -> Result<Object, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        self.write_on(&mut conn, caller, w).await
+    }
+
+    /// Writes a batch in one transaction (what a room's writes of one tick become):
+    /// each write gets its own result (a conditional write that does not go ahead
+    /// leaves the others be), and all that went ahead are committed together. An
+    /// `Err` of the whole batch means none of it was kept.
+    pub async fn write_objects(
+        &self,
+        caller: Caller,
+        writes: Vec<WriteObject>,
+    ) -> Result<Vec<Result<Object, StorageError>>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            let result = self.write_on(&mut tx, caller, w).await;
+            if let Err(StorageError::Unavailable(e)) = result {
+                return Err(StorageError::Unavailable(e));
+            }
+            results.push(result);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn write_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        caller: Caller,
+        w: WriteObject,
+    ) -> Result<Object, StorageError> {
         check_name("collection", &w.collection)?;
         check_name("key", &w.key)?;
         self.check_size(&w.value)?;
@@ -216,7 +248,7 @@ impl Storage {
             return object(&row);
         }
         // Nothing written: say why.
-        let current = self.stored(&w.collection, &w.key, owner).await?;
+        let current = stored(&mut *conn, &w.collection, &w.key, owner).await?;
         Err(match (w.condition, current) {
             (_, Some(o)) if !game && o.write == WritePerm::None => {
                 StorageError::Denied("the object is not writable by players")
@@ -243,15 +275,8 @@ impl Storage {
         key: &str,
         owner: i64,
     ) -> Result<Option<Object>, StorageError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM ludus_objects WHERE collection = $1 AND key = $2 AND owner = $3"
-        )))
-        .bind(collection)
-        .bind(key)
-        .bind(owner)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(object).transpose()
+        let mut conn = self.pool.acquire().await?;
+        stored(&mut conn, collection, key, owner).await
     }
 
     /// Reads one object. A player gets `NotFound` for an object they may not read, as
@@ -368,6 +393,23 @@ impl Storage {
         };
         Ok((objects, next))
     }
+}
+
+async fn stored(
+    conn: &mut sqlx::AnyConnection,
+    collection: &str,
+    key: &str,
+    owner: i64,
+) -> Result<Option<Object>, StorageError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ludus_objects WHERE collection = $1 AND key = $2 AND owner = $3"
+    )))
+    .bind(collection)
+    .bind(key)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(object).transpose()
 }
 
 fn readable(caller: Caller, o: &Object) -> bool {
