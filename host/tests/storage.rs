@@ -553,13 +553,19 @@ async fn a_batch_of_writes_commits_together_and_answers_each_write() {
             .await
             .unwrap();
         assert_eq!(results.len(), 3, "{name}");
-        assert!(results[0].is_ok() && results[2].is_ok(), "{name}: {results:?}");
+        assert!(
+            results[0].is_ok() && results[2].is_ok(),
+            "{name}: {results:?}"
+        );
         assert!(
             matches!(results[1], Err(StorageError::Conflict { .. })),
             "{name}: {results:?}"
         );
         assert_eq!(
-            s.read_object(Caller::Game, "stats", "b", 2).await.unwrap().value["n"],
+            s.read_object(Caller::Game, "stats", "b", 2)
+                .await
+                .unwrap()
+                .value["n"],
             3,
             "{name}"
         );

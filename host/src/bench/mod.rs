@@ -5,6 +5,7 @@ pub mod floor;
 pub mod matchmaking;
 pub mod memory;
 pub mod runtime;
+pub mod storage;
 
 use anyhow::anyhow;
 use serde::Serialize;
