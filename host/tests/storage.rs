@@ -579,3 +579,59 @@ async fn a_batch_of_writes_commits_together_and_answers_each_write() {
         );
     }
 }
+
+/// A batch runs on the one connection that holds its transaction: with a pool of one
+/// connection it still goes through (it used to wait for a second connection and time
+/// out), and concurrent batches on a small pool all commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_run_on_their_own_connection_even_with_a_pool_of_one() {
+    let b = backends("own_connection").await;
+    for (name, _, cfg) in &b.stores {
+        let small = StorageConfig {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(2),
+            ..cfg.clone()
+        };
+        let s = Storage::open(&small, b.dir.path()).await.unwrap();
+        let results = s
+            .write_objects(
+                Caller::Game,
+                vec![
+                    obj(3, "one", r#"{"n":1}"#, Condition::Any),
+                    obj(3, "two", r#"{"n":2}"#, Condition::Absent),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: a batch on a pool of one failed: {e}"));
+        assert!(results.iter().all(Result::is_ok), "{name}: {results:?}");
+
+        let batches = (0..8u64).map(|i| {
+            let s = s.clone();
+            async move {
+                s.write_objects(
+                    Caller::Game,
+                    vec![
+                        obj(10 + i, "a", r#"{"n":1}"#, Condition::Any),
+                        obj(10 + i, "b", r#"{"n":2}"#, Condition::Any),
+                    ],
+                )
+                .await
+            }
+        });
+        for result in futures_util::future::join_all(batches).await {
+            let results = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(results.iter().all(Result::is_ok), "{name}: {results:?}");
+        }
+        for i in 0..8u64 {
+            assert_eq!(
+                s.read_object(Caller::Game, "stats", "b", 10 + i)
+                    .await
+                    .unwrap()
+                    .value["n"],
+                2,
+                "{name}"
+            );
+        }
+        s.close().await;
+    }
+}

@@ -207,7 +207,7 @@ impl Storage {
                 .bind(read)
                 .bind(write)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?,
                 Condition::Version(expected) => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE ludus_objects SET value = $4, version = version + 1, read_perm = $5, \
@@ -224,7 +224,7 @@ impl Storage {
                 .bind(now)
                 .bind(expected)
                 .bind(i64::from(game))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?,
                 Condition::Any => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO ludus_objects ({COLUMNS}) VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
@@ -241,7 +241,7 @@ impl Storage {
                 .bind(write)
                 .bind(now)
                 .bind(i64::from(game))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?,
             };
         if let Some(row) = row {
