@@ -6,7 +6,8 @@ use std::sync::Once;
 use std::thread::LocalKey;
 use std::time::Duration;
 
-use crate::__private::bindings::ludus::game::{host, types as wit};
+use crate::__private::bindings::ludus::game::{host, storage as wit_storage, types as wit};
+use crate::storage::RequestId;
 use crate::{Game, Player, PlayerId, Room};
 
 /// A room's live game and its context, kept in a thread-local of the designer's crate.
@@ -71,6 +72,14 @@ pub fn messages<G: Game>(slot: &'static Slot<G>, batch: Vec<wit::Message>) {
     with_game(slot, |game, room| {
         for m in batch {
             game.message(room, PlayerId(m.from), &m.payload);
+        }
+    })
+}
+
+pub fn storage_results<G: Game>(slot: &'static Slot<G>, results: Vec<wit_storage::StorageResult>) {
+    with_game(slot, |game, room| {
+        for r in results {
+            game.storage(room, RequestId(r.id), r.answer);
         }
     })
 }

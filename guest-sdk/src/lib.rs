@@ -6,6 +6,7 @@ extern crate self as ludus_sdk;
 
 mod export;
 mod room;
+pub mod storage;
 mod types;
 
 pub use room::Room;
@@ -43,6 +44,22 @@ pub trait Game: Default + Serialize + DeserializeOwned + 'static {
     /// next tick if the room asked for that with [`Room::hold_messages_until_tick`].
     fn message(&mut self, room: &mut Room, from: PlayerId, msg: &[u8]) {
         let _ = (room, from, msg);
+    }
+
+    /// The answer to a storage request this room made (see [`storage`]), in the order
+    /// answers came. Default: failures are logged at `warn`, answers ignored.
+    fn storage(
+        &mut self,
+        room: &mut Room,
+        id: storage::RequestId,
+        answer: Result<storage::Answer, storage::StorageError>,
+    ) {
+        if let Err(e) = answer {
+            room.log(
+                LogLevel::Warn,
+                &format!("storage request {} failed: {e}", id.0),
+            );
+        }
     }
 
     /// Time passed: `dt` since the previous tick, on the wall clock.
@@ -126,6 +143,11 @@ macro_rules! export_game {
                 fn messages(batch: $crate::__private::Vec<$crate::__private::WitMessage>) {
                     $crate::__private::messages::<$game>(&LUDUS_GAME, batch)
                 }
+                fn storage_results(
+                    results: $crate::__private::Vec<$crate::__private::WitStorageResult>,
+                ) {
+                    $crate::__private::storage_results::<$game>(&LUDUS_GAME, results)
+                }
                 fn tick(dt_micros: u64) {
                     $crate::__private::tick::<$game>(&LUDUS_GAME, dt_micros)
                 }
@@ -160,9 +182,12 @@ pub mod __private {
         });
     }
 
-    pub use crate::export::{Loaded, describe, init, join, leave, messages, restore, save, tick};
+    pub use crate::export::{
+        Loaded, describe, init, join, leave, messages, restore, save, storage_results, tick,
+    };
     pub use bindings::export_room;
     pub use bindings::exports::ludus::game::room::Guest as RoomGuest;
+    pub use bindings::ludus::game::storage::StorageResult as WitStorageResult;
     pub use bindings::ludus::game::types::{
         LeaveReason as WitLeaveReason, Message as WitMessage, Player as WitPlayer, RoomInit,
     };

@@ -4,7 +4,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-use crate::__private::bindings::ludus::game::host;
+use crate::__private::bindings::ludus::game::{host, storage as wit_storage};
+use crate::storage::{Condition, Leaderboard, RequestId, Write, key};
 use crate::{LogLevel, PlayerId};
 
 /// The room a game runs in. Every game callback gets it; its methods call the host.
@@ -146,6 +147,81 @@ impl Room {
     /// Write a line to the host's log, tagged with the room id.
     pub fn log(&self, level: LogLevel, msg: &str) {
         host::log(level.into(), msg);
+    }
+
+    // Storage: each call queues a request and returns at once; the answer comes to
+    // `Game::storage` before a later tick (see the `storage` module).
+
+    /// Read an object (`owner` `None`: the game's own). Answer: [`Answer::Object`](crate::storage::Answer::Object)
+    /// or `NotFound`.
+    pub fn read_object(&mut self, collection: &str, k: &str, owner: Option<PlayerId>) -> RequestId {
+        RequestId(wit_storage::read(&key(collection, k, owner)))
+    }
+
+    /// Write an object. Answer: [`Answer::Written`](crate::storage::Answer::Written) with its
+    /// new version, or `Conflict` if its condition did not hold. The writes of one tick
+    /// commit together.
+    pub fn write_object(&mut self, write: Write) -> RequestId {
+        RequestId(wit_storage::write(&write.into_wit()))
+    }
+
+    /// Delete an object (at a version, with `Condition::Version`). Answer: `Deleted`.
+    pub fn delete_object(
+        &mut self,
+        collection: &str,
+        k: &str,
+        owner: Option<PlayerId>,
+        condition: Condition,
+    ) -> RequestId {
+        RequestId(wit_storage::delete(&key(collection, k, owner), condition))
+    }
+
+    /// Objects of a collection (of one owner when given), `limit` (1-100) at a time
+    /// after `cursor`. Answer: `Objects` with the next page's cursor.
+    pub fn list_objects(
+        &mut self,
+        collection: &str,
+        owner: Option<PlayerId>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> RequestId {
+        RequestId(wit_storage::list(
+            collection,
+            owner.map(|p| p.0),
+            limit,
+            cursor,
+        ))
+    }
+
+    /// Make a leaderboard (or change how an existing one ranks; its records stay).
+    /// Answer: `Defined`.
+    pub fn define_leaderboard(&mut self, board: &Leaderboard) -> RequestId {
+        RequestId(wit_storage::define_leaderboard(board))
+    }
+
+    /// Submit a score for a player (the board's operator decides what is kept; a
+    /// member's name is recorded with it). Answer: `Scored` with the record and rank.
+    pub fn submit_score(
+        &mut self,
+        board: &str,
+        player: PlayerId,
+        score: i64,
+        subscore: i64,
+        metadata: Option<&str>,
+    ) -> RequestId {
+        RequestId(wit_storage::submit_score(
+            board, player.0, score, subscore, metadata,
+        ))
+    }
+
+    /// The first `limit` (1-100) records of a board, after `cursor`. Answer: `Scores`.
+    pub fn top_scores(&mut self, board: &str, limit: u32, cursor: Option<&str>) -> RequestId {
+        RequestId(wit_storage::top(board, limit, cursor))
+    }
+
+    /// Up to `limit` (1-100) records around a player's. Answer: `Scores`.
+    pub fn scores_around(&mut self, board: &str, player: PlayerId, limit: u32) -> RequestId {
+        RequestId(wit_storage::around(board, player.0, limit))
     }
 }
 

@@ -18,7 +18,14 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     println!("{}: ok", path.display());
     println!("  game:     {}", module.name);
     println!("  version:  {}", module.version);
-    println!("  contract: {CONTRACT}");
+    if module.contract == CONTRACT {
+        println!("  contract: {}", module.contract);
+    } else {
+        println!(
+            "  contract: {} (older: this host runs it; rebuild against ludus-sdk for {CONTRACT} to use storage)",
+            module.contract
+        );
+    }
     println!("  sha256:   {}", module.sha256_hex());
     println!("  size:     {} bytes", module.size);
     Ok(())

@@ -79,7 +79,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .map_err(|e| anyhow::anyhow!("defining leaderboard {id}: {e}"))?;
     }
     let rt = Runtime::new(config.runtime.clone())?;
-    let rooms = Rooms::new(rt.clone(), config.rooms.clone())?;
+    let rooms = Rooms::with_storage(
+        rt.clone(),
+        config.rooms.clone(),
+        Some(crate::rooms::RoomStorage::new(storage.clone())),
+    )?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 
@@ -240,6 +244,8 @@ impl Server {
                 "leaving the cluster took over {SHUTDOWN_TIMEOUT:?}; its lease ends by TTL"
             );
         }
+        // Writes of the rooms just closed are carried out before storage closes.
+        self.rooms.settle_storage(SHUTDOWN_TIMEOUT).await;
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.storage.close())
             .await
             .is_err()

@@ -635,3 +635,136 @@ async fn batches_run_on_their_own_connection_even_with_a_pool_of_one() {
         s.close().await;
     }
 }
+
+/// Rooms on `s` with tictactoe installed.
+async fn tictactoe_rooms(s: &Storage) -> ludus::rooms::Rooms {
+    let rt = ludus::runtime::Runtime::new(ludus::runtime::RuntimeLimits {
+        max_instances: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    let cfg = ludus::rooms::RoomsConfig {
+        workers: 1,
+        ..Default::default()
+    };
+    let storage = ludus::rooms::RoomStorage::new(s.clone());
+    let rooms = ludus::rooms::Rooms::with_storage(rt, cfg, Some(storage)).unwrap();
+    common::install(&rooms, "tictactoe").await;
+    rooms
+}
+
+/// A tictactoe game where player 10 (X) beats player 20 along the top row; every move
+/// is answered.
+async fn x_wins(
+    rooms: &ludus::rooms::Rooms,
+) -> (ludus::rooms::RoomHandle, common::Player, common::Player) {
+    let room = common::room(rooms, "tictactoe").await;
+    let mut x = common::join(&room, 10).await;
+    let o = common::join(&room, 20).await;
+    let mv = |cell: i64| serde_json::to_vec(&serde_json::json!({ "cell": cell })).unwrap();
+    for (player, cell) in [(10, 0), (20, 3), (10, 1), (20, 4), (10, 2)] {
+        room.message(player, mv(cell));
+    }
+    let end = x
+        .until(Duration::from_secs(5), |m| m["winner"].is_u64())
+        .await;
+    assert_eq!(end["board"], "XXXOO....");
+    (room, x, o)
+}
+
+/// A real game keeps its data through the contract's storage: tictactoe reads each
+/// player's record, writes it back at the version it read (its writes of one tick in
+/// one transaction), counts the win on its leaderboard, and tells each player their
+/// record, on both backends; a second game adds to the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tictactoe_keeps_each_players_record_and_the_winners_wins() {
+    let b = backends("tictactoe").await;
+    for (name, s, _) in &b.stores {
+        let rooms = tictactoe_rooms(s).await;
+        let wait = Duration::from_secs(10);
+        for game in 1..=2u64 {
+            let (room, mut x, mut o) = x_wins(&rooms).await;
+            let mine = x.until(wait, |m| m.get("stats").is_some()).await;
+            assert_eq!(
+                mine["stats"],
+                serde_json::json!({ "wins": game, "losses": 0, "draws": 0 }),
+                "{name}: game {game}"
+            );
+            let theirs = o.until(wait, |m| m.get("stats").is_some()).await;
+            assert_eq!(theirs["stats"]["losses"], game, "{name}: game {game}");
+            room.close("done").await;
+        }
+        // What the game wrote, as storage and other players see it.
+        let record = s
+            .read_object(Caller::Player(20), "tictactoe.stats", "record", 10)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: X's record is public: {e}"));
+        assert_eq!(record.value["wins"], 2, "{name}");
+        assert_eq!(record.version, 2, "{name}: written once per game");
+        common::eventually(wait, "the second win is on the board", async || {
+            s.top("tictactoe.wins", 10, None)
+                .await
+                .is_ok_and(|(top, _)| top.len() == 1 && top[0].owner == 10 && top[0].score == 2)
+        })
+        .await;
+        let (top, _) = s.top("tictactoe.wins", 10, None).await.unwrap();
+        assert_eq!(
+            top[0].username, "player-10",
+            "{name}: the member's name is kept"
+        );
+        rooms.shutdown("test over");
+    }
+}
+
+/// With PostgreSQL stopped, a game's rooms play on (moves answered, ticks on time) and
+/// its storage requests fail; what was acknowledged before is kept, and once the
+/// database is back the game's records go on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_play_on_while_postgresql_is_down_and_their_data_is_kept() {
+    let mut b = backends("room_outage").await;
+    let (_, s, _) = b.stores.pop().unwrap();
+    let rooms = tictactoe_rooms(&s).await;
+    let wait = Duration::from_secs(10);
+    let (room, mut x, _o) = x_wins(&rooms).await;
+    assert_eq!(
+        x.until(wait, |m| m.get("stats").is_some()).await["stats"]["wins"],
+        1
+    );
+    room.close("done").await;
+
+    b.pg.stop();
+    let (room, mut x, _o) = x_wins(&rooms).await;
+    let ticks = room.ticks();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        room.ticks() >= ticks + 3,
+        "the room ticks on at 1 Hz while storage is down ({} -> {})",
+        ticks,
+        room.ticks()
+    );
+    while let Some(event) = x.rx.try_recv() {
+        if let ludus::rooms::RoomEvent::Message { bytes, .. } = event {
+            let msg: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(
+                msg.get("stats").is_none(),
+                "no record without storage: {msg}"
+            );
+        }
+    }
+    room.close("done").await;
+
+    b.pg.resume();
+    common::eventually(Duration::from_secs(20), "storage is back", async || {
+        s.read_object(Caller::Game, "tictactoe.stats", "record", 10)
+            .await
+            .is_ok()
+    })
+    .await;
+    let (_room, mut x, _o) = x_wins(&rooms).await;
+    let mine = x.until(wait, |m| m.get("stats").is_some()).await;
+    assert_eq!(
+        mine["stats"]["wins"], 2,
+        "the acknowledged first win was kept; the game in the outage was not recorded"
+    );
+    rooms.shutdown("test over");
+}

@@ -217,6 +217,53 @@ async fn modules_for_another_contract_or_not_components_are_refused_by_name() {
     assert_eq!(rt.module_count(), 0, "nothing refused is kept");
 }
 
+/// A module built for the older contract 0.2.0 still loads and plays beside games of
+/// the current one, and keeps its state across a live swap to itself; `ludus check`
+/// names its contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_built_for_contract_0_2_plays_beside_games_of_the_current_one() {
+    let rooms = rooms();
+    let old = install(&rooms, "contract-0-2").await;
+    let new = install(&rooms, "arena").await;
+    assert_eq!(old.contract.version, "0.2.0");
+    assert_eq!(new.contract, ludus::runtime::CONTRACT);
+    assert_eq!(ludus::runtime::CONTRACT.version, "0.3.0");
+
+    let echo = common::room(&rooms, "contract-0-2").await;
+    let arena = common::room(&rooms, "arena").await;
+    let mut a = join(&echo, 1).await;
+    let mut b = join(&arena, 2).await;
+    let reply = |event: RoomEvent| match event {
+        RoomEvent::Message { bytes, .. } => String::from_utf8(bytes.to_vec()).unwrap(),
+        other => panic!("expected an echo, got {other:?}"),
+    };
+    echo.message(1, b"hello".to_vec());
+    assert_eq!(reply(a.event(WAIT).await), "1:hello");
+    arena.message(2, input(1, 1, 0));
+    b.until(WAIT, |s| avatar(s, 2).is_some_and(|p| p["seq"] == 1))
+        .await;
+
+    // A live swap between two instances of the 0.2.0 game keeps its count.
+    let report = rooms
+        .swap_game("contract-0-2", old.clone(), SwapPolicy::AllRooms)
+        .await
+        .unwrap();
+    assert!(report.failures().next().is_none(), "{}", report.summary());
+    echo.message(1, b"again".to_vec());
+    assert_eq!(reply(a.event(WAIT).await), "2:again");
+
+    let path = ludus::guest_build::example_games_dir()
+        .join("target/wasm32-wasip2/release/contract_0_2.wasm");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("contract: ludus:game@0.2.0 (older"), "{text}");
+}
+
 /// A room whose snapshots a test watches, to check it ticks on time meanwhile.
 struct Neighbour {
     player: Player,

@@ -6,9 +6,57 @@
 //! `{"board": "X...O....", "x": 1, "o": 2, "next": 1, "winner": null, "draw": false}`.
 //! An illegal move gets `{"error": "..."}` back to its sender only. If a player leaves an
 //! unfinished game, the other wins.
+//!
+//! Finished games are kept (contract 0.3.0 storage): each player's record
+//! `{"wins": 1, "losses": 0, "draws": 0}` is the object `tictactoe.stats/record` they
+//! own (anyone may read it), and wins count on the leaderboard `tictactoe.wins`. When a
+//! player's record is written, they get `{"stats": {...}}`.
 
-use ludus_sdk::{Game, LeaveReason, Player, PlayerId, Reject, Room, export_game};
+use ludus_sdk::storage::{
+    Answer, Condition, Leaderboard, ReadAccess, RequestId, ScoreOperator, SortOrder, StorageError,
+    Write,
+};
+use ludus_sdk::{Game, LeaveReason, LogLevel, Player, PlayerId, Reject, Room, export_game};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a player's record is kept, and the leaderboard of wins.
+const STATS: &str = "tictactoe.stats";
+const RECORD: &str = "record";
+const WINS: &str = "tictactoe.wins";
+
+/// A player's record over every game.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Stats {
+    wins: u64,
+    losses: u64,
+    draws: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Outcome {
+    Win,
+    Loss,
+    Draw,
+}
+
+impl Stats {
+    fn with(mut self, outcome: Outcome) -> Stats {
+        match outcome {
+            Outcome::Win => self.wins += 1,
+            Outcome::Loss => self.losses += 1,
+            Outcome::Draw => self.draws += 1,
+        }
+        self
+    }
+}
+
+/// A record being updated: read it, then write it at the version read.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Update {
+    player: PlayerId,
+    outcome: Outcome,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Mark {
@@ -24,6 +72,11 @@ struct TicTacToe {
     next: Option<PlayerId>,
     winner: Option<PlayerId>,
     draw: bool,
+    /// Storage requests awaiting their answer (kept across a live swap), by request id.
+    #[serde(default)]
+    reading: BTreeMap<u64, Update>,
+    #[serde(default)]
+    writing: BTreeMap<u64, Update>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +154,29 @@ impl TicTacToe {
         Ok(())
     }
 
+    /// Keeps a finished game: each player's record, and the winner's win.
+    fn record_result(&mut self, room: &mut Room) {
+        let (Some(x), Some(o)) = (self.x, self.o) else {
+            return;
+        };
+        for player in [x, o] {
+            let outcome = match self.winner {
+                None => Outcome::Draw,
+                Some(w) if w == player => Outcome::Win,
+                Some(_) => Outcome::Loss,
+            };
+            self.read_record(room, Update { player, outcome });
+        }
+        if let Some(winner) = self.winner {
+            room.submit_score(WINS, winner, 1, 0, None);
+        }
+    }
+
+    fn read_record(&mut self, room: &mut Room, update: Update) {
+        let id = room.read_object(STATS, RECORD, Some(update.player));
+        self.reading.insert(id.0, update);
+    }
+
     fn view(&self) -> View {
         let board = self
             .board
@@ -127,6 +203,12 @@ impl Game for TicTacToe {
         // Nothing happens between moves: one tick a second is plenty.
         room.set_tick_rate(1);
         room.set_label("waiting");
+        room.define_leaderboard(&Leaderboard {
+            id: WINS.into(),
+            order: SortOrder::Descending,
+            operator: ScoreOperator::Increment,
+            reset_every_seconds: None,
+        });
         Ok(TicTacToe::default())
     }
 
@@ -153,6 +235,7 @@ impl Game for TicTacToe {
             self.next = None;
             room.set_label("finished");
             room.broadcast_json(&self.view());
+            self.record_result(room);
         } else if self.o.is_none() {
             // Nobody else is here yet: free the seat.
             *self = TicTacToe::default();
@@ -166,12 +249,61 @@ impl Game for TicTacToe {
         };
         match result {
             Ok(()) => {
+                room.broadcast_json(&self.view());
                 if self.finished() {
                     room.set_label("finished");
+                    self.record_result(room);
                 }
-                room.broadcast_json(&self.view());
             }
             Err(e) => room.send_json(from, &serde_json::json!({ "error": e })),
+        }
+    }
+
+    fn storage(&mut self, room: &mut Room, id: RequestId, answer: Result<Answer, StorageError>) {
+        if let Some(update) = self.reading.remove(&id.0) {
+            // The record as it is now (none yet: a first game), then the write at
+            // that version: two rooms finishing at once cannot lose a result.
+            let (stats, condition) = match answer {
+                Ok(Answer::Object(o)) => match o.value_json::<Stats>() {
+                    Ok(stats) => (stats, Condition::Version(o.version)),
+                    Err(e) => return room.log(LogLevel::Error, &e),
+                },
+                Err(StorageError::NotFound) => (Stats::default(), Condition::Absent),
+                other => {
+                    return room.log(
+                        LogLevel::Warn,
+                        &format!("reading {}'s record: {other:?}", update.player),
+                    );
+                }
+            };
+            let write = Write::json(STATS, RECORD, &stats.with(update.outcome)).map(|w| {
+                w.owner(update.player)
+                    .readable_by(ReadAccess::Public)
+                    .only_if(condition)
+            });
+            match write {
+                Ok(write) => {
+                    let id = room.write_object(write);
+                    self.writing.insert(id.0, update);
+                }
+                Err(e) => room.log(LogLevel::Error, &e),
+            }
+        } else if let Some(update) = self.writing.remove(&id.0) {
+            match answer {
+                Ok(Answer::Written(o)) => {
+                    let stats: serde_json::Value =
+                        serde_json::from_str(&o.value).unwrap_or_default();
+                    room.send_json(update.player, &serde_json::json!({ "stats": stats }));
+                }
+                // Written meanwhile by another room: read again and retry.
+                Err(StorageError::Conflict(_)) => self.read_record(room, update),
+                other => room.log(
+                    LogLevel::Warn,
+                    &format!("writing {}'s record: {other:?}", update.player),
+                ),
+            }
+        } else if let Err(e) = answer {
+            room.log(LogLevel::Warn, &format!("storage request {}: {e:?}", id.0));
         }
     }
 }

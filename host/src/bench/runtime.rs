@@ -58,6 +58,7 @@ fn init(i: usize) -> RoomInit {
         config: "{}".into(),
         seed: i as u64,
         dropped: Default::default(),
+        requests: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ mod games;
 mod handle;
 mod inbox;
 mod room;
+mod storage;
 mod worker;
 
 pub use config::RoomsConfig;
@@ -20,6 +21,7 @@ pub use error::{CreateError, GameSwapError, JoinError, SwapError};
 pub use events::{PlayerEvents, PlayerSink, RoomEvent};
 pub use games::{GameInfo, GameSwapReport, RoomSwapResult, SwapPolicy};
 pub use handle::{LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
+pub use storage::{MAX_REQUESTS_IN_FLIGHT, RoomStorage};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -74,16 +76,33 @@ struct Inner {
     games: Games,
     next_key: AtomicU64,
     next_worker: AtomicUsize,
+    storage: Option<RoomStorage>,
 }
 
 impl Rooms {
+    /// Rooms whose games get `unavailable` for every storage request.
     pub fn new(rt: Arc<Runtime>, cfg: RoomsConfig) -> std::io::Result<Self> {
+        Self::with_storage(rt, cfg, None)
+    }
+
+    /// Rooms whose games' storage requests go to `storage`.
+    pub fn with_storage(
+        rt: Arc<Runtime>,
+        cfg: RoomsConfig,
+        storage: Option<RoomStorage>,
+    ) -> std::io::Result<Self> {
         let cfg = Arc::new(cfg);
         let directory: Arc<Directory> = Arc::new(Mutex::new(HashMap::new()));
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..cfg.worker_count() {
-            let (tx, thread) = Worker::spawn(i, rt.clone(), cfg.clone(), directory.clone())?;
+            let (tx, thread) = Worker::spawn(
+                i,
+                rt.clone(),
+                cfg.clone(),
+                directory.clone(),
+                storage.clone(),
+            )?;
             workers.push(tx);
             threads.push(thread);
         }
@@ -97,6 +116,7 @@ impl Rooms {
                 games: Games::default(),
                 next_key: AtomicU64::new(1),
                 next_worker: AtomicUsize::new(0),
+                storage,
             }),
         })
     }
@@ -176,6 +196,7 @@ impl Rooms {
             config: config.into(),
             seed: req.seed.unwrap_or_else(crate::csprng::u64),
             dropped: Default::default(),
+            requests: Default::default(),
         };
         let shared = Arc::new(RoomShared::new(
             init.clone(),
@@ -352,6 +373,14 @@ impl Rooms {
         let threads = std::mem::take(&mut *self.inner.threads.lock().recover());
         for thread in threads {
             let _ = thread.join();
+        }
+    }
+
+    /// Waits (up to `limit`) for the storage requests rooms handed over, those of rooms
+    /// closed by [`Rooms::shutdown`] included.
+    pub async fn settle_storage(&self, limit: std::time::Duration) {
+        if let Some(storage) = &self.inner.storage {
+            storage.settle(limit).await;
         }
     }
 }

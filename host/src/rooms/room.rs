@@ -15,10 +15,12 @@ use super::config::{RoomsConfig, TICK_HZ_RANGE};
 use super::error::{CreateError, JoinError, SwapError};
 use super::events::{PlayerSink, RoomEvent};
 use super::handle::{RoomShared, SwapOutcome};
+use super::storage::{MAX_REQUESTS_IN_FLIGHT, Queued, refused};
 mod recovery;
 
 use crate::runtime::{
     Effect, GameInstance, GuestError, LeaveReason, Message, Module, Refusal, RoomInit, Runtime,
+    StorageRequest, wit_storage,
 };
 
 /// Most messages one `messages` call carries; a fuller queue is delivered at once.
@@ -68,6 +70,12 @@ pub(super) struct Room {
     keep_open: bool,
     /// Since when the room has had no members (it starts empty).
     empty_since: Option<Instant>,
+    /// Storage requests the game made since the last tick, handed over after the next.
+    requests: Vec<Queued>,
+    /// Requests handed over and not answered yet.
+    in_flight: usize,
+    /// Answers to give the game just before its next tick.
+    answers: Vec<wit_storage::StorageResult>,
 }
 
 fn period(hz: u32) -> Duration {
@@ -113,6 +121,9 @@ impl Room {
             hold_until_tick: false,
             keep_open: false,
             empty_since: Some(now),
+            requests: Vec::new(),
+            in_flight: 0,
+            answers: Vec::new(),
         };
         room.apply_effects();
         Ok(room)
@@ -229,6 +240,10 @@ impl Room {
         if self.closed {
             return;
         }
+        self.deliver_answers();
+        if self.closed {
+            return;
+        }
         let result = self.instance().tick(dt);
         self.shared.ticks.fetch_add(1, Ordering::Relaxed);
         self.after_call(result);
@@ -320,6 +335,13 @@ impl Room {
             }
             let mut gone: Vec<(u64, String, LeaveReason)> = Vec::new();
             for effect in effects.drain(..) {
+                if self.closed {
+                    // What a closing game asked of storage is still carried out.
+                    if let Effect::Storage(id, request) = effect {
+                        self.queue_request(id, request);
+                    }
+                    continue;
+                }
                 match effect {
                     Effect::Send(to, bytes) => {
                         if let Some(m) = self.members.get(&to) {
@@ -339,10 +361,8 @@ impl Room {
                     Effect::Kick(player, reason) => {
                         gone.push((player, reason, LeaveReason::Kicked))
                     }
-                    Effect::Close(reason) => {
-                        self.close(reason);
-                        break;
-                    }
+                    Effect::Close(reason) => self.close(reason),
+                    Effect::Storage(id, request) => self.queue_request(id, request),
                     Effect::SetTickRate(hz) => self.set_tick_rate(hz),
                     Effect::SetLabel(label) => self.shared.update(|info| info.label = label),
                     Effect::HoldMessages(hold) => self.hold_until_tick = hold,
@@ -360,6 +380,55 @@ impl Room {
         }
         effects.clear();
         self.effects = effects;
+    }
+
+    /// Queues a storage request for the next hand-over, or answers it at once when the
+    /// room has too many in flight.
+    fn queue_request(&mut self, id: u64, request: StorageRequest) {
+        if self.requests.len() + self.in_flight >= MAX_REQUESTS_IN_FLIGHT {
+            self.answers.push(refused(
+                id,
+                &format!("the room has {MAX_REQUESTS_IN_FLIGHT} storage requests in flight"),
+            ));
+            return;
+        }
+        let name = match &request {
+            StorageRequest::SubmitScore { player, .. } => {
+                self.members.get(player).map(|m| m.name.clone())
+            }
+            _ => None,
+        };
+        self.requests.push((id, request, name));
+    }
+
+    /// The storage requests to hand over now (they count as in flight until answered).
+    pub fn take_requests(&mut self) -> Vec<Queued> {
+        self.in_flight += self.requests.len();
+        std::mem::take(&mut self.requests)
+    }
+
+    /// Answers to the room's storage requests: given to the game at once (the worker
+    /// runs one thing at a time, so never inside another call), or just before the next
+    /// tick for a game that holds its messages until the tick.
+    pub fn answered(&mut self, results: Vec<wit_storage::StorageResult>) {
+        self.in_flight = self.in_flight.saturating_sub(results.len());
+        if self.closed {
+            return;
+        }
+        self.answers.extend(results);
+        if !self.hold_until_tick {
+            self.deliver_answers();
+        }
+    }
+
+    /// Gives the game the answers that came, in one call.
+    fn deliver_answers(&mut self) {
+        if self.answers.is_empty() || self.closed {
+            return;
+        }
+        let answers = std::mem::take(&mut self.answers);
+        let result = self.instance().storage_results(&answers);
+        self.after_call(result);
     }
 
     /// Removes a member the host or the game threw out, tells it why, and (if `leave`

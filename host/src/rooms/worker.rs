@@ -16,8 +16,9 @@ use super::events::PlayerSink;
 use super::handle::{RoomHandle, RoomShared, SwapOutcome};
 use super::inbox::Inbox;
 use super::room::Room;
+use super::storage::{RoomStorage, refused};
 use crate::lock::Recover;
-use crate::runtime::{GameInstance, LeaveReason, Module, RoomInit, Runtime};
+use crate::runtime::{GameInstance, LeaveReason, Module, RoomInit, Runtime, wit_storage};
 
 pub(super) enum Command {
     Create {
@@ -62,6 +63,11 @@ pub(super) enum Command {
     Fault {
         room: u64,
     },
+    /// Answers to a batch of the room's storage requests.
+    StorageResults {
+        room: u64,
+        results: Vec<wit_storage::StorageResult>,
+    },
 }
 
 impl Command {
@@ -74,7 +80,8 @@ impl Command {
             | Command::Message { room, .. }
             | Command::Swap { room, .. }
             | Command::Close { room, .. }
-            | Command::Fault { room } => Some(*room),
+            | Command::Fault { room }
+            | Command::StorageResults { room, .. } => Some(*room),
             Command::Shutdown { .. } => None,
         }
     }
@@ -98,6 +105,8 @@ pub(super) struct Worker {
     directory: Arc<Directory>,
     /// Rooms with messages to deliver once the current batch of commands is handled.
     to_deliver: Vec<u64>,
+    /// Where rooms' storage requests go (`None`: answered `unavailable`).
+    storage: Option<RoomStorage>,
 }
 
 impl Worker {
@@ -106,6 +115,7 @@ impl Worker {
         rt: Arc<Runtime>,
         cfg: Arc<RoomsConfig>,
         directory: Arc<Directory>,
+        storage: Option<RoomStorage>,
     ) -> std::io::Result<(Arc<Inbox>, std::thread::JoinHandle<()>)> {
         let inbox = Arc::new(Inbox::new());
         let worker = Worker {
@@ -116,6 +126,7 @@ impl Worker {
             cfg,
             directory,
             to_deliver: Vec::new(),
+            storage,
         };
         let thread = std::thread::Builder::new()
             .name(format!("ludus-rooms-{index}"))
@@ -168,6 +179,7 @@ impl Worker {
                 if let Some(room) = w.rooms.get_mut(&key) {
                     room.tick(now);
                 }
+                w.hand_over_requests(key);
                 w.settle(key);
             });
         }
@@ -229,6 +241,27 @@ impl Worker {
         self.to_deliver = keys;
     }
 
+    /// Hands a room's storage requests to storage, off this thread: the room's requests
+    /// of one tick go together (their object writes in one transaction).
+    fn hand_over_requests(&mut self, key: u64) {
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let batch = room.take_requests();
+        if batch.is_empty() {
+            return;
+        }
+        match &self.storage {
+            Some(storage) => storage.submit(key, batch, self.inbox.clone()),
+            None => room.answered(
+                batch
+                    .into_iter()
+                    .map(|(id, ..)| refused(id, "this node has no storage"))
+                    .collect(),
+            ),
+        }
+    }
+
     /// After anything happened to a room: drop it if it closed, else make sure its next
     /// tick is queued.
     fn settle(&mut self, key: u64) {
@@ -236,6 +269,11 @@ impl Worker {
             return;
         };
         if room.is_closed() {
+            // What the game asked of storage before it closed is still carried out.
+            self.hand_over_requests(key);
+            let Some(room) = self.rooms.get_mut(&key) else {
+                return;
+            };
             let id = room.id.clone();
             self.rooms.remove(&key);
             let mut directory = self.directory.lock().recover();
@@ -261,7 +299,8 @@ impl Worker {
             Command::Create { .. }
             | Command::Message { .. }
             | Command::Shutdown { .. }
-            | Command::Fault { .. } => None,
+            | Command::Fault { .. }
+            | Command::StorageResults { .. } => None,
         };
         if let Some(key) = other_for
             && let Some(room) = self.rooms.get_mut(&key)
@@ -354,6 +393,12 @@ impl Worker {
             Command::Shutdown { reason } => {
                 self.shutdown(&reason);
                 return false;
+            }
+            Command::StorageResults { room, results } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.answered(results);
+                    self.settle(room);
+                }
             }
             Command::Fault { room } => {
                 if self.rooms.contains_key(&room) {

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, Trap};
 
-use super::bindings::Game;
-use super::bindings::exports::ludus::game::room::Guest;
-use super::bindings::ludus::game::types::{LeaveReason, Message, Player};
+use super::bindings::v3::ludus::game::storage::StorageResult;
+use super::bindings::v3::ludus::game::types::{LeaveReason, Message, Player};
+use super::bindings::{v2, v3};
 use super::epoch::epochs;
-use super::module::Module;
+use super::module::{Module, Pre};
 use super::room_data::{Effect, RoomData, RoomInit};
 use super::runtime::Runtime;
 
@@ -26,6 +26,7 @@ pub enum Call {
     Join,
     Leave,
     Messages,
+    StorageResults,
     Tick,
     Save,
     Restore,
@@ -40,6 +41,7 @@ impl fmt::Display for Call {
             Call::Join => "join",
             Call::Leave => "leave",
             Call::Messages => "messages",
+            Call::StorageResults => "storage-results",
             Call::Tick => "tick",
             Call::Save => "save",
             Call::Restore => "restore",
@@ -107,10 +109,27 @@ impl GuestError {
     }
 }
 
+/// A game's exports, by the contract it was built for.
+enum Exports {
+    V3(v3::Game),
+    V2(v2::Game),
+}
+
+/// Calls the same export on either contract's bindings (their signatures agree: 0.2.0
+/// shares the current contract's types).
+macro_rules! either {
+    ($game:expr, $store:expr, $method:ident ( $($arg:expr),* )) => {
+        match $game {
+            Exports::V3(g) => g.ludus_game_room().$method($store $(, $arg)*),
+            Exports::V2(g) => g.ludus_game_room().$method($store $(, $arg)*),
+        }
+    };
+}
+
 /// A live game instance of one module, owned by one room.
 pub struct GameInstance {
     store: Store<RoomData>,
-    game: Game,
+    game: Exports,
     module: Arc<Module>,
     deadlines: Deadlines,
     poisoned: bool,
@@ -136,7 +155,11 @@ impl GameInstance {
         store.limiter(|data| &mut data.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(epochs(limits.lifecycle_deadline));
-        let game = module.pre.instantiate(&mut store).map_err(|e| {
+        let game = match &module.pre {
+            Pre::V3(pre) => pre.instantiate(&mut store).map(Exports::V3),
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Exports::V2),
+        };
+        let game = game.map_err(|e| {
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                 .is_some()
             {
@@ -184,7 +207,7 @@ impl GameInstance {
     fn call<R>(
         &mut self,
         call: Call,
-        f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<RoomData>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
         self.call_within(call, self.deadline(call, 1), f)
     }
@@ -195,7 +218,7 @@ impl GameInstance {
         let d = &self.deadlines;
         match call {
             Call::Join | Call::Leave => d.message,
-            Call::Messages => d
+            Call::Messages | Call::StorageResults => d
                 .message
                 .saturating_mul(messages.max(1))
                 .min(d.lifecycle)
@@ -209,7 +232,7 @@ impl GameInstance {
         &mut self,
         call: Call,
         deadline: Duration,
-        f: impl FnOnce(&Guest, &mut Store<RoomData>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<RoomData>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
         if self.poisoned {
             return Err(GuestError {
@@ -222,7 +245,7 @@ impl GameInstance {
         let data = self.store.data_mut();
         data.last_error_log = None;
         data.output_bytes = 0;
-        f(self.game.ludus_game_room(), &mut self.store).map_err(|err| {
+        f(&self.game, &mut self.store).map_err(|err| {
             self.poisoned = true;
             let panic_log = self.store.data_mut().last_error_log.take();
             GuestError::classify(call, err, panic_log, deadline)
@@ -231,12 +254,12 @@ impl GameInstance {
 
     /// The game's `(name, version)`.
     pub fn describe(&mut self) -> Result<(String, String), GuestError> {
-        self.call(Call::Describe, |g, s| g.call_describe(s))
+        self.call(Call::Describe, |g, s| either!(g, s, call_describe()))
     }
 
     pub fn init(&mut self, room: &RoomInit) -> Result<Result<(), Refusal>, GuestError> {
         let room = room.to_wit();
-        self.call(Call::Init, |g, s| g.call_init(s, &room))
+        self.call(Call::Init, |g, s| either!(g, s, call_init(&room)))
             .map(refused)
     }
 
@@ -245,30 +268,45 @@ impl GameInstance {
             id,
             name: name.to_owned(),
         };
-        self.call(Call::Join, |g, s| g.call_join(s, &player))
+        self.call(Call::Join, |g, s| either!(g, s, call_join(&player)))
             .map(refused)
     }
 
     pub fn leave(&mut self, id: u64, reason: LeaveReason) -> Result<(), GuestError> {
-        self.call(Call::Leave, |g, s| g.call_leave(s, id, reason))
+        self.call(Call::Leave, |g, s| either!(g, s, call_leave(id, reason)))
     }
 
     /// Delivers a batch of members' messages in one call (see [`Self::deadline`]).
     pub fn messages(&mut self, batch: &[Message]) -> Result<(), GuestError> {
         let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
         let deadline = self.deadline(Call::Messages, n);
-        self.call_within(Call::Messages, deadline, |g, s| g.call_messages(s, batch))
+        self.call_within(Call::Messages, deadline, |g, s| {
+            either!(g, s, call_messages(batch))
+        })
+    }
+
+    /// Delivers answers to the room's storage requests in one call. A game built for
+    /// 0.2.0 makes no requests; answers to another instance's requests are dropped.
+    pub fn storage_results(&mut self, results: &[StorageResult]) -> Result<(), GuestError> {
+        let n = u32::try_from(results.len()).unwrap_or(u32::MAX);
+        let deadline = self.deadline(Call::StorageResults, n);
+        self.call_within(Call::StorageResults, deadline, |g, s| match g {
+            Exports::V3(g) => g.ludus_game_room().call_storage_results(s, results),
+            Exports::V2(_) => Ok(()),
+        })
     }
 
     pub fn tick(&mut self, dt: Duration) -> Result<(), GuestError> {
         let micros = dt.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.call(Call::Tick, |g, s| g.call_tick(s, micros))
+        self.call(Call::Tick, |g, s| either!(g, s, call_tick(micros)))
     }
 
     /// The game's state; a state over `max_state_bytes` counts as a refusal.
     pub fn save(&mut self) -> Result<Result<Vec<u8>, Refusal>, GuestError> {
         let max = self.max_state_bytes;
-        let saved = self.call(Call::Save, |g, s| g.call_save(s)).map(refused)?;
+        let saved = self
+            .call(Call::Save, |g, s| either!(g, s, call_save()))
+            .map(refused)?;
         Ok(saved.and_then(|state| match state.len() {
             n if n > max => Err(Refusal(format!(
                 "the saved state is {n} bytes, over the limit of {max}"
@@ -285,7 +323,7 @@ impl GameInstance {
     ) -> Result<Result<(), Refusal>, GuestError> {
         let room = room.to_wit();
         self.call(Call::Restore, |g, s| {
-            g.call_restore(s, &room, state, from_version)
+            either!(g, s, call_restore(&room, state, from_version))
         })
         .map(refused)
     }

@@ -15,10 +15,11 @@ mod room_data;
 #[allow(clippy::module_inception)] // `runtime::Runtime`, the engine and its pools
 mod runtime;
 
-pub use bindings::CONTRACT;
-pub use bindings::ludus::game::types::{LeaveReason, Message};
+pub use bindings::v3::ludus::game::storage as wit_storage;
+pub use bindings::v3::ludus::game::types::{LeaveReason, Message};
+pub use bindings::{CONTRACT, Contract};
 pub use instance::{Call, GameInstance, GuestError, GuestErrorKind, Refusal};
 pub use limits::{MAX_LABEL_BYTES, MAX_LOG_LINE_BYTES, MAX_REASON_BYTES, RuntimeLimits, capped};
 pub use module::{Module, ModuleError};
-pub use room_data::{Dropped, Effect, RoomInit};
+pub use room_data::{Dropped, Effect, RoomInit, StorageRequest};
 pub use runtime::Runtime;

@@ -5,7 +5,7 @@ use std::fmt;
 
 use wasmtime::component::Component;
 
-use super::bindings::{CONTRACT, GamePre};
+use super::bindings::{CONTRACT, Contract, v2, v3};
 use super::room_data::RoomData;
 
 /// Why a module was refused. Nothing is replaced when loading fails.
@@ -16,7 +16,9 @@ pub enum ModuleError {
     #[error("module does not compile: {0}")]
     Compile(String),
     #[error(
-        "module was built for contract {found}, this host speaks {CONTRACT}; rebuild the game against ludus-sdk for {CONTRACT}"
+        "module was built for contract {found}, this host runs {} {}; rebuild the game against ludus-sdk for {CONTRACT}",
+        CONTRACT.package,
+        Contract::supported_versions()
     )]
     ContractMismatch { found: String },
     #[error("module is not a Ludus game: it exports no `{}` interface (exports: {exports})", CONTRACT.room_export())]
@@ -36,7 +38,15 @@ pub struct Module {
     pub name: String,
     pub version: String,
     pub size: usize,
-    pub(super) pre: GamePre<RoomData>,
+    /// The contract the module was built for (this host's, or an older one it runs).
+    pub contract: Contract,
+    pub(super) pre: Pre,
+}
+
+/// A module's pre-instantiation, by the contract it was built for.
+pub(super) enum Pre {
+    V3(v3::GamePre<RoomData>),
+    V2(v2::GamePre<RoomData>),
 }
 
 impl Module {
@@ -65,18 +75,17 @@ impl fmt::Debug for Module {
     }
 }
 
-/// Checks that a component exports the room interface of this host's contract. A game
-/// built for another version is refused with both versions named.
-pub(super) fn check_contract(component: &Component) -> Result<(), ModuleError> {
+/// Checks that a component exports the room interface of a contract this host runs, and
+/// says which. A game built for another version is refused with the versions named.
+pub(super) fn check_contract(component: &Component) -> Result<Contract, ModuleError> {
     let engine = component.engine();
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    let wanted = CONTRACT.room_export();
-    if exports.contains(&wanted) {
-        return Ok(());
+    if let Some(contract) = Contract::supported().find(|c| exports.contains(&c.room_export())) {
+        return Ok(contract);
     }
     let room_prefix = format!("{}/room", CONTRACT.package);
     if let Some(found) = exports.iter().find(|e| e.starts_with(&room_prefix)) {

@@ -15,7 +15,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::ludus::game::{host, types};
+use super::bindings::v2;
+use super::bindings::v3::ludus::game::{host, storage, types};
 use super::limits::{MAX_LABEL_BYTES, MAX_LOG_LINE_BYTES, MAX_REASON_BYTES, RuntimeLimits, capped};
 use crate::rate::RateLimit;
 
@@ -23,8 +24,63 @@ use crate::rate::RateLimit;
 /// the host buffer without bound inside one call's deadline.
 pub const MAX_OUTPUT_PER_CALL: usize = 4 << 20;
 
+/// A storage request a guest made (`ludus:game/storage`), in the contract's types; the
+/// room hands it to storage off its thread and the answer comes back with its id.
+#[derive(Clone, Debug)]
+pub enum StorageRequest {
+    Read(storage::ObjectKey),
+    Write(storage::ObjectWrite),
+    Delete(storage::ObjectKey, storage::Condition),
+    List {
+        collection: String,
+        owner: Option<u64>,
+        limit: u32,
+        cursor: Option<String>,
+    },
+    DefineLeaderboard(storage::Leaderboard),
+    SubmitScore {
+        board: String,
+        player: u64,
+        score: i64,
+        subscore: i64,
+        metadata: Option<String>,
+    },
+    Top {
+        board: String,
+        limit: u32,
+        cursor: Option<String>,
+    },
+    Around {
+        board: String,
+        player: u64,
+        limit: u32,
+    },
+}
+
+impl StorageRequest {
+    /// Bytes the request carries (counted against the call's output cap).
+    fn size(&self) -> usize {
+        let key = |k: &storage::ObjectKey| k.collection.len() + k.key.len();
+        match self {
+            StorageRequest::Read(k) | StorageRequest::Delete(k, _) => key(k),
+            StorageRequest::Write(w) => key(&w.at) + w.value.len(),
+            StorageRequest::List {
+                collection, cursor, ..
+            } => collection.len() + cursor.as_ref().map_or(0, String::len),
+            StorageRequest::DefineLeaderboard(b) => b.id.len(),
+            StorageRequest::SubmitScore {
+                board, metadata, ..
+            } => board.len() + metadata.as_ref().map_or(0, String::len),
+            StorageRequest::Top { board, cursor, .. } => {
+                board.len() + cursor.as_ref().map_or(0, String::len)
+            }
+            StorageRequest::Around { board, .. } => board.len(),
+        }
+    }
+}
+
 /// Something a guest asked the host to do, in the order it asked.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Effect {
     Send(u64, Bytes),
     Broadcast(Bytes),
@@ -36,6 +92,8 @@ pub enum Effect {
     HoldMessages(bool),
     KeepOpen(bool),
     SetPrivate(bool),
+    /// A storage request and the id the guest was given for it.
+    Storage(u64, StorageRequest),
 }
 
 /// What a room's games lost to the host's caps, over every instance the room had.
@@ -58,6 +116,9 @@ pub struct RoomInit {
     pub seed: u64,
     /// Shared by every instance of the room.
     pub dropped: Arc<Dropped>,
+    /// The room's last storage request id, shared by every instance of the room so
+    /// that an answer never goes to the wrong request after a swap or a restore.
+    pub requests: Arc<AtomicU64>,
 }
 
 impl RoomInit {
@@ -68,6 +129,7 @@ impl RoomInit {
             config: "{}".into(),
             seed: 0,
             dropped: Arc::default(),
+            requests: Arc::default(),
         }
     }
 
@@ -88,6 +150,7 @@ pub struct RoomData {
     /// guest logs its panic message there just before it traps.
     pub(super) last_error_log: Option<String>,
     room_id: Arc<str>,
+    requests: Arc<AtomicU64>,
     rng: fastrand::Rng,
     dropped: Arc<Dropped>,
     max_message_bytes: usize,
@@ -105,6 +168,7 @@ impl RoomData {
             output_bytes: 0,
             last_error_log: None,
             room_id: room.id.clone(),
+            requests: room.requests.clone(),
             rng: fastrand::Rng::with_seed(room.seed),
             dropped: room.dropped.clone(),
             max_message_bytes: limits.max_message_bytes,
@@ -169,6 +233,91 @@ impl RoomData {
             );
         }
         Ok(Some(Bytes::from(msg)))
+    }
+
+    /// Queues a storage request and gives its id. Its bytes count against the call's
+    /// output cap, so one call cannot queue without bound.
+    fn request(&mut self, request: StorageRequest) -> wasmtime::Result<u64> {
+        self.output_bytes += request.size();
+        if self.output_bytes > MAX_OUTPUT_PER_CALL {
+            wasmtime::bail!(
+                "the game queued more than {} MiB of messages and storage requests in one call",
+                MAX_OUTPUT_PER_CALL >> 20
+            );
+        }
+        let id = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.effects.push(Effect::Storage(id, request));
+        Ok(id)
+    }
+}
+
+impl storage::Host for RoomData {
+    fn read(&mut self, at: storage::ObjectKey) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::Read(at))
+    }
+
+    fn write(&mut self, object: storage::ObjectWrite) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::Write(object))
+    }
+
+    fn delete(
+        &mut self,
+        at: storage::ObjectKey,
+        condition: storage::Condition,
+    ) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::Delete(at, condition))
+    }
+
+    fn list(
+        &mut self,
+        collection: String,
+        owner: Option<u64>,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::List {
+            collection,
+            owner,
+            limit,
+            cursor,
+        })
+    }
+
+    fn define_leaderboard(&mut self, board: storage::Leaderboard) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::DefineLeaderboard(board))
+    }
+
+    fn submit_score(
+        &mut self,
+        board: String,
+        player: u64,
+        score: i64,
+        subscore: i64,
+        metadata: Option<String>,
+    ) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::SubmitScore {
+            board,
+            player,
+            score,
+            subscore,
+            metadata,
+        })
+    }
+
+    fn top(&mut self, board: String, limit: u32, cursor: Option<String>) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::Top {
+            board,
+            limit,
+            cursor,
+        })
+    }
+
+    fn around(&mut self, board: String, player: u64, limit: u32) -> wasmtime::Result<u64> {
+        self.request(StorageRequest::Around {
+            board,
+            player,
+            limit,
+        })
     }
 }
 
@@ -263,5 +412,60 @@ impl host::Host for RoomData {
             types::LogLevel::Error => tracing::error!(target: "ludus::guest", room, "{msg}"),
         }
         Ok(())
+    }
+}
+
+/// The 0.2.0 host interface: the same functions, answered by the current contract's.
+impl v2::ludus::game::host::Host for RoomData {
+    fn send(&mut self, to: u64, msg: Vec<u8>) -> wasmtime::Result<()> {
+        host::Host::send(self, to, msg)
+    }
+
+    fn broadcast(&mut self, msg: Vec<u8>) -> wasmtime::Result<()> {
+        host::Host::broadcast(self, msg)
+    }
+
+    fn broadcast_except(&mut self, except: u64, msg: Vec<u8>) -> wasmtime::Result<()> {
+        host::Host::broadcast_except(self, except, msg)
+    }
+
+    fn kick(&mut self, player: u64, reason: String) -> wasmtime::Result<()> {
+        host::Host::kick(self, player, reason)
+    }
+
+    fn close(&mut self, reason: String) -> wasmtime::Result<()> {
+        host::Host::close(self, reason)
+    }
+
+    fn set_tick_rate(&mut self, hz: u32) -> wasmtime::Result<()> {
+        host::Host::set_tick_rate(self, hz)
+    }
+
+    fn set_label(&mut self, label: String) -> wasmtime::Result<()> {
+        host::Host::set_label(self, label)
+    }
+
+    fn set_private(&mut self, private: bool) -> wasmtime::Result<()> {
+        host::Host::set_private(self, private)
+    }
+
+    fn hold_messages(&mut self, until_tick: bool) -> wasmtime::Result<()> {
+        host::Host::hold_messages(self, until_tick)
+    }
+
+    fn keep_open(&mut self, keep: bool) -> wasmtime::Result<()> {
+        host::Host::keep_open(self, keep)
+    }
+
+    fn now_micros(&mut self) -> wasmtime::Result<u64> {
+        host::Host::now_micros(self)
+    }
+
+    fn random(&mut self) -> wasmtime::Result<u64> {
+        host::Host::random(self)
+    }
+
+    fn log(&mut self, level: types::LogLevel, msg: String) -> wasmtime::Result<()> {
+        host::Host::log(self, level, msg)
     }
 }

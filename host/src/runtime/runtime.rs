@@ -6,11 +6,11 @@ use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{Game, GamePre};
+use super::bindings::{CONTRACT, v2, v3};
 use super::epoch::start_ticker;
 use super::instance::GameInstance;
 use super::limits::RuntimeLimits;
-use super::module::{Module, ModuleError, check_contract};
+use super::module::{Module, ModuleError, Pre, check_contract};
 use super::module_store::ModuleStore;
 use super::room_data::{RoomData, RoomInit};
 
@@ -47,8 +47,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow!("linking WASI: {e:#}"))?;
-        Game::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)
-            .map_err(|e| anyhow!("linking the ludus:game host interface: {e:#}"))?;
+        v3::Game::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)
+            .map_err(|e| anyhow!("linking the ludus:game host interfaces: {e:#}"))?;
+        v2::Game::add_to_linker::<_, HasSelf<_>>(&mut linker, |data| data)
+            .map_err(|e| anyhow!("linking the ludus:game 0.2.0 host interface: {e:#}"))?;
 
         Ok(Arc::new(Runtime {
             engine,
@@ -91,12 +93,17 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
-        check_contract(&component)?;
+        let contract = check_contract(&component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| ModuleError::Link(format!("{e:#}")))?;
-        let pre = GamePre::new(pre).map_err(|e| ModuleError::Link(format!("{e:#}")))?;
+        let link = |e: wasmtime::Error| ModuleError::Link(format!("{e:#}"));
+        let pre = if contract == CONTRACT {
+            Pre::V3(v3::GamePre::new(pre).map_err(link)?)
+        } else {
+            Pre::V2(v2::GamePre::new(pre).map_err(link)?)
+        };
 
         // The trial instance needs the module; its name and version come from the trial.
         let shell = Arc::new(Module {
@@ -104,6 +111,7 @@ impl Runtime {
             name: String::new(),
             version: String::new(),
             size: bytes.len(),
+            contract,
             pre,
         });
         let described =
