@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
-        Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await.map(drop),
+        Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {
             let report = ludus::bench::runtime::run(args).await?;
             ludus::bench::runtime::print(&report);

@@ -768,3 +768,218 @@ async fn rooms_play_on_while_postgresql_is_down_and_their_data_is_kept() {
     );
     rooms.shutdown("test over");
 }
+
+/// Sends one message of requests to a keeper room and reads one answer per request.
+async fn keeper_ask(
+    room: &ludus::rooms::RoomHandle,
+    player: &mut common::Player,
+    requests: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let n = requests.as_array().map_or(1, Vec::len);
+    room.message(player.id, serde_json::to_vec(&requests).unwrap());
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        answers.push(
+            player
+                .until(Duration::from_secs(10), |m| m.get("op").is_some())
+                .await,
+        );
+    }
+    answers
+}
+
+/// Every storage function of the contract, from a real guest, on both backends: a
+/// tick's writes in one transaction with an answer each (a conflict among them leaves
+/// the others be), conditional writes and deletes, lists by cursor, leaderboards, and
+/// the size and name limits as errors the game can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_uses_every_storage_function_through_the_contract() {
+    use serde_json::json;
+    let b = backends("keeper").await;
+    for (name, s, _) in &b.stores {
+        let rt = ludus::runtime::Runtime::new(ludus::runtime::RuntimeLimits {
+            max_instances: 8,
+            ..Default::default()
+        })
+        .unwrap();
+        let cfg = ludus::rooms::RoomsConfig {
+            workers: 1,
+            ..Default::default()
+        };
+        let storage = ludus::rooms::RoomStorage::new(s.clone());
+        let rooms = ludus::rooms::Rooms::with_storage(rt, cfg, Some(storage)).unwrap();
+        common::install(&rooms, "keeper").await;
+        let room = common::room_with(&rooms, "keeper", Some(r#"{"hz": 50}"#)).await;
+        let mut p = common::join(&room, 1).await;
+
+        // One message, one tick: three writes in one transaction, each answered.
+        let w = |key: &str, n: i64, version: Option<u64>| {
+            json!({ "op": "write", "collection": "c", "key": key, "owner": 1,
+                    "value": { "n": n }, "version": version, "public": true })
+        };
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!([w("a", 1, Some(0)), w("b", 2, None), w("a", 3, Some(0))]),
+        )
+        .await;
+        assert_eq!(a[0]["ok"]["version"], 1, "{name}: {a:?}");
+        assert_eq!(a[1]["ok"]["value"]["n"], 2, "{name}: {a:?}");
+        assert!(
+            a[2]["error"].as_str().unwrap().starts_with("conflict"),
+            "{name}: only if absent, after the first write of the same tick: {a:?}"
+        );
+        assert_eq!(
+            s.read_object(Caller::Player(2), "c", "a", 1)
+                .await
+                .unwrap()
+                .value["n"],
+            1,
+            "{name}: committed, public"
+        );
+
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!([
+                { "op": "read", "collection": "c", "key": "a", "owner": 1 },
+                w("a", 4, Some(1)),
+                w("a", 5, Some(1)),
+            ]),
+        )
+        .await;
+        assert_eq!(
+            a[0]["ok"]["value"]["n"], 4,
+            "{name}: a tick's writes go first, then its reads: {a:?}"
+        );
+        assert_eq!(a[1]["ok"]["version"], 2, "{name}: {a:?}");
+        assert!(
+            a[2]["error"].as_str().unwrap().starts_with("conflict"),
+            "{name}: {a:?}"
+        );
+
+        // Lists page by cursor.
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!({ "op": "list", "collection": "c", "owner": 1, "limit": 1 }),
+        )
+        .await;
+        assert_eq!(a[0]["ok"]["objects"][0]["key"], "a", "{name}: {a:?}");
+        let cursor = a[0]["ok"]["cursor"].as_str().unwrap().to_owned();
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!({ "op": "list", "collection": "c", "owner": 1, "limit": 1, "cursor": cursor }),
+        )
+        .await;
+        assert_eq!(a[0]["ok"]["objects"][0]["key"], "b", "{name}: {a:?}");
+        assert!(a[0]["ok"]["cursor"].is_null(), "{name}: the last page");
+
+        // Deletes: at a stale version refused, then done, then gone.
+        let del = |version: Option<u64>| json!({ "op": "delete", "collection": "c", "key": "b", "owner": 1, "version": version });
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!([
+                del(Some(9)),
+                del(None),
+                { "op": "read", "collection": "c", "key": "b", "owner": 1 }
+            ]),
+        )
+        .await;
+        assert!(
+            a[0]["error"].as_str().unwrap().starts_with("conflict"),
+            "{name}: {a:?}"
+        );
+        assert_eq!(a[1]["ok"], json!({}), "{name}: {a:?}");
+        assert_eq!(a[2]["error"], "not_found", "{name}: {a:?}");
+
+        // A leaderboard the game makes: ascending, best score kept.
+        let submit = |player: u64, score: i64| json!({ "op": "submit", "board": "laps", "player": player, "score": score });
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!([
+                { "op": "define", "board": "laps", "order": "asc", "operator": "best" },
+                submit(1, 50),
+                submit(2, 30),
+                submit(3, 40),
+                submit(1, 60),
+            ]),
+        )
+        .await;
+        assert!(a.iter().all(|a| a.get("ok").is_some()), "{name}: {a:?}");
+        assert_eq!(a[4]["ok"]["score"], 50, "{name}: the best (lowest) is kept");
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!([
+                { "op": "top", "board": "laps", "limit": 10 },
+                { "op": "around", "board": "laps", "player": 3, "limit": 1 },
+                { "op": "top", "board": "no-such-board" },
+            ]),
+        )
+        .await;
+        let players: Vec<u64> = a[0]["ok"]["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["player"].as_u64().unwrap())
+            .collect();
+        assert_eq!(players, [2, 3, 1], "{name}: {a:?}");
+        assert_eq!(
+            a[0]["ok"]["scores"][0]["name"], "",
+            "{name}: 2 is no member"
+        );
+        assert_eq!(a[1]["ok"]["scores"][0]["player"], 3, "{name}: {a:?}");
+        assert_eq!(a[1]["ok"]["scores"][0]["rank"], 2, "{name}: {a:?}");
+        assert_eq!(a[2]["error"], "not_found", "{name}: {a:?}");
+
+        // Limits come back as errors the game can read; the room goes on.
+        let big = "x".repeat(70 * 1024);
+        let a = keeper_ask(
+            &room,
+            &mut p,
+            json!([
+                { "op": "write", "collection": "c", "key": "big", "value": big },
+                { "op": "write", "collection": "", "key": "k", "value": 1 },
+            ]),
+        )
+        .await;
+        assert_eq!(a[0]["error"], "too_large", "{name}: {a:?}");
+        assert!(
+            a[1]["error"].as_str().unwrap().starts_with("invalid"),
+            "{name}: {a:?}"
+        );
+        rooms.shutdown("test over");
+    }
+}
+
+/// `ludus bench storage` runs in both modes and reports writes that were answered.
+#[test]
+fn the_storage_benchmark_writes_and_reports_from_writers_and_from_rooms() {
+    for args in [
+        &["--writers", "4", "--batch", "4", "--duration", "1s"][..],
+        &["--rooms", "4", "--writes-per-tick", "2", "--duration", "1s"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+            .args(["bench", "storage"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .last()
+            .unwrap_or_else(|| panic!("{args:?}: no JSON line in {text}"));
+        assert!(report["writes"].as_u64().unwrap() > 0, "{args:?}: {report}");
+        assert_eq!(report["errors"], 0, "{args:?}: {report}");
+    }
+}
