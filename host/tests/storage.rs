@@ -976,8 +976,8 @@ fn the_storage_benchmark_writes_and_reports_from_writers_and_from_rooms() {
         );
         let report: serde_json::Value = text
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .last()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
             .unwrap_or_else(|| panic!("{args:?}: no JSON line in {text}"));
         assert!(report["writes"].as_u64().unwrap() > 0, "{args:?}: {report}");
         assert_eq!(report["errors"], 0, "{args:?}: {report}");
