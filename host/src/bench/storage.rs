@@ -58,6 +58,8 @@ pub struct RoomsReport {
     pub tick: Stats,
     /// The interval between ticks (the period when no tick is late).
     pub tick_interval: Stats,
+    /// Taking a connection from the pool, probed every 10 ms during the run.
+    pub pool_wait: Stats,
 }
 
 #[derive(Debug, Serialize)]
@@ -221,8 +223,22 @@ async fn from_rooms(args: StorageBench) -> anyhow::Result<RoomsReport> {
         while rx.try_recv().is_some() {}
     }
     let start = Instant::now();
+    let probe = {
+        let (storage, until) = (storage.clone(), start + args.duration);
+        tokio::spawn(async move {
+            let mut waits = Vec::new();
+            while Instant::now() < until {
+                if let Ok(waited) = storage.pool_wait().await {
+                    waits.push(waited);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            waits
+        })
+    };
     tokio::time::sleep(args.duration).await;
     let elapsed = start.elapsed().as_secs_f64();
+    let pool_wait = probe.await?;
     let (mut latency, mut tick, mut interval, mut errors) =
         (Vec::new(), Vec::new(), Vec::new(), 0u64);
     let micros = |v: &serde_json::Value| {
@@ -267,6 +283,7 @@ async fn from_rooms(args: StorageBench) -> anyhow::Result<RoomsReport> {
         request_to_answer: Stats::of(latency),
         tick: Stats::of(tick),
         tick_interval: Stats::of(interval),
+        pool_wait: Stats::of(pool_wait),
     };
     println!(
         "storage bench from rooms: {} rooms x {} writes per tick at {} Hz, pool {}, {} ({:.1} s)",
@@ -286,6 +303,12 @@ async fn from_rooms(args: StorageBench) -> anyhow::Result<RoomsReport> {
         human(report.tick_interval.p50_ns),
         human(report.tick_interval.p99_ns),
         human(report.tick_interval.max_ns),
+    );
+    println!(
+        "  pool wait (probed every 10 ms) p50 {}, p99 {}, max {}",
+        human(report.pool_wait.p50_ns),
+        human(report.pool_wait.p99_ns),
+        human(report.pool_wait.max_ns),
     );
     println!("{}", serde_json::to_string(&report)?);
     Ok(report)

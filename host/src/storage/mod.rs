@@ -190,6 +190,16 @@ impl Storage {
         MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
+    /// How long taking a connection from the pool takes now (a probe: the connection
+    /// goes straight back). What a call waits before it can start under the current load.
+    pub async fn pool_wait(&self) -> Result<std::time::Duration, StorageError> {
+        let started = std::time::Instant::now();
+        let conn = self.pool.acquire().await?;
+        let waited = started.elapsed();
+        drop(conn);
+        Ok(waited)
+    }
+
     /// Closes the pool (waits for calls in progress).
     pub async fn close(&self) {
         self.pool.close().await;
