@@ -45,6 +45,10 @@ pub struct RoomInfo {
 pub(super) struct RoomShared {
     pub info: Mutex<RoomInfo>,
     pub ticks: AtomicU64,
+    /// How long the room's last tick took on its worker, in nanoseconds: messages and
+    /// answers due before it, the tick call, its effects and the hand-over of its
+    /// storage requests.
+    pub last_tick_nanos: AtomicU64,
     /// What the room was created with (a swap prepares the new instance from it).
     pub init: RoomInit,
     /// The player who asked for the room (counted against their quota).
@@ -83,6 +87,7 @@ impl RoomShared {
                 dropped_log_lines: 0,
             }),
             ticks: AtomicU64::new(0),
+            last_tick_nanos: AtomicU64::new(0),
         }
     }
 
@@ -134,6 +139,12 @@ impl RoomHandle {
     /// Ticks run so far.
     pub fn ticks(&self) -> u64 {
         self.shared.ticks.load(Ordering::Relaxed)
+    }
+
+    /// How long the room's last tick took on its worker thread (everything the worker
+    /// did for that tick, storage hand-over included).
+    pub fn last_tick_duration(&self) -> Duration {
+        Duration::from_nanos(self.shared.last_tick_nanos.load(Ordering::Relaxed))
     }
 
     pub fn is_closed(&self) -> bool {

@@ -256,6 +256,12 @@ impl Room {
         }
     }
 
+    /// Records how long the worker spent on the room's last tick.
+    pub fn tick_took(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.last_tick_nanos.store(nanos, Ordering::Relaxed);
+    }
+
     fn after_call(&mut self, result: Result<(), GuestError>) {
         match result {
             Ok(()) => self.apply_effects(),

@@ -176,10 +176,14 @@ impl Worker {
             }
             room.scheduled = None;
             self.contained(Some(key), |w| {
+                let started = Instant::now();
                 if let Some(room) = w.rooms.get_mut(&key) {
                     room.tick(now);
                 }
                 w.hand_over_requests(key);
+                if let Some(room) = w.rooms.get_mut(&key) {
+                    room.tick_took(started.elapsed());
+                }
                 w.settle(key);
             });
         }
