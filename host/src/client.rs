@@ -80,6 +80,10 @@ pub struct Client {
     unacked: VecDeque<ClientFrame>,
     /// Frames received while resuming, delivered before anything newer.
     pending: VecDeque<ServerFrame>,
+    /// Resumes whose welcome said `restored`: the session came back from the node's
+    /// storage after a restart, and frames after the rooms' last checkpoints may be
+    /// missing.
+    pub restores: u32,
 }
 
 impl Client {
@@ -111,6 +115,7 @@ impl Client {
             out_seq: 0,
             unacked: VecDeque::new(),
             pending: VecDeque::new(),
+            restores: 0,
         };
         client.open(false).await?;
         Ok(client)
@@ -149,6 +154,9 @@ impl Client {
                 self.player_id = w.player_id;
                 self.session_id = w.session_id;
                 self.resume_token = w.resume_token;
+                if w.restored {
+                    self.restores += 1;
+                }
                 if welcome.seq != 0 {
                     self.last_seen = welcome.seq;
                 }

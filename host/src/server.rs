@@ -45,7 +45,11 @@ pub struct Server {
     tasks: TaskTracker,
     /// The gateway's task, awaited first: sessions close their sockets before rooms close.
     http: tokio::task::JoinHandle<()>,
+    /// Writes rooms' checkpoints and session records.
+    saver: crate::storage::Saver,
     _watcher: Option<ModuleWatcher>,
+    /// Held while the node runs: no other process runs as this node on its data.
+    _node_lock: std::fs::File,
 }
 
 /// Starts a node: installs the configured games, binds the gateway (and gRPC in a
@@ -67,6 +71,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
              (set LUDUS_AUTH__SECRET for tokens that outlive the process)"
         );
     }
+    let (node_id, node_lock) = node_identity(&config)?;
     let storage = crate::storage::Storage::open(&config.storage, &config.data_dir).await?;
     for (id, board) in &config.leaderboards {
         let board = crate::storage::Leaderboard {
@@ -79,10 +84,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .map_err(|e| anyhow::anyhow!("defining leaderboard {id}: {e}"))?;
     }
     let rt = Runtime::new(config.runtime.clone())?;
-    let rooms = Rooms::with_storage(
+    let saver = crate::storage::Saver::new(storage.clone());
+    let checkpoints = config
+        .rooms
+        .persist
+        .then(|| crate::rooms::Checkpoints::new(saver.clone(), &node_id));
+    let rooms = Rooms::with_services(
         rt.clone(),
         config.rooms.clone(),
         Some(crate::rooms::RoomStorage::new(storage.clone())),
+        checkpoints.clone(),
     )?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -103,10 +114,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let grpc_addr = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
     let cluster = match grpc_addr {
-        None => Cluster::local(&addr.to_string()),
+        None => Cluster::local_as(&addr.to_string(), &node_id),
         Some(grpc_addr) => {
+            let cluster_cfg = crate::cluster::ClusterConfig {
+                node_id: Some(node_id.clone()),
+                ..config.cluster.clone()
+            };
             let cluster = Cluster::start(
-                &config.cluster,
+                &cluster_cfg,
                 &addr.to_string(),
                 &grpc_addr.to_string(),
                 rooms.clone(),
@@ -178,7 +193,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         peers.clone(),
         matchmaker.clone(),
         storage.clone(),
+        checkpoints.clone(),
     );
+    if let Some(checkpoints) = &checkpoints {
+        restore(&rooms, &gateway, &storage, checkpoints.node()).await;
+    }
     let stop = shutdown.child_token();
     let http = tasks.spawn({
         let gateway = gateway.clone();
@@ -198,8 +217,200 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown,
         tasks,
         http,
+        saver,
         _watcher: watcher,
+        _node_lock: node_lock,
     })
+}
+
+/// The node's id: `cluster.node_id` when set, else the one kept in `<data_dir>/node-id`
+/// (made at the first start), so a node started again on the same data is the same
+/// node and finds its rooms and sessions. The id is locked in the data directory while
+/// the node runs: two processes cannot be one node.
+fn node_identity(config: &Config) -> anyhow::Result<(String, std::fs::File)> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "creating the data directory {} (data_dir, --data-dir)",
+            dir.display()
+        )
+    })?;
+    let valid = |id: &str| {
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let id = match &config.cluster.node_id {
+        Some(id) => id.clone(),
+        None => {
+            let file = dir.join("node-id");
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    let id = text.trim().to_owned();
+                    if !valid(&id) {
+                        anyhow::bail!(
+                            "{} does not hold a node id (letters, digits, - _ .): delete it to                              make a new one, or set cluster.node_id",
+                            file.display()
+                        );
+                    }
+                    id
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let id = crate::csprng::hex::<4>();
+                    std::fs::write(&file, format!("{id}\n"))
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    id
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            }
+        }
+    };
+    if !valid(&id) {
+        anyhow::bail!("cluster.node_id `{id}` must be 1 to 64 letters, digits, - _ or .");
+    }
+    let path = dir.join(format!("node-{id}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok((id, lock)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "node {id} already runs on the data directory {} (another process holds {}): give              each node its own --data-dir or --node-id",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Brings back the sessions and rooms this node kept in storage when it last stopped
+/// or died, before it serves anyone: sessions first (detached, each with a fresh grace
+/// period), then each room from its last checkpoint with its members' sessions, which
+/// then hold the rooms again. A room that cannot come back is logged and dropped.
+async fn restore(rooms: &Rooms, gateway: &Gateway, storage: &crate::storage::Storage, node: &str) {
+    let started = std::time::Instant::now();
+    let saved_sessions = match storage.saved_sessions(node).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("reading the sessions kept in storage: {e}; none restored");
+            Vec::new()
+        }
+    };
+    let saved_rooms = match storage.saved_rooms(node).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("reading the rooms kept in storage: {e}; none restored");
+            Vec::new()
+        }
+    };
+    if saved_sessions.is_empty() && saved_rooms.is_empty() {
+        return;
+    }
+    let mut sinks = gateway.restore_sessions(saved_sessions).await;
+    let mut rejoin: std::collections::HashMap<u64, Vec<crate::rooms::RoomHandle>> =
+        Default::default();
+    let (mut back, mut lost) = (0, 0);
+    for saved in saved_rooms {
+        let id = saved.room_id.clone();
+        let module = match module_for(rooms, storage, &saved).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(room = id, "the room could not be restored: {e}");
+                storage_forget(storage, &saved).await;
+                lost += 1;
+                continue;
+            }
+        };
+        let mut restore = match crate::rooms::RestoreRoom::from_saved(saved.clone(), module) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(room = id, "the room could not be restored: {e}");
+                storage_forget(storage, &saved).await;
+                lost += 1;
+                continue;
+            }
+        };
+        let members: Vec<u64> = restore.record.members.iter().map(|(p, _)| *p).collect();
+        for player in &members {
+            if let Some(sink) = sinks.get(player) {
+                restore.sinks.insert(*player, sink.clone());
+            }
+        }
+        match rooms.restore(restore).await {
+            Ok(handle) => {
+                back += 1;
+                for player in members {
+                    if sinks.contains_key(&player) {
+                        rejoin.entry(player).or_default().push(handle.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(room = id, "the room could not be restored: {e}");
+                storage_forget(storage, &saved).await;
+                lost += 1;
+            }
+        }
+    }
+    for (player, handles) in rejoin {
+        gateway.rejoin(player, handles);
+    }
+    sinks.clear();
+    tracing::info!(
+        rooms = back,
+        lost,
+        took = ?started.elapsed(),
+        "rooms restored from their last checkpoints"
+    );
+}
+
+/// The module a saved room runs: the game's active one if it is that module, else the
+/// module kept in storage; failing both, the game's active version (restoring the
+/// state like a live swap would).
+async fn module_for(
+    rooms: &Rooms,
+    storage: &crate::storage::Storage,
+    saved: &crate::storage::SavedRoom,
+) -> anyhow::Result<Arc<crate::runtime::Module>> {
+    let active = rooms.active_module(&saved.game);
+    if let Some(m) = &active
+        && m.sha256_hex() == saved.module_sha256
+    {
+        return Ok(m.clone());
+    }
+    match storage.module_bytes(&saved.module_sha256).await {
+        Ok(bytes) => Ok(rooms.runtime().load(bytes).await?),
+        Err(e) => match active {
+            Some(m) => {
+                tracing::warn!(
+                    room = saved.room_id,
+                    "module {} is not kept ({e}); restoring on {}",
+                    saved.module_sha256,
+                    m.label()
+                );
+                Ok(m)
+            }
+            None => anyhow::bail!("game {} is not installed on this node", saved.game),
+        },
+    }
+}
+
+/// Drops the checkpoint of a room that cannot come back (it would fail every start).
+async fn storage_forget(storage: &crate::storage::Storage, saved: &crate::storage::SavedRoom) {
+    let gone = crate::storage::Saved::RoomGone {
+        room_id: saved.room_id.clone(),
+        node: saved.node.clone(),
+    };
+    if let Err(e) = storage.save_batch(&[gone]).await {
+        tracing::warn!(room = saved.room_id, "dropping its checkpoint: {e}");
+    }
 }
 
 impl Server {
@@ -212,19 +423,17 @@ impl Server {
     /// keeps open is not waited for past [`SHUTDOWN_TIMEOUT`]) and the node leaves the
     /// cluster, so its keys vanish at once.
     pub async fn stop(self) {
+        // Rooms kept for the next node stop first, with every member still in them (a
+        // session that ended would otherwise leave its rooms as disconnected before
+        // their last checkpoint); their players then get 1001 and resume on the next.
+        if self.rooms.kept() {
+            Self::stop_rooms(&self.rooms).await;
+        }
         self.shutdown.cancel();
         self.tasks.close();
         // Sessions first: each closes its socket with 1001 and leaves its rooms.
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.http).await;
-        let rooms = self.rooms.clone();
-        let closing =
-            tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"));
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, closing)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the room workers did not stop within {SHUTDOWN_TIMEOUT:?}");
-        }
+        Self::stop_rooms(&self.rooms).await;
         // gRPC streams end with the shutdown; a peer that keeps one open is not waited
         // for long.
         if tokio::time::timeout(TASKS_TIMEOUT, self.tasks.wait())
@@ -244,13 +453,33 @@ impl Server {
                 "leaving the cluster took over {SHUTDOWN_TIMEOUT:?}; its lease ends by TTL"
             );
         }
-        // Writes of the rooms just closed are carried out before storage closes.
+        // Writes of the rooms just closed are carried out before storage closes, and so
+        // are their last checkpoints.
         self.rooms.settle_storage(SHUTDOWN_TIMEOUT).await;
+        if !self.saver.flush(SHUTDOWN_TIMEOUT).await {
+            tracing::warn!(
+                "the last checkpoints were not all written within {SHUTDOWN_TIMEOUT:?}: \
+                 those rooms come back from older ones"
+            );
+        }
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.storage.close())
             .await
             .is_err()
         {
             tracing::warn!("closing storage took over {SHUTDOWN_TIMEOUT:?}");
+        }
+    }
+
+    /// Closes (or, kept in storage, suspends) every room and stops the room workers.
+    async fn stop_rooms(rooms: &Rooms) {
+        let rooms = rooms.clone();
+        let closing =
+            tokio::task::spawn_blocking(move || rooms.shutdown("the server is shutting down"));
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the room workers did not stop within {SHUTDOWN_TIMEOUT:?}");
         }
     }
 

@@ -152,6 +152,8 @@ async fn a_killed_node_vanishes_within_its_lease_ttl() {
     let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--etcd", &etcd.url, "--node-id", "k"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .arg("--game")
         .arg(format!("arena={}", module.display()))
         .env("LUDUS_CLUSTER__PREFIX", prefix)
@@ -805,9 +807,16 @@ async fn killing_the_leader_mid_queue_still_matches_everyone_and_ends_remote_mem
 /// A `ludus serve` process, killed (SIGKILL) when dropped, so a failing test leaves
 /// none behind.
 fn serve_process(etcd: &Etcd, prefix: &str, id: &str, port: u16, module: &str) -> Proc {
+    // Each node its own data, beside its module in the test's temp dir.
+    let data = std::path::Path::new(module)
+        .parent()
+        .expect("the module's directory")
+        .join(format!("data-{id}-{port}"));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--etcd", &etcd.url, "--node-id", id])
+        .arg("--data-dir")
+        .arg(data)
         .arg("--game")
         .arg(format!("arena={module}"))
         .env("LUDUS_CLUSTER__PREFIX", prefix)

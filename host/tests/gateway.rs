@@ -581,6 +581,8 @@ async fn ludus_serve_closes_sockets_with_1001_and_exits_0_on_sigterm_or_ctrl_c()
         let mut node = Proc::new(
             std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
                 .args(["serve", "--listen", &addr.to_string()])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("data-{signal}")))
                 .arg("--game")
                 .arg(format!("arena={module}"))
                 .env(

@@ -135,6 +135,7 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
             session_id: id.to_string(),
             resume_token: String::new(),
             resumed: false,
+            restored: false,
         });
         let mut next = Some(welcome);
         loop {

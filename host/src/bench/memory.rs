@@ -40,11 +40,14 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
         "--rooms must not exceed --connections"
     );
     let arena = crate::guest_build::example_game("arena")?;
+    // A fresh node each run: no rooms or sessions kept from the last one.
+    let data_dir = std::env::temp_dir().join("ludus-bench-memory");
+    let _ = std::fs::remove_dir_all(&data_dir);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--game"])
         .arg(format!("arena={}", arena.display()))
         .arg("--data-dir")
-        .arg(std::env::temp_dir().join("ludus-bench-memory"))
+        .arg(&data_dir)
         .env(
             "LUDUS_GATEWAY__MAX_CONNECTIONS",
             (args.connections + 10).to_string(),

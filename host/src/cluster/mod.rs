@@ -311,8 +311,12 @@ struct Inner {
 impl Cluster {
     /// A cluster of one, decided in-process.
     pub fn local(gateway: &str) -> Cluster {
-        let id = crate::csprng::hex::<4>();
-        let cluster = Cluster::new(id, None);
+        Cluster::local_as(gateway, &crate::csprng::hex::<4>())
+    }
+
+    /// A cluster of one whose node is `id`.
+    pub fn local_as(gateway: &str, id: &str) -> Cluster {
+        let cluster = Cluster::new(id.to_owned(), None);
         cluster.set_node(gateway, "");
         cluster
     }

@@ -143,6 +143,7 @@ impl Gateway {
         peers: Option<Arc<crate::rpc::relay::Peers>>,
         matchmaker: crate::matchmaking::Matchmaker,
         storage: crate::storage::Storage,
+        persist: Option<crate::rooms::Checkpoints>,
     ) -> Self {
         let session_cfg = SessionConfig {
             grace_period: cfg.grace_period,
@@ -158,6 +159,7 @@ impl Gateway {
                     cluster,
                     peers,
                     matchmaker,
+                    persist,
                 ),
                 rooms,
                 auth,
@@ -176,6 +178,20 @@ impl Gateway {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    /// Brings back the sessions this node kept in storage (before it serves); returns
+    /// where each restored player's room events go. See [`Sessions::restore`].
+    pub async fn restore_sessions(
+        &self,
+        saved: Vec<crate::storage::SavedSession>,
+    ) -> std::collections::HashMap<u64, crate::rooms::PlayerSink> {
+        self.inner.sessions.restore(saved).await
+    }
+
+    /// Puts restored rooms in a restored player's session.
+    pub fn rejoin(&self, player: u64, rooms: Vec<crate::rooms::RoomHandle>) {
+        self.inner.sessions.rejoin(player, rooms);
     }
 
     /// Open WebSocket connections.

@@ -30,6 +30,8 @@ pub struct Replay {
     capacity: usize,
     /// When the grace period of a detached session ends.
     held_until: Option<Instant>,
+    /// Brought back from storage after a restart: numbers go on from the client's.
+    restored: bool,
 }
 
 impl Replay {
@@ -41,7 +43,20 @@ impl Replay {
             unacked: VecDeque::new(),
             capacity,
             held_until: None,
+            restored: false,
         }
+    }
+
+    /// The session came back from storage after its node restarted: the numbers it
+    /// used are lost, so the first resume takes the client's last seen frame as the
+    /// last one sent, and the frames held since are numbered on from it.
+    pub fn restored(&mut self) {
+        self.restored = true;
+    }
+
+    /// Whether the next resume is the first since the session came back from storage.
+    pub fn is_restored(&self) -> bool {
+        self.restored
     }
 
     /// Numbers a frame and holds it for replay (the oldest held frame goes when full).
@@ -94,6 +109,21 @@ impl Replay {
         &mut self,
         last_seen: u64,
     ) -> Result<impl Iterator<Item = &Arc<ServerFrame>>, ResumeError> {
+        if self.restored {
+            self.restored = false;
+            self.in_seq = 0;
+            self.out_seq = last_seen;
+            for frame in self.unacked.iter_mut() {
+                self.out_seq += 1;
+                *frame = Arc::new(ServerFrame {
+                    seq: self.out_seq,
+                    ack: 0,
+                    body: frame.body.clone(),
+                });
+            }
+            self.held_until = None;
+            return Ok(self.unacked.iter());
+        }
         if last_seen > self.out_seq {
             return Err(ResumeError::Ahead {
                 last_seen,
@@ -114,6 +144,7 @@ impl Replay {
 
     /// A fresh client: it numbers its frames from 1 and cannot resume older ones.
     pub fn restart(&mut self) {
+        self.restored = false;
         self.in_seq = 0;
         self.unacked.clear();
         self.held_until = None;
@@ -207,6 +238,22 @@ mod tests {
         assert!(r.accept(3));
         r.restart();
         assert!(r.accept(1), "a fresh client numbers from 1 again");
+    }
+
+    #[test]
+    fn a_restored_session_numbers_on_from_the_client_and_replays_what_it_held() {
+        let mut r = Replay::new(8);
+        r.restored();
+        assert!(r.is_restored());
+        // Frames the restored rooms sent before the player came back.
+        r.number(pong(1));
+        r.number(pong(2));
+        assert_eq!(seqs(r.resume(500).unwrap()), vec![501, 502]);
+        assert!(!r.is_restored());
+        assert_eq!(r.number(pong(3)).seq, 503);
+        assert!(r.accept(1), "the client's frames are numbered afresh");
+        // From now on resumes are checked as usual.
+        assert!(matches!(r.resume(900), Err(ResumeError::Ahead { .. })));
     }
 
     #[tokio::test(start_paused = true)]

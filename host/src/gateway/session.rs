@@ -24,6 +24,7 @@ use super::pb::{self, server_frame::Body as Out};
 use super::replay::Replay;
 use super::sessions::AttachReply;
 use crate::cluster::Cluster;
+use crate::lock::Recover;
 use crate::mailbox;
 use crate::matchmaking::{MatchEvent, MatchSink, Matchmaker};
 use crate::rooms::{LeaveReason, PlayerSink, RoomEvent, RoomHandle, Rooms};
@@ -47,15 +48,21 @@ pub(super) struct Services {
     pub peers: Option<Arc<Peers>>,
     pub matchmaker: Matchmaker,
     pub cfg: SessionConfig,
+    /// Sessions are kept in storage: one stopped by the node's shutdown keeps its rooms
+    /// (they are restored with it) instead of leaving them.
+    pub kept: bool,
 }
 
 /// What reaches a session besides its socket and its rooms' events.
 pub(super) enum Control {
+    /// `resume`: the resume token presented and the last server frame the client saw.
     Attach {
         conn: Conn,
-        last_seen: Option<u64>,
+        resume: Option<(Arc<str>, u64)>,
         reply: AttachReply,
     },
+    /// The rooms brought back with a restored session.
+    Rejoin(Vec<RoomHandle>),
     /// The player logged in elsewhere in the cluster: end this session.
     Evict { reason: String },
     /// News of the player's match ticket.
@@ -68,7 +75,10 @@ pub(super) enum Control {
 pub(super) struct Session {
     pub(super) who: Identity,
     id: Arc<str>,
-    resume_token: Arc<str>,
+    /// Unknown for a session brought back from storage until its player resumes.
+    resume_token: Option<Arc<str>>,
+    /// The resume token's hash, shared with the session's handle.
+    token_sha256: Arc<std::sync::Mutex<[u8; 32]>>,
     pub(super) services: Services,
     pub(super) joined: HashMap<String, Joined>,
     /// The player's match ticket, while it waits.
@@ -81,21 +91,25 @@ pub(super) struct Session {
     /// The attached connection, read and written by this task.
     conn: Option<Conn>,
     pub(super) replay: Replay,
+    ctl: Option<mailbox::Receiver<Control>>,
 }
 
 impl Session {
     pub(super) fn new(
         who: Identity,
         id: Arc<str>,
-        resume_token: Arc<str>,
+        resume_token: Option<Arc<str>>,
+        token_sha256: Arc<std::sync::Mutex<[u8; 32]>>,
         services: Services,
         match_sink: MatchSink,
+        ctl: mailbox::Receiver<Control>,
     ) -> Session {
         let (sink, events) = mailbox::channel(services.cfg.player_queue.max(1));
         Session {
             who,
             id,
             resume_token,
+            token_sha256,
             replay: Replay::new(services.cfg.replay_frames),
             services,
             joined: HashMap::new(),
@@ -104,10 +118,24 @@ impl Session {
             sink,
             events,
             conn: None,
+            ctl: Some(ctl),
         }
     }
 
-    pub(super) async fn run(mut self, mut ctl: mailbox::Receiver<Control>) {
+    /// A session brought back from storage: detached, its grace period starting now,
+    /// and its frame numbers taken from the client that resumes it.
+    pub(super) fn restored(&mut self, grace: Duration) {
+        self.replay.restored();
+        self.replay.detach(grace);
+    }
+
+    /// Runs the session until it ends; true if it was kept for the next node (stopped
+    /// by the node's shutdown with sessions kept in storage: its rooms are left alone).
+    pub(super) async fn run(mut self) -> bool {
+        let Some(mut ctl) = self.ctl.take() else {
+            return false;
+        };
+        let mut kept = false;
         let mut batch = Vec::new();
         loop {
             let expires = self.replay.held_until();
@@ -116,12 +144,18 @@ impl Session {
             tokio::select! {
                 biased;
                 command = ctl.recv() => match command {
-                    Some(Control::Attach { conn, last_seen, reply }) => {
-                        let _ = reply.send(self.attach(conn, last_seen));
+                    Some(Control::Attach { conn, resume, reply }) => {
+                        let _ = reply.send(self.attach(conn, resume));
+                    }
+                    Some(Control::Rejoin(rooms)) => {
+                        for room in rooms {
+                            self.joined.insert(room.id().to_owned(), Joined::Local(room));
+                        }
                     }
                     Some(Control::Match(event)) => self.match_event(event),
                     Some(Control::Shutdown) => {
                         self.close_conn(close_code::SHUTTING_DOWN, "the server is shutting down");
+                        kept = self.services.kept;
                         break;
                     }
                     Some(Control::Evict { reason }) => {
@@ -178,12 +212,15 @@ impl Session {
                 self.detach();
             }
         }
-        for (_, room) in self.joined.drain() {
-            room.leave(self.who.player_id, LeaveReason::Disconnected);
+        if !kept {
+            for (_, room) in self.joined.drain() {
+                room.leave(self.who.player_id, LeaveReason::Disconnected);
+            }
         }
         if let Some(ticket) = self.ticket.take() {
             self.services.matchmaker.cancel(&ticket);
         }
+        kept
     }
 
     /// How many room events the session may take now: any number while a connection
@@ -199,16 +236,38 @@ impl Session {
 
     // A refusal hands the socket back (moved once per connect; its size does not matter).
     #[allow(clippy::result_large_err)]
-    fn attach(&mut self, mut conn: Conn, last_seen: Option<u64>) -> Result<(), (Conn, String)> {
+    fn attach(
+        &mut self,
+        mut conn: Conn,
+        resume: Option<(Arc<str>, u64)>,
+    ) -> Result<(), (Conn, String)> {
+        if let Some((token, _)) = &resume
+            && self.resume_token.is_none()
+        {
+            self.resume_token = Some(token.clone());
+        }
+        let token = match self.resume_token.clone() {
+            Some(token) => token,
+            None => {
+                // A restored session taken over by a fresh connection (its client lost
+                // the token): a new token, and the old one no longer resumes.
+                let token: Arc<str> = crate::csprng::hex::<32>().into();
+                *self.token_sha256.lock().recover() = super::sessions::token_hash(&token);
+                self.resume_token = Some(token.clone());
+                token
+            }
+        };
+        let restored = self.replay.is_restored();
         let welcome = |resumed| {
             Out::Welcome(pb::Welcome {
                 player_id: self.who.player_id,
                 session_id: self.id.to_string(),
-                resume_token: self.resume_token.to_string(),
+                resume_token: token.to_string(),
                 resumed,
+                restored,
             })
         };
-        match last_seen {
+        match resume.map(|(_, n)| n) {
             Some(n) => {
                 let welcome = self.replay.unnumbered(welcome(true));
                 let frames = match self.replay.resume(n) {

@@ -17,8 +17,9 @@ use crate::cluster::{Cluster, ClusterEvent};
 use crate::lock::Recover;
 use crate::mailbox;
 use crate::matchmaking::{MatchSink, Matchmaker};
-use crate::rooms::Rooms;
+use crate::rooms::{Checkpoints, PlayerSink, RoomHandle, Rooms};
 use crate::rpc::relay::Peers;
+use crate::storage::{SaveKey, Saved, SavedSession};
 
 /// A connection's attach request; a refused one gets its socket back to say why.
 pub(super) type AttachReply = oneshot::Sender<Result<(), (Conn, String)>>;
@@ -26,8 +27,14 @@ pub(super) type AttachReply = oneshot::Sender<Result<(), (Conn, String)>>;
 #[derive(Clone)]
 pub(super) struct SessionHandle {
     id: Arc<str>,
-    resume_token: Arc<str>,
+    /// SHA-256 of the resume token (a session brought back from storage knows only it).
+    token_sha256: Arc<Mutex<[u8; 32]>>,
     tx: mailbox::Sender<Control>,
+}
+
+pub(super) fn token_hash(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 enum AttachError {
@@ -36,11 +43,11 @@ enum AttachError {
 }
 
 impl SessionHandle {
-    async fn attach(&self, conn: Conn, last_seen: Option<u64>) -> Result<(), AttachError> {
+    async fn attach(&self, conn: Conn, resume: Option<(Arc<str>, u64)>) -> Result<(), AttachError> {
         let (reply, rx) = oneshot::channel();
         let request = Control::Attach {
             conn,
-            last_seen,
+            resume,
             reply,
         };
         if let Err(
@@ -63,6 +70,8 @@ pub struct Sessions {
     map: Mutex<HashMap<u64, SessionHandle>>,
     services: Services,
     shutdown: CancellationToken,
+    /// Where session records go, so sessions outlive the node with its rooms.
+    persist: Option<Checkpoints>,
 }
 
 impl Sessions {
@@ -73,6 +82,7 @@ impl Sessions {
         cluster: Cluster,
         peers: Option<Arc<Peers>>,
         matchmaker: Matchmaker,
+        persist: Option<Checkpoints>,
     ) -> Arc<Self> {
         let mut events = cluster.subscribe();
         let sessions = Arc::new(Sessions {
@@ -83,8 +93,10 @@ impl Sessions {
                 peers,
                 matchmaker,
                 cfg,
+                kept: persist.is_some(),
             },
             shutdown,
+            persist,
         });
         // Shutdown reaches each session as a control message.
         let (weak, token) = (Arc::downgrade(&sessions), sessions.shutdown.clone());
@@ -170,15 +182,15 @@ impl Sessions {
     ) -> Result<(), (Option<Conn>, ClientError)> {
         let resume_failed = |reason: &str| ClientError::new(ErrorCode::ResumeFailed, reason);
         let existing = self.get(who.player_id);
-        let (session, last_seen, gone) = match (resume, existing) {
+        let (session, resume, gone) = match (resume, existing) {
             (Some((token, last_seen)), Some(session)) => {
-                if *session.resume_token != token {
+                if *session.token_sha256.lock().recover() != token_hash(&token) {
                     let reason = "the resume token does not belong to this player's session";
                     return Err((Some(conn), resume_failed(reason)));
                 }
                 (
                     session,
-                    Some(last_seen),
+                    Some((Arc::from(token), last_seen)),
                     "the session has ended; connect without resume",
                 )
             }
@@ -199,7 +211,7 @@ impl Sessions {
                 (self.start(who), None, "the new session could not start")
             }
         };
-        match session.attach(conn, last_seen).await {
+        match session.attach(conn, resume).await {
             Ok(()) => Ok(()),
             Err(AttachError::Refused(conn, reason)) => Err((Some(conn), resume_failed(&reason))),
             Err(AttachError::Gone(conn)) => Err((conn, resume_failed(gone))),
@@ -207,6 +219,25 @@ impl Sessions {
     }
 
     fn start(self: &Arc<Self>, who: &Identity) -> SessionHandle {
+        let token: Arc<str> = crate::csprng::hex::<32>().into();
+        let (handle, session) = self.make(
+            who,
+            crate::csprng::hex::<8>().into(),
+            token_hash(&token),
+            Some(token),
+        );
+        self.spawn(who, handle.clone(), session);
+        handle
+    }
+
+    /// A session's handle and task state (not started).
+    fn make(
+        &self,
+        who: &Identity,
+        id: Arc<str>,
+        token_sha256: [u8; 32],
+        token: Option<Arc<str>>,
+    ) -> (SessionHandle, Session) {
         // Control messages are few and small: their queue is not bounded.
         let (tx, ctl) = mailbox::channel(usize::MAX);
         // Match outcomes come on the control channel: one channel fewer for the
@@ -216,17 +247,84 @@ impl Sessions {
             let _ = to_session.try_send(Control::Match(event));
         });
         let handle = SessionHandle {
-            id: crate::csprng::hex::<8>().into(),
-            resume_token: crate::csprng::hex::<32>().into(),
+            id: id.clone(),
+            token_sha256: Arc::new(Mutex::new(token_sha256)),
             tx,
         };
         let session = Session::new(
             who.clone(),
-            handle.id.clone(),
-            handle.resume_token.clone(),
+            id,
+            token,
+            handle.token_sha256.clone(),
             self.services.clone(),
             match_sink,
+            ctl,
         );
+        (handle, session)
+    }
+
+    /// Brings back the sessions this node held when it stopped or died, each detached
+    /// with a fresh grace period: a player who resumes with their token is back in
+    /// their rooms (see [`Sessions::rejoin`]). A session another node took meanwhile is
+    /// dropped. Returns where each player's room events go.
+    pub async fn restore(
+        self: &Arc<Self>,
+        saved: Vec<crate::storage::SavedSession>,
+    ) -> HashMap<u64, PlayerSink> {
+        let mut sinks = HashMap::new();
+        for s in saved {
+            let mut token_sha256 = [0u8; 32];
+            if hex::decode_to_slice(&s.token_sha256, &mut token_sha256).is_err() {
+                tracing::warn!(player = s.player_id, "a saved session is damaged; dropped");
+                continue;
+            }
+            if let Err(e) = self.services.cluster.claim_session(s.player_id).await {
+                tracing::info!(
+                    player = s.player_id,
+                    "a saved session was not restored: {e}"
+                );
+                continue;
+            }
+            let who = Identity {
+                player_id: s.player_id,
+                name: s.name.clone(),
+            };
+            let (handle, mut session) = self.make(&who, s.session_id.into(), token_sha256, None);
+            session.restored(self.services.cfg.grace_period);
+            sinks.insert(s.player_id, session.sink.clone());
+            self.spawn(&who, handle, session);
+        }
+        if !sinks.is_empty() {
+            tracing::info!(
+                sessions = sinks.len(),
+                "sessions restored; waiting for their players to resume"
+            );
+        }
+        sinks
+    }
+
+    /// Puts the rooms brought back for a restored session in it.
+    pub fn rejoin(&self, player: u64, rooms: Vec<RoomHandle>) {
+        if let Some(session) = self.get(player) {
+            let _ = session.tx.try_send(Control::Rejoin(rooms));
+        }
+    }
+
+    /// Starts a session's task; its record goes to storage (if kept) until it ends.
+    fn spawn(self: &Arc<Self>, who: &Identity, handle: SessionHandle, session: Session) {
+        if let Some(persist) = &self.persist {
+            persist.saver().put(
+                SaveKey::Session(who.player_id),
+                Saved::Session(SavedSession {
+                    player_id: who.player_id,
+                    node: persist.node().to_owned(),
+                    session_id: handle.id.to_string(),
+                    token_sha256: hex::encode(*handle.token_sha256.lock().recover()),
+                    name: who.name.clone(),
+                }),
+                None,
+            );
+        }
         self.map
             .lock()
             .recover()
@@ -238,7 +336,7 @@ impl Sessions {
         let sessions = self.clone();
         let (player, id) = (who.player_id, handle.id.clone());
         tokio::spawn(async move {
-            session.run(ctl).await;
+            let kept = session.run().await;
             let ended = {
                 let mut map = sessions.map.lock().recover();
                 let ended = map.get(&player).is_some_and(|h| h.id == id);
@@ -247,10 +345,19 @@ impl Sessions {
                 }
                 ended
             };
+            if !kept && let Some(persist) = &sessions.persist {
+                persist.saver().put(
+                    SaveKey::Session(player),
+                    Saved::SessionGone {
+                        player_id: player,
+                        session_id: id.to_string(),
+                    },
+                    None,
+                );
+            }
             if ended {
                 sessions.services.cluster.release_session(player).await;
             }
         });
-        handle
     }
 }

@@ -11,9 +11,13 @@ pub struct RoomsConfig {
     pub workers: usize,
     /// Tick rate of a room until its game asks for another.
     pub default_tick_hz: u32,
-    /// How often a running room saves a checkpoint it can be restored from after a trap.
+    /// How often a running room saves a checkpoint it can be restored from after a trap
+    /// (and, with `persist`, after a restart of its node).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// Checkpoints that changed also go to storage, with the node's sessions, so a node
+    /// stopped or killed and started again on the same data brings its rooms back.
+    pub persist: bool,
     /// A room that fails this many times within `restart_window` is closed instead of
     /// restored again.
     pub max_restarts: u32,
@@ -34,6 +38,7 @@ impl Default for RoomsConfig {
             workers: 0,
             default_tick_hz: 20,
             checkpoint_interval: Duration::from_secs(1),
+            persist: true,
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             empty_timeout: Duration::from_secs(60),

@@ -39,6 +39,20 @@ pub struct RoomInfo {
     pub dropped_messages: u64,
     /// Log lines the game wrote over `runtime.max_log_lines_per_second` (dropped).
     pub dropped_log_lines: u64,
+    /// The room's last checkpoint in storage (`None`: none written yet, or the room is
+    /// not kept in storage).
+    pub checkpoint: Option<CheckpointInfo>,
+    /// Checkpoint writes that failed (each is tried again; the room plays on).
+    pub checkpoint_failures: u64,
+}
+
+/// A checkpoint written to storage.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub saved_ms: i64,
+    /// Size of the game's saved state.
+    pub bytes: usize,
 }
 
 /// State a room shares with its handles.
@@ -85,6 +99,8 @@ impl RoomShared {
                 closed: None,
                 dropped_messages: 0,
                 dropped_log_lines: 0,
+                checkpoint: None,
+                checkpoint_failures: 0,
             }),
             ticks: AtomicU64::new(0),
             last_tick_nanos: AtomicU64::new(0),

@@ -12,6 +12,7 @@ mod events;
 mod games;
 mod handle;
 mod inbox;
+mod persist;
 mod room;
 mod storage;
 mod worker;
@@ -20,7 +21,8 @@ pub use config::RoomsConfig;
 pub use error::{CreateError, GameSwapError, JoinError, SwapError};
 pub use events::{PlayerEvents, PlayerSink, RoomEvent};
 pub use games::{GameInfo, GameSwapReport, RoomSwapResult, SwapPolicy};
-pub use handle::{LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
+pub use handle::{CheckpointInfo, LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
+pub use persist::{Checkpoints, RestoreRoom, RoomRecord};
 pub use storage::{MAX_REQUESTS_IN_FLIGHT, RoomStorage};
 
 use std::collections::HashMap;
@@ -77,6 +79,8 @@ struct Inner {
     next_key: AtomicU64,
     next_worker: AtomicUsize,
     storage: Option<RoomStorage>,
+    /// Rooms' checkpoints go to storage.
+    kept: bool,
 }
 
 impl Rooms {
@@ -91,6 +95,18 @@ impl Rooms {
         cfg: RoomsConfig,
         storage: Option<RoomStorage>,
     ) -> std::io::Result<Self> {
+        Self::with_services(rt, cfg, storage, None)
+    }
+
+    /// Rooms whose games' storage requests go to `storage` and whose checkpoints go to
+    /// `checkpoints` (when `cfg.persist`), so they outlive the node.
+    pub fn with_services(
+        rt: Arc<Runtime>,
+        cfg: RoomsConfig,
+        storage: Option<RoomStorage>,
+        checkpoints: Option<Checkpoints>,
+    ) -> std::io::Result<Self> {
+        let checkpoints = checkpoints.filter(|_| cfg.persist);
         let cfg = Arc::new(cfg);
         let directory: Arc<Directory> = Arc::new(Mutex::new(HashMap::new()));
         let mut workers = Vec::new();
@@ -102,6 +118,7 @@ impl Rooms {
                 cfg.clone(),
                 directory.clone(),
                 storage.clone(),
+                checkpoints.clone(),
             )?;
             workers.push(tx);
             threads.push(thread);
@@ -116,9 +133,15 @@ impl Rooms {
                 games: Games::default(),
                 next_key: AtomicU64::new(1),
                 next_worker: AtomicUsize::new(0),
+                kept: checkpoints.is_some(),
                 storage,
             }),
         })
+    }
+
+    /// Whether rooms are kept in storage (they outlive the node).
+    pub fn kept(&self) -> bool {
+        self.inner.kept
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -258,6 +281,74 @@ impl Rooms {
         }
     }
 
+    /// Brings a room back from its checkpoint (a node started on the data of one that
+    /// stopped or died): same id, game state, members, random stream, tick rate and
+    /// label. See [`RestoreRoom`].
+    pub async fn restore(&self, saved: RestoreRoom) -> Result<RoomHandle, CreateError> {
+        check_room_id(&saved.id)?;
+        let record = &saved.record;
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let id: Arc<str> = saved.id.as_str().into();
+        let init = RoomInit {
+            id: id.clone(),
+            config: record.config.as_str().into(),
+            seed: record.seed,
+            dropped: Default::default(),
+            requests: Arc::new(AtomicU64::new(record.last_request)),
+        };
+        let held = record
+            .held
+            .as_ref()
+            .map(|(players, seats, until)| HeldSeats {
+                players: players.clone(),
+                seats: *seats,
+                until: persist::unix_ms_to_instant(*until),
+            });
+        let shared = Arc::new(RoomShared::new(
+            init.clone(),
+            &record.game,
+            &saved.module,
+            record.tick_hz,
+            record.creator,
+            held,
+        ));
+        let worker =
+            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
+        let handle = RoomHandle {
+            key,
+            id: id.clone(),
+            tx: self.inner.workers[worker].clone(),
+            shared,
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sent = {
+            let mut directory = self.inner.directory.lock().recover();
+            if directory.contains_key(&id) {
+                return Err(CreateError::DuplicateId(id.to_string()));
+            }
+            directory.insert(id.clone(), handle.clone());
+            handle.tx.send(Command::Restore {
+                key,
+                init,
+                shared: handle.shared.clone(),
+                saved: Box::new(saved),
+                reply,
+            })
+        };
+        let result = if sent {
+            rx.await.unwrap_or(Err(CreateError::ShuttingDown))
+        } else {
+            Err(CreateError::ShuttingDown)
+        };
+        match result {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                self.inner.directory.lock().recover().remove(&id);
+                Err(e)
+            }
+        }
+    }
+
     /// The open room with this id.
     pub fn get(&self, id: &str) -> Option<RoomHandle> {
         self.inner.directory.lock().recover().get(id).cloned()
@@ -363,7 +454,8 @@ impl Rooms {
         Ok(report)
     }
 
-    /// Closes every room (telling players `reason`) and stops the workers.
+    /// Closes every room (telling players `reason`) and stops the workers. Rooms kept in
+    /// storage take a last checkpoint instead and are left there for the next node.
     pub fn shutdown(&self, reason: &str) {
         for tx in &self.inner.workers {
             let _ = tx.send(Command::Shutdown {

@@ -15,8 +15,10 @@ use super::config::{RoomsConfig, TICK_HZ_RANGE};
 use super::error::{CreateError, JoinError, SwapError};
 use super::events::{PlayerSink, RoomEvent};
 use super::handle::{RoomShared, SwapOutcome};
+use super::persist::{Checkpoints, RestoreRoom};
 use super::storage::{MAX_REQUESTS_IN_FLIGHT, Queued, refused};
 mod recovery;
+mod saving;
 
 use crate::runtime::{
     Effect, GameInstance, GuestError, LeaveReason, Message, Module, Refusal, RoomInit, Runtime,
@@ -76,6 +78,12 @@ pub(super) struct Room {
     in_flight: usize,
     /// Answers to give the game just before its next tick.
     answers: Vec<wit_storage::StorageResult>,
+    /// Where checkpoints also go, so the room outlives its node (`persist.rs`).
+    pub(super) persist: Option<Checkpoints>,
+    /// Hash of the checkpoint last handed to storage (an unchanged one is not written).
+    pub(super) persisted: Option<u64>,
+    /// Stopped with its node, to be restored: its checkpoint stays in storage.
+    suspended: bool,
 }
 
 fn period(hz: u32) -> Duration {
@@ -90,6 +98,7 @@ impl Room {
         module: Arc<Module>,
         init: RoomInit,
         shared: Arc<RoomShared>,
+        persist: Option<Checkpoints>,
     ) -> Result<Room, CreateError> {
         let mut instance = rt.instantiate(&module, &init).map_err(CreateError::Guest)?;
         match instance.init(&init) {
@@ -97,9 +106,83 @@ impl Room {
             Ok(Err(Refusal(reason))) => return Err(CreateError::Refused(reason)),
             Err(e) => return Err(CreateError::Guest(e)),
         }
+        let mut room = Room::new(rt, cfg, module, init, shared, instance, persist);
+        room.apply_effects();
+        Ok(room)
+    }
+
+    /// Brings a room back from its checkpoint (see `persist.rs`): a fresh instance
+    /// restores the saved state with the random stream where it was; members with a
+    /// sink are members again without a join, the others leave as `disconnected`.
+    pub fn restore(
+        rt: Arc<Runtime>,
+        cfg: Arc<RoomsConfig>,
+        init: RoomInit,
+        shared: Arc<RoomShared>,
+        persist: Option<Checkpoints>,
+        mut saved: RestoreRoom,
+    ) -> Result<Room, CreateError> {
+        let module = saved.module.clone();
+        let record = &saved.record;
+        let mut instance = rt.instantiate(&module, &init).map_err(CreateError::Guest)?;
+        instance.set_random_state(record.random);
+        match instance.restore(&init, &saved.state, &record.state_version) {
+            Ok(Ok(())) => {}
+            Ok(Err(Refusal(reason))) => return Err(CreateError::Refused(reason)),
+            Err(e) => return Err(CreateError::Guest(e)),
+        }
+        let mut room = Room::new(rt, cfg, module, init, shared, instance, persist);
+        room.hold_until_tick = record.hold_messages;
+        room.keep_open = record.keep_open;
+        let mut gone = Vec::new();
+        for (id, name) in &record.members {
+            match saved.sinks.remove(id) {
+                Some(sink) => {
+                    room.members.insert(
+                        *id,
+                        Member {
+                            name: name.clone(),
+                            sink,
+                        },
+                    );
+                }
+                None => gone.push(*id),
+            }
+        }
+        room.checkpoint = Some(Checkpoint {
+            state: std::mem::take(&mut saved.state),
+            version: record.state_version.clone(),
+            members: record.members.iter().map(|(id, _)| *id).collect(),
+        });
+        room.shared.update(|info| {
+            info.label = record.label.clone();
+            info.private = record.private;
+        });
+        room.set_tick_rate(record.tick_hz);
+        room.seats_changed();
+        room.apply_effects();
+        for player in gone {
+            if room.closed {
+                break;
+            }
+            let result = room.instance().leave(player, LeaveReason::Disconnected);
+            room.after_call(result);
+        }
+        Ok(room)
+    }
+
+    fn new(
+        rt: Arc<Runtime>,
+        cfg: Arc<RoomsConfig>,
+        module: Arc<Module>,
+        init: RoomInit,
+        shared: Arc<RoomShared>,
+        instance: GameInstance,
+        persist: Option<Checkpoints>,
+    ) -> Room {
         let now = Instant::now();
         let tick_period = period(cfg.default_tick_hz);
-        let mut room = Room {
+        Room {
             id: init.id.clone(),
             init,
             module,
@@ -124,9 +207,10 @@ impl Room {
             requests: Vec::new(),
             in_flight: 0,
             answers: Vec::new(),
-        };
-        room.apply_effects();
-        Ok(room)
+            persist,
+            persisted: None,
+            suspended: false,
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -310,6 +394,8 @@ impl Room {
         self.instance = Some(new);
         self.module = module;
         let members = self.members.keys().copied().collect();
+        let random = self.instance().random_state();
+        self.persist(&state, &old_version, random);
         self.checkpoint = Some(Checkpoint {
             state,
             version: old_version,
@@ -485,6 +571,30 @@ impl Room {
         }
     }
 
+    /// Stops the room with its node, to be restored by the next one: messages that came
+    /// reach the game, a last checkpoint is taken (and handed to storage if it changed),
+    /// and the room stops without a word to its members, whose sessions are kept too.
+    pub fn suspend(&mut self, reason: &str) {
+        if self.closed {
+            return;
+        }
+        if self.persist.is_none() {
+            self.close(reason.to_owned());
+            return;
+        }
+        self.deliver_messages();
+        if self.closed {
+            return;
+        }
+        self.checkpoint(Instant::now());
+        if self.closed {
+            return;
+        }
+        self.suspended = true;
+        self.members.clear();
+        self.close(reason.to_owned());
+    }
+
     /// Closes the room: every member is told `reason`; the instance is dropped.
     pub fn close(&mut self, reason: String) {
         if self.closed {
@@ -492,6 +602,9 @@ impl Room {
         }
         self.closed = true;
         self.instance = None;
+        if !self.suspended {
+            self.forget();
+        }
         tracing::info!(room = &*self.id, "room closed: {reason}");
         // Public info first: whoever hears of the close from the event sees it there too.
         self.shared.update(|info| {

@@ -15,6 +15,7 @@ use super::error::{CreateError, JoinError, SwapError};
 use super::events::PlayerSink;
 use super::handle::{RoomHandle, RoomShared, SwapOutcome};
 use super::inbox::Inbox;
+use super::persist::{Checkpoints, RestoreRoom};
 use super::room::Room;
 use super::storage::{RoomStorage, refused};
 use crate::lock::Recover;
@@ -26,6 +27,14 @@ pub(super) enum Command {
         module: Arc<Module>,
         init: RoomInit,
         shared: Arc<RoomShared>,
+        reply: oneshot::Sender<Result<(), CreateError>>,
+    },
+    /// Bring a room back from its checkpoint.
+    Restore {
+        key: u64,
+        init: RoomInit,
+        shared: Arc<RoomShared>,
+        saved: Box<RestoreRoom>,
         reply: oneshot::Sender<Result<(), CreateError>>,
     },
     Join {
@@ -74,7 +83,7 @@ impl Command {
     /// The room a command is about.
     fn room(&self) -> Option<u64> {
         match self {
-            Command::Create { key, .. } => Some(*key),
+            Command::Create { key, .. } | Command::Restore { key, .. } => Some(*key),
             Command::Join { room, .. }
             | Command::Leave { room, .. }
             | Command::Message { room, .. }
@@ -107,6 +116,8 @@ pub(super) struct Worker {
     to_deliver: Vec<u64>,
     /// Where rooms' storage requests go (`None`: answered `unavailable`).
     storage: Option<RoomStorage>,
+    /// Where rooms' checkpoints go (`None`: rooms end with the node).
+    persist: Option<Checkpoints>,
 }
 
 impl Worker {
@@ -116,6 +127,7 @@ impl Worker {
         cfg: Arc<RoomsConfig>,
         directory: Arc<Directory>,
         storage: Option<RoomStorage>,
+        persist: Option<Checkpoints>,
     ) -> std::io::Result<(Arc<Inbox>, std::thread::JoinHandle<()>)> {
         let inbox = Arc::new(Inbox::new());
         let worker = Worker {
@@ -127,6 +139,7 @@ impl Worker {
             directory,
             to_deliver: Vec::new(),
             storage,
+            persist,
         };
         let thread = std::thread::Builder::new()
             .name(format!("ludus-rooms-{index}"))
@@ -301,6 +314,7 @@ impl Worker {
             | Command::Swap { room, .. }
             | Command::Close { room, .. } => Some(*room),
             Command::Create { .. }
+            | Command::Restore { .. }
             | Command::Message { .. }
             | Command::Shutdown { .. }
             | Command::Fault { .. }
@@ -319,17 +333,32 @@ impl Worker {
                 shared,
                 reply,
             } => {
-                let result = Room::create(self.rt.clone(), self.cfg.clone(), module, init, shared);
-                match result {
-                    Ok(room) => {
-                        self.rooms.insert(key, room);
-                        let _ = reply.send(Ok(()));
-                        self.settle(key);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let result = Room::create(
+                    self.rt.clone(),
+                    self.cfg.clone(),
+                    module,
+                    init,
+                    shared,
+                    self.persist.clone(),
+                );
+                self.place(key, result, reply);
+            }
+            Command::Restore {
+                key,
+                init,
+                shared,
+                saved,
+                reply,
+            } => {
+                let result = Room::restore(
+                    self.rt.clone(),
+                    self.cfg.clone(),
+                    init,
+                    shared,
+                    self.persist.clone(),
+                    *saved,
+                );
+                self.place(key, result, reply);
             }
             Command::Join {
                 room,
@@ -413,13 +442,36 @@ impl Worker {
         true
     }
 
+    /// A room made or brought back joins the worker's rooms.
+    fn place(
+        &mut self,
+        key: u64,
+        result: Result<Room, CreateError>,
+        reply: oneshot::Sender<Result<(), CreateError>>,
+    ) {
+        match result {
+            Ok(room) => {
+                self.rooms.insert(key, room);
+                let _ = reply.send(Ok(()));
+                self.settle(key);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Closes every room; rooms kept in storage are suspended instead (a last
+    /// checkpoint, kept for the next node on the same data).
     fn shutdown(&mut self, reason: &str) {
         let keys: Vec<u64> = self.rooms.keys().copied().collect();
         for key in keys {
-            if let Some(room) = self.rooms.get_mut(&key) {
-                room.close(reason.to_owned());
-            }
-            self.settle(key);
+            self.contained(Some(key), |w| {
+                if let Some(room) = w.rooms.get_mut(&key) {
+                    room.suspend(reason);
+                }
+                w.settle(key);
+            });
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Data that outlives the process: accounts (device logins), objects, leaderboards,
-//! and the modules deployed with each game's history of versions.
+//! the modules deployed with each game's history of versions, and the checkpoints of
+//! rooms and records of sessions that let both outlive their node (`saver.rs`).
 //! One interface over two backends through sqlx's `Any` driver: SQLite in the node's
 //! data directory by default (WAL mode, nothing to install), PostgreSQL when
 //! `storage.url` names one (what a cluster uses: every node sees the same data). The SQL
@@ -14,13 +15,17 @@ use std::path::Path;
 use std::time::Duration;
 
 mod accounts;
+mod checkpoints;
 mod leaderboards;
 mod modules;
 mod objects;
+mod saver;
 
+pub use checkpoints::{Saved, SavedRoom, SavedSession};
 pub use leaderboards::{Leaderboard, Operator, Order, Record};
 pub use modules::GameVersion;
 pub use objects::{Caller, Condition, Object, ReadPerm, WriteObject, WritePerm};
+pub use saver::{Done, SaveKey, Saver};
 
 /// `[storage]` in the config file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -55,7 +60,7 @@ impl Default for StorageConfig {
 
 /// Why a storage call failed. `Unavailable` carries the database's own words, for the
 /// log (clients get an `internal` id instead).
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum StorageError {
     #[error("not found")]
     NotFound,

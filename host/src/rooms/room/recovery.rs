@@ -9,12 +9,16 @@ use super::{Checkpoint, Room};
 use crate::runtime::{GuestError, LeaveReason, Refusal};
 
 impl Room {
-    /// Saves the game's state to rebuild from if it fails (skipped if it refuses).
+    /// Saves the game's state to rebuild from if it fails (skipped if it refuses), and
+    /// hands it to storage when the room is kept there.
     pub(super) fn checkpoint(&mut self, now: Instant) {
         self.last_checkpoint = now;
         match self.instance().save() {
             Ok(Ok(state)) => {
                 let members = self.members.keys().copied().collect();
+                let version = self.module.version.clone();
+                let random = self.instance().random_state();
+                self.persist(&state, &version, random);
                 self.checkpoint = Some(Checkpoint {
                     state,
                     version: self.module.version.clone(),

@@ -1,0 +1,109 @@
+//! A room's side of outliving its node (see `rooms/persist.rs`): its record, and its
+//! checkpoints handed to storage.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+
+use super::Room;
+use crate::lock::Recover;
+use crate::rooms::handle::CheckpointInfo;
+use crate::rooms::persist::{RoomRecord, instant_to_unix_ms, unix_ms};
+use crate::storage::{SaveKey, Saved, SavedRoom};
+
+impl Room {
+    /// The host's record of the room now, with the state `state_version` saved.
+    pub(super) fn record(&self, state_version: &str, random: u64) -> RoomRecord {
+        let (game, tick_hz, private, label) = {
+            let i = self.shared.info.lock().recover();
+            (i.game.clone(), i.tick_hz, i.private, i.label.clone())
+        };
+        RoomRecord {
+            game,
+            version: self.module.version.clone(),
+            module_sha256: self.module.sha256_hex(),
+            state_version: state_version.to_owned(),
+            config: self.init.config.to_string(),
+            seed: self.init.seed,
+            random,
+            last_request: self.init.requests.load(Ordering::Relaxed),
+            tick_hz,
+            hold_messages: self.hold_until_tick,
+            keep_open: self.keep_open,
+            private,
+            label,
+            creator: self.shared.creator,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| (*id, m.name.clone()))
+                .collect(),
+            held: self
+                .shared
+                .held
+                .as_ref()
+                .map(|h| (h.players.clone(), h.seats, instant_to_unix_ms(h.until))),
+        }
+    }
+
+    /// Hands the checkpoint just taken to storage, unless it is what was written last.
+    pub(super) fn persist(&mut self, state: &[u8], state_version: &str, random: u64) {
+        let Some(checkpoints) = self.persist.clone() else {
+            return;
+        };
+        let record = self.record(state_version, random);
+        let Ok(record_text) = serde_json::to_string(&record) else {
+            return;
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        state.hash(&mut hasher);
+        record_text.hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.persisted == Some(hash) {
+            return;
+        }
+        self.persisted = Some(hash);
+        let bytes = state.len();
+        let shared = self.shared.clone();
+        let room = self.id.clone();
+        let done: crate::storage::Done = Box::new(move |result| match result {
+            Ok(()) => shared.update(|info| {
+                info.checkpoint = Some(CheckpointInfo {
+                    saved_ms: unix_ms(),
+                    bytes,
+                });
+            }),
+            Err(e) => {
+                tracing::warn!(room = &*room, "writing the room's checkpoint failed: {e}");
+                shared.update(|info| info.checkpoint_failures += 1);
+            }
+        });
+        checkpoints.saver.put(
+            SaveKey::Room(self.id.clone()),
+            Saved::Room(Box::new(SavedRoom {
+                room_id: self.id.to_string(),
+                node: checkpoints.node.to_string(),
+                game: record.game.clone(),
+                version: record.version.clone(),
+                module_sha256: record.module_sha256.clone(),
+                record: record_text,
+                state: state.to_vec(),
+                saved_ms: 0,
+            })),
+            Some(done),
+        );
+    }
+
+    /// The room closed for good: its checkpoint goes.
+    pub(super) fn forget(&self) {
+        if let Some(checkpoints) = &self.persist {
+            checkpoints.saver.put(
+                SaveKey::Room(self.id.clone()),
+                Saved::RoomGone {
+                    room_id: self.id.to_string(),
+                    node: checkpoints.node.to_string(),
+                },
+                None,
+            );
+        }
+    }
+}

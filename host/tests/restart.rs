@@ -1,0 +1,209 @@
+//! Rooms that outlive their node: a `ludus serve` process killed (SIGKILL) or stopped
+//! (SIGTERM) and started again on the same data directory and address brings back
+//! every room from its last checkpoint and every session; real WebSocket clients
+//! playing arena resume into their room, and arena's tick counter and positions are
+//! the evidence. In-process tests cover what is written and when.
+
+mod common;
+
+use common::cluster::create_outcome;
+use common::{Proc, eventually, module_file};
+use ludus::client::{Client, ClientOptions};
+use ludus::gateway::pb::server_frame::Body as Out;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "a test secret of enough length: 32 bytes or more";
+/// Arena's tick rate (the host's default).
+const HZ: f64 = 20.0;
+
+fn serve(addr: SocketAddr, data: &std::path::Path, module: &str) -> Proc {
+    Proc::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--game")
+            .arg(format!("arena={module}"))
+            .env("LUDUS_AUTH__SECRET", SECRET)
+            .env("LUDUS_GATEWAY__GRACE_PERIOD", "4s")
+            .env(
+                "LUDUS_LOG",
+                std::env::var("RESTART_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting ludus serve"),
+    )
+}
+
+async fn answers(addr: SocketAddr) {
+    eventually(WAIT, "the node answers", async || {
+        reqwest::get(format!("http://{addr}/v1/games"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
+/// The next arena snapshot of `room`.
+async fn snapshot(client: &mut Client, room: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, client.recv())
+            .await
+            .expect("a snapshot in time")
+            .expect("connected (or resumed)");
+        if let Some(Out::Message(m)) = frame.body
+            && m.room_id == room
+        {
+            let v: Value = serde_json::from_slice(&m.payload).expect("arena sends JSON");
+            if v.get("tick").is_some() {
+                return v;
+            }
+        }
+    }
+}
+
+fn position(snapshot: &Value, player: u64) -> Option<(i64, i64)> {
+    snapshot["players"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"].as_u64() == Some(player))
+        .map(|p| (p["x"].as_i64().unwrap(), p["y"].as_i64().unwrap()))
+}
+
+fn tick(snapshot: &Value) -> u64 {
+    snapshot["tick"].as_u64().expect("a tick number")
+}
+
+/// One round for each way a node ends: the room, its state and both sessions come
+/// back; the player who resumes is in the room at once (no leave/join), is told the
+/// session was restored, and plays on; the one who never comes back leaves after the
+/// grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_or_stopped_and_started_again_brings_back_its_rooms_and_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file(&dir, "arena");
+    for signal in ["KILL", "TERM"] {
+        let data = dir.path().join(format!("data-{signal}"));
+        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let mut node = serve(addr, &data, &module);
+        answers(addr).await;
+        let opts = ClientOptions {
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(1),
+            max_attempts: 40,
+            ..ClientOptions::default()
+        };
+        let mut stays = Client::guest(addr, "stays", opts.clone()).await.unwrap();
+        let mut leaves = Client::guest(addr, "leaves", opts).await.unwrap();
+        let room = "kept";
+        stays.create("arena", room, "").await.unwrap();
+        create_outcome(&mut stays).await.unwrap();
+        leaves.join(room).await.unwrap();
+        create_outcome(&mut leaves).await.unwrap();
+        // Moves, then a quiet time longer than the checkpoint interval (1 s): the
+        // position is in the last checkpoint.
+        for seq in 1..=6 {
+            let input = json!({ "seq": seq, "dx": 7, "dy": -3 }).to_string();
+            stays.message(room, input).await.unwrap();
+        }
+        let expected = (500 + 6 * 7, 500 - 6 * 3);
+        loop {
+            let s = snapshot(&mut stays, room).await;
+            if position(&s, stays.player_id) == Some(expected) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let mut before = snapshot(&mut stays, room).await;
+        assert_eq!(position(&before, stays.player_id), Some(expected));
+        assert!(position(&before, leaves.player_id).is_some());
+
+        node.signal(signal);
+        let status = node
+            .exited_within(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("SIG{signal}: still running"));
+        if signal == "TERM" {
+            assert!(status.success(), "SIGTERM: exit status {status}");
+        }
+        let mut node = serve(addr, &data, &module);
+        answers(addr).await;
+        let ready = Instant::now();
+
+        // The player who stays resumes by itself (its client retries) into the room;
+        // snapshots the old process sent before it ended come first.
+        let after = loop {
+            let s = snapshot(&mut stays, room).await;
+            if stays.restores == 0 {
+                before = s;
+            } else {
+                break s;
+            }
+        };
+        let since_ready = ready.elapsed().as_secs_f64();
+        eprintln!(
+            "SIG{signal}: last tick before {}, first after {} ({since_ready:.2} s after the new \
+             process answered)",
+            tick(&before),
+            tick(&after)
+        );
+        assert_eq!(stays.restores, 1, "SIG{signal}: the welcome says restored");
+        assert_eq!(
+            position(&after, stays.player_id),
+            Some(expected),
+            "SIG{signal}: the position came back from the checkpoint: {after}"
+        );
+        assert!(
+            tick(&after) + (HZ as u64) + 2 >= tick(&before),
+            "SIG{signal}: tick {} went back more than one checkpoint interval from {}",
+            tick(&after),
+            tick(&before)
+        );
+        assert!(
+            (tick(&after) as f64) <= tick(&before) as f64 + 2.0 + HZ * since_ready,
+            "SIG{signal}: tick {} jumped ahead of {} ({since_ready:.2} s since the restart)",
+            tick(&after),
+            tick(&before)
+        );
+        assert!(
+            position(&after, leaves.player_id).is_some(),
+            "SIG{signal}: the other member is held for its grace period: {after}"
+        );
+        // Play goes on.
+        let input = json!({ "seq": 7, "dx": 1, "dy": 1 }).to_string();
+        stays.message(room, input).await.unwrap();
+        let moved = (expected.0 + 1, expected.1 + 1);
+        loop {
+            let s = snapshot(&mut stays, room).await;
+            if position(&s, stays.player_id) == Some(moved) {
+                break;
+            }
+        }
+        // The player who never came back leaves after the grace period (4 s).
+        let restarted = Instant::now();
+        loop {
+            let s = snapshot(&mut stays, room).await;
+            if position(&s, leaves.player_id).is_none() {
+                break;
+            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(15),
+                "SIG{signal}: the absent player is still in the room"
+            );
+        }
+        assert!(
+            ready.elapsed() >= Duration::from_secs(3),
+            "SIG{signal}: the absent player left before its grace period ended"
+        );
+        drop(leaves);
+        node.kill();
+    }
+}
