@@ -77,6 +77,8 @@ enum Bench {
     Match(ludus::bench::matchmaking::MatchBench),
     /// Server memory per idle connection and per arena room (starts `ludus serve`).
     Memory(ludus::bench::memory::MemoryBench),
+    /// Rooms back after a node is killed and started again (starts `ludus serve` twice).
+    Restart(ludus::bench::restart::RestartBench),
     /// Object writes per second and write latency, on SQLite or PostgreSQL.
     Storage(ludus::bench::storage::StorageBench),
 }
@@ -157,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
+        Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
         Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {
             let report = ludus::bench::runtime::run(args).await?;

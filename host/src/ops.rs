@@ -1,7 +1,7 @@
 //! Operator commands against a cluster: `ludus deploy`, `ludus rollback`, `ludus status`.
 
 use anyhow::{Context, anyhow, bail};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,10 @@ pub struct StatusArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// List every room: its owner, and its last checkpoint's age and size (read from
+    /// the storage the config names: `storage.url`, or SQLite in `data_dir`).
+    #[arg(long)]
+    pub rooms: bool,
     #[command(flatten)]
     pub target: Target,
 }
@@ -252,6 +256,48 @@ async fn wait_for(
     }
 }
 
+/// The rooms of the cluster with their checkpoints (`ludus status --rooms`).
+async fn print_rooms(args: &StatusArgs, snap: &crate::cluster::Snapshot) -> anyhow::Result<()> {
+    let config = Config::load(args.target.config.as_deref())?;
+    let sqlite = config.data_dir.join("ludus.db");
+    let checkpoints: HashMap<String, (i64, i64)> = if config.storage.url.is_some()
+        || sqlite.exists()
+    {
+        let storage = crate::storage::Storage::open(&config.storage, &config.data_dir).await?;
+        let rows = storage.checkpoint_summaries().await?;
+        storage.close().await;
+        rows.into_iter()
+            .map(|(room, _node, size, saved)| (room, (size, saved)))
+            .collect()
+    } else {
+        println!("(no storage configured here: set storage.url or --config to see checkpoints)");
+        HashMap::new()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    println!();
+    println!(
+        "{:<24} {:<16} {:<12} {:<10} {:>5} {:>12} {:>10}",
+        "room", "owner", "game", "version", "seats", "checkpoint", "size"
+    );
+    for (id, room) in &snap.rooms {
+        let (age, size) = match checkpoints.get(id) {
+            Some((size, saved)) => (
+                format!("{:.1} s ago", (now - saved).max(0) as f64 / 1000.0),
+                format!("{size} B"),
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "{:<24} {:<16} {:<12} {:<10} {:>5} {:>12} {:>10}",
+            id, room.owner, room.game, room.version, room.seats, age, size
+        );
+    }
+    Ok(())
+}
+
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let (mut cluster, _) = args.target.connect().await?;
     let prefix = cluster.prefix().to_owned();
@@ -274,6 +320,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "{:<16} {:<22} {:<22} {:>6} {:>8}",
             n.id, n.gateway, n.grpc, n.rooms, n.players
         );
+    }
+    if args.rooms {
+        print_rooms(&args, &snap).await?;
     }
     let mut games: Vec<&String> = snap.games.keys().chain(snap.status.keys()).collect();
     games.sort();

@@ -207,3 +207,125 @@ async fn a_node_killed_or_stopped_and_started_again_brings_back_its_rooms_and_se
         node.kill();
     }
 }
+
+/// Rooms kept in `saver`'s storage under `node`.
+fn kept_rooms(saver: &ludus::storage::Saver, node: &str) -> ludus::rooms::Rooms {
+    let rt = ludus::runtime::Runtime::new(ludus::runtime::RuntimeLimits {
+        max_instances: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    let cfg = ludus::rooms::RoomsConfig {
+        workers: 1,
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let checkpoints = ludus::rooms::Checkpoints::new(saver.clone(), node);
+    ludus::rooms::Rooms::with_services(rt, cfg, None, Some(checkpoints)).unwrap()
+}
+
+/// A checkpoint is written when its room changed and skipped when it did not; with
+/// PostgreSQL stopped, writes fail and are counted while the room plays on, and the
+/// checkpoint lands once the database is back. A new set of rooms (as a new node would)
+/// restores the room from it: board, members, turn, tick rate and label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_written_when_rooms_change_counted_when_they_fail_and_restore_them() {
+    use ludus::storage::{Saver, Storage, StorageConfig};
+    let mut pg = common::postgres::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        url: Some(pg.database("checkpoints").await),
+        acquire_timeout: Duration::from_secs(1),
+        ..StorageConfig::default()
+    };
+    let storage = Storage::open(&cfg, dir.path()).await.unwrap();
+    let saver = Saver::new(storage.clone());
+    let rooms = kept_rooms(&saver, "n1");
+    common::install(&rooms, "tictactoe").await;
+    let room = rooms
+        .create(ludus::rooms::CreateRoom {
+            game: "tictactoe".into(),
+            id: Some("t1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut x = common::join(&room, 10).await;
+    let _o = common::join(&room, 20).await;
+    eventually(WAIT, "the first checkpoint is written", async || {
+        room.info().checkpoint.is_some()
+    })
+    .await;
+    // Nothing changes between moves: ticks (1 Hz) write nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let written = saver.written();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        saver.written(),
+        written,
+        "an unchanged room is not written again"
+    );
+    room.message(10, br#"{"cell": 0}"#.to_vec());
+    eventually(WAIT, "a move is written", async || {
+        saver.written() > written
+    })
+    .await;
+
+    pg.stop();
+    room.message(20, br#"{"cell": 4}"#.to_vec());
+    let ticks = room.ticks();
+    eventually(
+        Duration::from_secs(20),
+        "a failed write is counted",
+        async || room.info().checkpoint_failures > 0,
+    )
+    .await;
+    assert!(room.ticks() > ticks, "the room plays on");
+    assert!(saver.failures() > 0);
+    pg.resume();
+    eventually(
+        Duration::from_secs(30),
+        "the checkpoint lands",
+        async || {
+            storage.saved_rooms("n1").await.is_ok_and(|rooms| {
+                rooms.len() == 1 && String::from_utf8_lossy(&rooms[0].state).contains("X...O....")
+            })
+        },
+    )
+    .await;
+    let saved = storage.saved_rooms("n1").await.unwrap().remove(0);
+    assert!(storage.saved_rooms("n2").await.unwrap().is_empty());
+    let record = ludus::rooms::RoomRecord::parse(&saved.record).unwrap();
+    assert_eq!(record.game, "tictactoe");
+    assert_eq!(record.tick_hz, 1);
+    assert_eq!(record.label, "playing");
+    assert_eq!(
+        record.members,
+        vec![(10, "player-10".to_owned()), (20, "player-20".to_owned())]
+    );
+    // The room moves: closed here (its checkpoint goes with it), restored on a new
+    // node's rooms from the copy read above, with both players in it and X to move.
+    room.close("moved").await;
+    eventually(WAIT, "a closed room's checkpoint goes", async || {
+        storage.saved_rooms("n1").await.is_ok_and(|r| r.is_empty())
+    })
+    .await;
+    let again = kept_rooms(&saver, "n2");
+    let module = common::install(&again, "tictactoe").await;
+    let mut restore = ludus::rooms::RestoreRoom::from_saved(saved, module).unwrap();
+    let (tx10, rx10) = ludus::mailbox::channel(64);
+    let (tx20, _rx20) = ludus::mailbox::channel(64);
+    restore.sinks.insert(10, tx10);
+    restore.sinks.insert(20, tx20);
+    let back = again.restore(restore).await.expect("restored");
+    let info = back.info();
+    assert_eq!((info.seats, info.tick_hz), (2, 1));
+    assert_eq!(info.label, "playing");
+    x.rx = rx10;
+    back.message(10, br#"{"cell": 1}"#.to_vec());
+    let board = x.until(WAIT, |m| m.get("board").is_some()).await;
+    assert_eq!(board["board"], "XX..O....", "{board}");
+    assert_eq!(board["next"], 20);
+    rooms.shutdown("done");
+    again.shutdown("done");
+}

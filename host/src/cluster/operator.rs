@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub status: BTreeMap<String, BTreeMap<String, GameStatus>>,
     /// The node leading the matchmaker (the oldest candidate of its etcd election).
     pub matchmaker_leader: Option<String>,
+    /// Every room of the cluster, by id.
+    pub rooms: BTreeMap<String, super::RoomEntry>,
 }
 
 /// A connection to a cluster's etcd for operator commands.
@@ -63,6 +65,11 @@ impl Operator {
                 Key::Game(name) => {
                     if let Ok(entry) = serde_json::from_slice(kv.value()) {
                         snap.games.insert(name, entry);
+                    }
+                }
+                Key::Room(id) => {
+                    if let Ok(entry) = serde_json::from_slice(kv.value()) {
+                        snap.rooms.insert(id, entry);
                     }
                 }
                 Key::Status { node, game } => {

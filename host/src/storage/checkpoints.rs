@@ -167,6 +167,28 @@ impl Storage {
             .collect()
     }
 
+    /// What every kept checkpoint is, without its state: room id, node, size in bytes
+    /// and when it was written (ms since the Unix epoch).
+    pub async fn checkpoint_summaries(
+        &self,
+    ) -> Result<Vec<(String, String, i64, i64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT room_id, node, size, saved_ms FROM ludus_room_checkpoints ORDER BY room_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("room_id")?,
+                    row.try_get("node")?,
+                    row.try_get("size")?,
+                    row.try_get("saved_ms")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every session `node` holds.
     pub async fn saved_sessions(&self, node: &str) -> Result<Vec<SavedSession>, StorageError> {
         let rows = sqlx::query(
