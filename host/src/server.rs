@@ -64,14 +64,23 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             crate::rpc::server_tls(&config.cluster)?,
         ),
     };
-    let (auth, generated) = Auth::new(&config.auth)?;
+    let (node_id, node_lock) = node_identity(&config)?;
+    let mut auth_config = config.auth.clone();
+    if auth_config.secret.is_none() && config.rooms.persist {
+        auth_config.secret = Some(kept_signing_key(&config.data_dir)?);
+        tracing::info!(
+            "no auth.secret configured: guest tokens are signed with the key kept in {} \
+             (set auth.secret, the same on every node, in a cluster)",
+            config.data_dir.join("auth-secret").display()
+        );
+    }
+    let (auth, generated) = Auth::new(&auth_config)?;
     if generated.is_some() {
         tracing::warn!(
             "no auth.secret configured: guest tokens are signed with a key generated for this run \
              (set LUDUS_AUTH__SECRET for tokens that outlive the process)"
         );
     }
-    let (node_id, node_lock) = node_identity(&config)?;
     let storage = crate::storage::Storage::open(&config.storage, &config.data_dir).await?;
     for (id, board) in &config.leaderboards {
         let board = crate::storage::Leaderboard {
@@ -227,6 +236,42 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 /// (made at the first start), so a node started again on the same data is the same
 /// node and finds its rooms and sessions. The id is locked in the data directory while
 /// the node runs: two processes cannot be one node.
+/// The guest-token signing key kept in `<dir>/auth-secret` (made on first use, readable
+/// by this user only), so tokens, and the sessions they resume, outlive the process.
+fn kept_signing_key(dir: &std::path::Path) -> anyhow::Result<String> {
+    let file = dir.join("auth-secret");
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let key = text.trim().to_owned();
+            if key.len() < crate::gateway::auth::MIN_SECRET_LEN {
+                anyhow::bail!(
+                    "{} holds {} bytes, a signing key needs {}: delete it to make a new one, \
+                     or set auth.secret",
+                    file.display(),
+                    key.len(),
+                    crate::gateway::auth::MIN_SECRET_LEN
+                );
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = crate::csprng::hex::<32>();
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            out.write_all(format!("{key}\n").as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
 fn node_identity(config: &Config) -> anyhow::Result<(String, std::fs::File)> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).with_context(|| {
@@ -251,7 +296,8 @@ fn node_identity(config: &Config) -> anyhow::Result<(String, std::fs::File)> {
                     let id = text.trim().to_owned();
                     if !valid(&id) {
                         anyhow::bail!(
-                            "{} does not hold a node id (letters, digits, - _ .): delete it to                              make a new one, or set cluster.node_id",
+                            "{} does not hold a node id (letters, digits, - _ .): delete it to \
+                             make a new one, or set cluster.node_id",
                             file.display()
                         );
                     }

@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
-const SECRET: &str = "a test secret of enough length: 32 bytes or more";
 /// Arena's tick rate (the host's default).
 const HZ: f64 = 20.0;
 
@@ -27,7 +26,9 @@ fn serve(addr: SocketAddr, data: &std::path::Path, module: &str) -> Proc {
             .arg(data)
             .arg("--game")
             .arg(format!("arena={module}"))
-            .env("LUDUS_AUTH__SECRET", SECRET)
+            // No auth.secret: the node keeps its signing key in the data directory, so
+            // the players' tokens still work after the restart.
+            .env_remove("LUDUS_AUTH__SECRET")
             .env("LUDUS_GATEWAY__GRACE_PERIOD", "4s")
             .env(
                 "LUDUS_LOG",
