@@ -65,7 +65,11 @@ pub async fn guest_login(addr: SocketAddr, name: &str) -> anyhow::Result<(String
 }
 
 pub struct Client {
+    /// The node this client connects to now.
     addr: SocketAddr,
+    /// Where it first connected (or was last pointed with [`Client::set_addr`]): a
+    /// node that said the session moved and then cannot be reached sends it back here.
+    entry: SocketAddr,
     token: String,
     opts: ClientOptions,
     ws: Option<Ws>,
@@ -84,6 +88,9 @@ pub struct Client {
     /// storage after a restart, and frames after the rooms' last checkpoints may be
     /// missing.
     pub restores: u32,
+    /// Times the server said the session moved to another node (and where, so the
+    /// client went there).
+    pub moves: u32,
 }
 
 impl Client {
@@ -105,6 +112,7 @@ impl Client {
     ) -> anyhow::Result<Client> {
         let mut client = Client {
             addr,
+            entry: addr,
             token: token.to_owned(),
             opts,
             ws: None,
@@ -116,9 +124,22 @@ impl Client {
             unacked: VecDeque::new(),
             pending: VecDeque::new(),
             restores: 0,
+            moves: 0,
         };
         client.open(false).await?;
         Ok(client)
+    }
+
+    /// The node this client connects (and resumes) to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Resumes at `addr` from now on (another node of the cluster, as a load balancer
+    /// would pick after the client's node died).
+    pub fn set_addr(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+        self.entry = addr;
     }
 
     pub fn last_seen(&self) -> u64 {
@@ -144,9 +165,14 @@ impl Client {
     }
 
     async fn open(&mut self, resume: bool) -> anyhow::Result<()> {
-        let (ws, _) = tokio_tungstenite::connect_async(self.url(resume))
-            .await
-            .context("connecting")?;
+        let (ws, _) = match tokio_tungstenite::connect_async(self.url(resume)).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                // A node we were sent to is gone: ask where we came in again.
+                self.addr = self.entry;
+                return Err(e).context("connecting");
+            }
+        };
         self.ws = Some(ws);
         let welcome = self.read_frame().await?;
         match welcome.body {
@@ -168,7 +194,16 @@ impl Client {
                 }
                 Ok(())
             }
-            Some(Out::Error(e)) => bail!("connection refused: {}", e.message),
+            Some(Out::Error(e)) => {
+                // The session is on another node now: the next attempt goes there.
+                if e.code == crate::gateway::pb::ErrorCode::Moved as i32
+                    && let Ok(addr) = e.address.parse()
+                {
+                    self.addr = addr;
+                    self.moves += 1;
+                }
+                bail!("connection refused: {}", e.message)
+            }
             other => bail!("expected a welcome, got {other:?}"),
         }
     }

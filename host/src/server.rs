@@ -21,6 +21,8 @@ use crate::rooms::Rooms;
 use crate::rpc::relay::Peers;
 use crate::runtime::Runtime;
 
+mod outlive;
+
 /// How long the gateway's connections get to close after SIGTERM or Ctrl-C.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -204,8 +206,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         storage.clone(),
         checkpoints.clone(),
     );
-    if let Some(checkpoints) = &checkpoints {
-        restore(&rooms, &gateway, &storage, checkpoints.node()).await;
+    if checkpoints.is_some() {
+        let outlive = outlive::Outlive {
+            rooms: rooms.clone(),
+            gateway: gateway.clone(),
+            storage: storage.clone(),
+            cluster: cluster.clone(),
+        };
+        outlive.restore().await;
+        if cluster.is_etcd() {
+            tasks.spawn(outlive.take_over_dead_nodes(shutdown.child_token()));
+        }
     }
     let stop = shutdown.child_token();
     let http = tasks.spawn({
@@ -336,129 +347,6 @@ fn node_identity(config: &Config) -> anyhow::Result<(String, std::fs::File)> {
     }
 }
 
-/// Brings back the sessions and rooms this node kept in storage when it last stopped
-/// or died, before it serves anyone: sessions first (detached, each with a fresh grace
-/// period), then each room from its last checkpoint with its members' sessions, which
-/// then hold the rooms again. A room that cannot come back is logged and dropped.
-async fn restore(rooms: &Rooms, gateway: &Gateway, storage: &crate::storage::Storage, node: &str) {
-    let started = std::time::Instant::now();
-    let saved_sessions = match storage.saved_sessions(node).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("reading the sessions kept in storage: {e}; none restored");
-            Vec::new()
-        }
-    };
-    let saved_rooms = match storage.saved_rooms(node).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("reading the rooms kept in storage: {e}; none restored");
-            Vec::new()
-        }
-    };
-    if saved_sessions.is_empty() && saved_rooms.is_empty() {
-        return;
-    }
-    let mut sinks = gateway.restore_sessions(saved_sessions).await;
-    let mut rejoin: std::collections::HashMap<u64, Vec<crate::rooms::RoomHandle>> =
-        Default::default();
-    let (mut back, mut lost) = (0, 0);
-    for saved in saved_rooms {
-        let id = saved.room_id.clone();
-        let module = match module_for(rooms, storage, &saved).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(room = id, "the room could not be restored: {e}");
-                storage_forget(storage, &saved).await;
-                lost += 1;
-                continue;
-            }
-        };
-        let mut restore = match crate::rooms::RestoreRoom::from_saved(saved.clone(), module) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(room = id, "the room could not be restored: {e}");
-                storage_forget(storage, &saved).await;
-                lost += 1;
-                continue;
-            }
-        };
-        let members: Vec<u64> = restore.record.members.iter().map(|(p, _)| *p).collect();
-        for player in &members {
-            if let Some(sink) = sinks.get(player) {
-                restore.sinks.insert(*player, sink.clone());
-            }
-        }
-        match rooms.restore(restore).await {
-            Ok(handle) => {
-                back += 1;
-                for player in members {
-                    if sinks.contains_key(&player) {
-                        rejoin.entry(player).or_default().push(handle.clone());
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(room = id, "the room could not be restored: {e}");
-                storage_forget(storage, &saved).await;
-                lost += 1;
-            }
-        }
-    }
-    for (player, handles) in rejoin {
-        gateway.rejoin(player, handles);
-    }
-    sinks.clear();
-    tracing::info!(
-        rooms = back,
-        lost,
-        took = ?started.elapsed(),
-        "rooms restored from their last checkpoints"
-    );
-}
-
-/// The module a saved room runs: the game's active one if it is that module, else the
-/// module kept in storage; failing both, the game's active version (restoring the
-/// state like a live swap would).
-async fn module_for(
-    rooms: &Rooms,
-    storage: &crate::storage::Storage,
-    saved: &crate::storage::SavedRoom,
-) -> anyhow::Result<Arc<crate::runtime::Module>> {
-    let active = rooms.active_module(&saved.game);
-    if let Some(m) = &active
-        && m.sha256_hex() == saved.module_sha256
-    {
-        return Ok(m.clone());
-    }
-    match storage.module_bytes(&saved.module_sha256).await {
-        Ok(bytes) => Ok(rooms.runtime().load(bytes).await?),
-        Err(e) => match active {
-            Some(m) => {
-                tracing::warn!(
-                    room = saved.room_id,
-                    "module {} is not kept ({e}); restoring on {}",
-                    saved.module_sha256,
-                    m.label()
-                );
-                Ok(m)
-            }
-            None => anyhow::bail!("game {} is not installed on this node", saved.game),
-        },
-    }
-}
-
-/// Drops the checkpoint of a room that cannot come back (it would fail every start).
-async fn storage_forget(storage: &crate::storage::Storage, saved: &crate::storage::SavedRoom) {
-    let gone = crate::storage::Saved::RoomGone {
-        room_id: saved.room_id.clone(),
-        node: saved.node.clone(),
-    };
-    if let Err(e) = storage.save_batch(&[gone]).await {
-        tracing::warn!(room = saved.room_id, "dropping its checkpoint: {e}");
-    }
-}
-
 impl Server {
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
@@ -491,21 +379,22 @@ impl Server {
                 "some tasks did not finish within {TASKS_TIMEOUT:?}; leaving them"
             );
         }
+        // Writes of the rooms just closed are carried out before storage closes, and so
+        // are their last checkpoints, before the node leaves: the nodes that take its
+        // rooms over read them when its key goes.
+        self.rooms.settle_storage(SHUTDOWN_TIMEOUT).await;
+        if !self.saver.flush(SHUTDOWN_TIMEOUT).await {
+            tracing::warn!(
+                "the last checkpoints were not all written within {SHUTDOWN_TIMEOUT:?}: \
+                 those rooms come back from older ones"
+            );
+        }
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.cluster.leave())
             .await
             .is_err()
         {
             tracing::warn!(
                 "leaving the cluster took over {SHUTDOWN_TIMEOUT:?}; its lease ends by TTL"
-            );
-        }
-        // Writes of the rooms just closed are carried out before storage closes, and so
-        // are their last checkpoints.
-        self.rooms.settle_storage(SHUTDOWN_TIMEOUT).await;
-        if !self.saver.flush(SHUTDOWN_TIMEOUT).await {
-            tracing::warn!(
-                "the last checkpoints were not all written within {SHUTDOWN_TIMEOUT:?}: \
-                 those rooms come back from older ones"
             );
         }
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.storage.close())

@@ -174,6 +174,7 @@ async fn connection(app: App, id: u64, socket: WebSocket) {
                 code: code as i32,
                 message: message.into(),
                 in_reply_to: frame.seq,
+                address: String::new(),
             })
         };
         match frame.body {

@@ -51,7 +51,37 @@ async fn sync_once(
             (info.id.to_string(), entry)
         })
         .collect();
-    let held = c.inner.held.lock().recover().rooms.clone();
+    let mut held = c.inner.held.lock().recover().rooms.clone();
+    // A room this node held whose key now names another owner was taken over while
+    // this node was cut off from etcd (its lease expired): the other copy is the room
+    // now, so this one closes, and is never registered again.
+    let taken: Vec<(String, String)> = live
+        .iter()
+        .filter(|(room, _)| held.contains_key(room))
+        .filter_map(|(room, _)| {
+            let owner = c.room_owner(room)?;
+            (owner != me).then(|| (room.clone(), owner))
+        })
+        .collect();
+    for (room, owner) in taken {
+        tracing::warn!(
+            room,
+            owner,
+            "the room was taken over by another node while this one was cut off; closing \
+             this copy"
+        );
+        c.inner.held.lock().recover().rooms.remove(&room);
+        held.remove(&room);
+        if let Some(handle) = rooms.get(&room) {
+            handle
+                .close(&format!("the room moved to node {owner}"))
+                .await;
+        }
+    }
+    let live: Vec<(String, RoomEntry)> = live
+        .into_iter()
+        .filter(|(room, _)| rooms.get(room).is_some_and(|h| h.info().closed.is_none()))
+        .collect();
     for (room, entry) in &live {
         if held.get(room) == Some(entry) {
             continue;

@@ -14,6 +14,8 @@ pub mod close_code {
     pub const RESUME_FAILED: u16 = 4001;
     /// The node cannot take the connection now (it lost touch with etcd).
     pub const UNAVAILABLE: u16 = 4005;
+    /// The session is on another node now: resume at the address in the error frame.
+    pub const MOVED: u16 = 4006;
     pub const SESSION_ENDED: u16 = 4002;
     pub const TOO_SLOW: u16 = 4003;
     /// The connection answered nothing (not even a pong) for the idle timeout.
@@ -30,6 +32,8 @@ pub mod close_code {
 pub struct ClientError {
     pub code: ErrorCode,
     pub message: String,
+    /// Where the session is now (with [`ErrorCode::Moved`]).
+    pub address: String,
 }
 
 impl ClientError {
@@ -37,6 +41,7 @@ impl ClientError {
         ClientError {
             code,
             message: message.into(),
+            address: String::new(),
         }
     }
 
@@ -57,6 +62,7 @@ impl ClientError {
             code: self.code as i32,
             message: self.message,
             in_reply_to,
+            address: self.address,
         })
     }
 }

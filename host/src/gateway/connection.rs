@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use super::GatewayConfig;
 use super::client_error::close_code;
 use super::frames::{self, Mode};
-use super::pb::{self, ErrorCode, ServerFrame, server_frame::Body as Out};
+use super::pb::{self, ErrorCode, ServerFrame};
 use crate::rate::RateLimit;
 
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
@@ -162,14 +162,14 @@ fn close_message(code: u16, reason: &str) -> Message {
 
 /// An error frame outside the numbered stream, for input the session never saw.
 fn input_error(mode: Mode, code: ErrorCode, message: String) -> Message {
+    error_message(mode, super::ClientError::new(code, message))
+}
+
+fn error_message(mode: Mode, error: super::ClientError) -> Message {
     let frame = ServerFrame {
         seq: 0,
         ack: 0,
-        body: Some(Out::Error(pb::Error {
-            code: code as i32,
-            message,
-            in_reply_to: 0,
-        })),
+        body: Some(error.frame(0)),
     };
     encode(mode, &frame)
 }
@@ -213,12 +213,13 @@ impl Conn {
     pub async fn refuse(mut self, error: super::ClientError) {
         let code = match error.code {
             ErrorCode::Unavailable => close_code::UNAVAILABLE,
+            ErrorCode::Moved => close_code::MOVED,
             // A login elsewhere won the session (see `Cluster::claim_session`).
             ErrorCode::Refused => close_code::REPLACED,
             _ => close_code::RESUME_FAILED,
         };
         self.outbox.push(close_message(code, &error.message));
-        let frame = input_error(self.mode, error.code, error.message);
+        let frame = error_message(self.mode, error);
         self.outbox.insert(0, frame);
         self.finish().await;
     }

@@ -82,6 +82,7 @@ mod tests {
                 code: ErrorCode::RateLimited as i32,
                 message: "slow down".into(),
                 in_reply_to: 3,
+                address: String::new(),
             })),
         };
         let text = serde_json::to_string(&frame).unwrap();

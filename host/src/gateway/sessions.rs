@@ -30,6 +30,8 @@ pub(super) struct SessionHandle {
     /// SHA-256 of the resume token (a session brought back from storage knows only it).
     token_sha256: Arc<Mutex<[u8; 32]>>,
     tx: mailbox::Sender<Control>,
+    /// Where rooms deliver the player's events.
+    sink: PlayerSink,
 }
 
 pub(super) fn token_hash(token: &str) -> [u8; 32] {
@@ -195,6 +197,23 @@ impl Sessions {
                 )
             }
             (Some(_), None) => {
+                // Its node died and another took over its rooms, and the session with
+                // them: the client is told where.
+                let cluster = &self.services.cluster;
+                if let Some(node) = cluster.session_owner(who.player_id)
+                    && node != cluster.node_id()
+                    && let Some(info) = cluster.node(&node)
+                {
+                    let mut moved = ClientError::new(
+                        ErrorCode::Moved,
+                        format!(
+                            "the session is on node {node} now: resume at {}",
+                            info.gateway
+                        ),
+                    );
+                    moved.address = info.gateway;
+                    return Err((Some(conn), moved));
+                }
                 let reason =
                     "no session to resume: it expired or never existed; connect without resume";
                 return Err((Some(conn), resume_failed(reason)));
@@ -246,20 +265,22 @@ impl Sessions {
         let match_sink: MatchSink = Arc::new(move |event| {
             let _ = to_session.try_send(Control::Match(event));
         });
-        let handle = SessionHandle {
-            id: id.clone(),
-            token_sha256: Arc::new(Mutex::new(token_sha256)),
-            tx,
-        };
+        let token_sha256 = Arc::new(Mutex::new(token_sha256));
         let session = Session::new(
             who.clone(),
-            id,
+            id.clone(),
             token,
-            handle.token_sha256.clone(),
+            token_sha256.clone(),
             self.services.clone(),
             match_sink,
             ctl,
         );
+        let handle = SessionHandle {
+            id,
+            token_sha256,
+            tx,
+            sink: session.sink.clone(),
+        };
         (handle, session)
     }
 
@@ -273,6 +294,11 @@ impl Sessions {
     ) -> HashMap<u64, PlayerSink> {
         let mut sinks = HashMap::new();
         for s in saved {
+            // Already here (restored with a room taken over earlier): the same session.
+            if let Some(session) = self.get(s.player_id) {
+                sinks.insert(s.player_id, session.sink.clone());
+                continue;
+            }
             let mut token_sha256 = [0u8; 32];
             if hex::decode_to_slice(&s.token_sha256, &mut token_sha256).is_err() {
                 tracing::warn!(player = s.player_id, "a saved session is damaged; dropped");

@@ -84,6 +84,8 @@ pub(super) struct Room {
     pub(super) persisted: Option<u64>,
     /// Stopped with its node, to be restored: its checkpoint stays in storage.
     suspended: bool,
+    /// Brought back from a checkpoint (not created here).
+    pub(super) restored: bool,
 }
 
 fn period(hz: u32) -> Duration {
@@ -132,6 +134,7 @@ impl Room {
             Err(e) => return Err(CreateError::Guest(e)),
         }
         let mut room = Room::new(rt, cfg, module, init, shared, instance, persist);
+        room.restored = true;
         room.hold_until_tick = record.hold_messages;
         room.keep_open = record.keep_open;
         let mut gone = Vec::new();
@@ -210,6 +213,7 @@ impl Room {
             persist,
             persisted: None,
             suspended: false,
+            restored: false,
         }
     }
 

@@ -21,6 +21,11 @@ pub struct SavedRoom {
     pub state: Vec<u8>,
     /// When it was written (ms since the Unix epoch; set by the write).
     pub saved_ms: i64,
+    /// (Writes only.) The room was just created on `node`: its first write replaces a
+    /// checkpoint left under the same id by any node. Every other write lands only if
+    /// `node` still holds the room's checkpoint, so a node that lost a room to a
+    /// takeover (see [`Storage::adopt_room`]) cannot overwrite the new owner's.
+    pub fresh: bool,
 }
 
 /// A session a node holds.
@@ -77,7 +82,8 @@ impl Storage {
                          game = excluded.game, version = excluded.version, \
                          module_sha256 = excluded.module_sha256, record = excluded.record, \
                          state_hex = excluded.state_hex, size = excluded.size, \
-                         saved_ms = excluded.saved_ms",
+                         saved_ms = excluded.saved_ms \
+                         WHERE $10 OR ludus_room_checkpoints.node = excluded.node",
                     )
                     .bind(&r.room_id)
                     .bind(&r.node)
@@ -88,6 +94,7 @@ impl Storage {
                     .bind(hex::encode(&r.state))
                     .bind(r.state.len() as i64)
                     .bind(now)
+                    .bind(r.fresh)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -138,13 +145,21 @@ impl Storage {
 
     /// The last checkpoint of every room `node` holds, by room id.
     pub async fn saved_rooms(&self, node: &str) -> Result<Vec<SavedRoom>, StorageError> {
-        let rows = sqlx::query(
+        self.rooms_where(
             "SELECT room_id, node, game, version, module_sha256, record, state_hex, saved_ms \
              FROM ludus_room_checkpoints WHERE node = $1 ORDER BY room_id",
+            node,
         )
-        .bind(node)
-        .fetch_all(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// The checkpoints `query` selects, with `value` bound to its `$1`.
+    async fn rooms_where(
+        &self,
+        query: &'static str,
+        value: &str,
+    ) -> Result<Vec<SavedRoom>, StorageError> {
+        let rows = sqlx::query(query).bind(value).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 let room_id: String = row.try_get("room_id")?;
@@ -162,9 +177,52 @@ impl Storage {
                     record: row.try_get("record")?,
                     state,
                     saved_ms: row.try_get("saved_ms")?,
+                    fresh: false,
                 })
             })
             .collect()
+    }
+
+    /// Moves room `room_id`'s checkpoint from `from` (a node that died) to `to` (the
+    /// node that took the room over); false if `from` no longer holds it.
+    pub async fn adopt_room(
+        &self,
+        room_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE ludus_room_checkpoints SET node = $3 WHERE room_id = $1 AND node = $2",
+        )
+        .bind(room_id)
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The checkpoint of room `room_id`, whoever holds it.
+    pub async fn saved_room(&self, room_id: &str) -> Result<Option<SavedRoom>, StorageError> {
+        Ok(self
+            .rooms_where(
+                "SELECT room_id, node, game, version, module_sha256, record, state_hex, \
+                 saved_ms FROM ludus_room_checkpoints WHERE room_id = $1",
+                room_id,
+            )
+            .await?
+            .pop())
+    }
+
+    /// The sessions of `players` that `node` holds.
+    pub async fn saved_sessions_of(
+        &self,
+        node: &str,
+        players: &[u64],
+    ) -> Result<Vec<SavedSession>, StorageError> {
+        let mut out = self.saved_sessions(node).await?;
+        out.retain(|s| players.contains(&s.player_id));
+        Ok(out)
     }
 
     /// What every kept checkpoint is, without its state: room id, node, size in bytes

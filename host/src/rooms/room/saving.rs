@@ -61,6 +61,8 @@ impl Room {
         if self.persisted == Some(hash) {
             return;
         }
+        // The first checkpoint of a room created here takes the id's row over.
+        let fresh = self.persisted.is_none() && !self.restored;
         self.persisted = Some(hash);
         let bytes = state.len();
         let shared = self.shared.clone();
@@ -88,6 +90,7 @@ impl Room {
                 record: record_text,
                 state: state.to_vec(),
                 saved_ms: 0,
+                fresh,
             })),
             Some(done),
         );

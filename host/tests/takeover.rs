@@ -1,0 +1,269 @@
+//! Rooms that outlive their node, in a cluster: three `ludus serve` processes share
+//! etcd and PostgreSQL; one is killed (SIGKILL) and the other two take its rooms over
+//! from their last checkpoints, each room on exactly one of them. Real WebSocket
+//! clients playing arena, whose node died, resume at a surviving node (as a load
+//! balancer would send them), are told where their session went, and land in their
+//! room with their position.
+
+mod common;
+
+use common::cluster::{SECRET, create_outcome};
+use common::postgres::Postgres;
+use common::{Etcd, Proc, eventually, module_file};
+use ludus::client::{Client, ClientOptions};
+use ludus::gateway::pb::server_frame::Body as Out;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+const TTL: Duration = Duration::from_secs(2);
+/// Arena's tick rate (the host's default).
+const HZ: u64 = 20;
+
+struct Node {
+    id: &'static str,
+    addr: SocketAddr,
+    proc: Proc,
+}
+
+fn serve(etcd: &Etcd, prefix: &str, storage: &str, id: &'static str, module: &str) -> Node {
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let data = std::path::Path::new(module)
+        .parent()
+        .expect("the module's directory")
+        .join(format!("data-{id}"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(["--etcd", &etcd.url, "--node-id", id])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--game")
+        .arg(format!("arena={module}"))
+        .env("LUDUS_CLUSTER__PREFIX", prefix)
+        .env("LUDUS_CLUSTER__LEASE_TTL", format!("{}s", TTL.as_secs()))
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .env(
+            "LUDUS_AUTH__SECRET",
+            "a test secret of enough length: 32 bytes or more",
+        )
+        .env("LUDUS_STORAGE__URL", storage)
+        .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
+        .env(
+            "LUDUS_LOG",
+            std::env::var("TAKEOVER_LOG").unwrap_or("warn".into()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ludus serve");
+    Node {
+        id,
+        addr,
+        proc: Proc::new(child),
+    }
+}
+
+/// The ids of the rooms `node` runs, from its `/v1/rooms`.
+async fn rooms_on(node: SocketAddr, token: &str) -> Vec<String> {
+    let Ok(answer) = reqwest::Client::new()
+        .get(format!("http://{node}/v1/rooms"))
+        .bearer_auth(token)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let rooms: Vec<Value> = answer.json().await.unwrap_or_default();
+    rooms
+        .iter()
+        .filter(|r| r["closed"].is_null())
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The next arena snapshot of `room`.
+async fn snapshot(client: &mut Client, room: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, client.recv())
+            .await
+            .expect("a snapshot in time")
+            .expect("connected (or resumed)");
+        if let Some(Out::Message(m)) = frame.body
+            && m.room_id == room
+        {
+            let v: Value = serde_json::from_slice(&m.payload).expect("arena sends JSON");
+            if v.get("tick").is_some() {
+                return v;
+            }
+        }
+    }
+}
+
+fn position(snapshot: &Value, player: u64) -> Option<(i64, i64)> {
+    snapshot["players"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"].as_u64() == Some(player))
+        .map(|p| (p["x"].as_i64().unwrap(), p["y"].as_i64().unwrap()))
+}
+
+fn tick(snapshot: &Value) -> u64 {
+    snapshot["tick"].as_u64().expect("a tick number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_of_a_killed_node_are_taken_over_by_the_others_with_their_players() {
+    let etcd = Etcd::start().await;
+    let pg = Postgres::start();
+    let storage = pg.database("takeover").await;
+    let prefix = "/ludus/takeover/";
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file(&dir, "arena");
+    let mut a = serve(&etcd, prefix, &storage, "a", &module);
+    let b = serve(&etcd, prefix, &storage, "b", &module);
+    let c = serve(&etcd, prefix, &storage, "c", &module);
+    for node in [&a, &b, &c] {
+        let addr = node.addr;
+        eventually(WAIT, "the node answers", async || {
+            reqwest::get(format!("http://{addr}/v1/games"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+    let opts = ClientOptions {
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        max_attempts: 60,
+        ..ClientOptions::default()
+    };
+    // Eight rooms on a, one player each, connected to a; each player moves a
+    // different distance.
+    const ROOMS: usize = 8;
+    let mut players = Vec::new();
+    for i in 0..ROOMS {
+        let mut client = Client::guest(a.addr, &format!("p{i}"), opts.clone())
+            .await
+            .unwrap();
+        let room = format!("kept-{i}");
+        client.create("arena", &room, "").await.unwrap();
+        create_outcome(&mut client).await.unwrap();
+        for seq in 1..=(i as u64 + 1) {
+            let input = json!({ "seq": seq, "dx": 5, "dy": 2 }).to_string();
+            client.message(&room, input).await.unwrap();
+        }
+        let expected = (500 + 5 * (i as i64 + 1), 500 + 2 * (i as i64 + 1));
+        players.push((client, room, expected));
+    }
+    for (client, room, expected) in &mut players {
+        loop {
+            let s = snapshot(client, room).await;
+            if position(&s, client.player_id) == Some(*expected) {
+                break;
+            }
+        }
+    }
+    // Quiet for longer than the checkpoint interval: every position is checkpointed.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut before = BTreeMap::new();
+    for (client, room, _) in &mut players {
+        before.insert(room.clone(), tick(&snapshot(client, room).await));
+    }
+
+    a.proc.kill();
+    let killed = Instant::now();
+    // The players' clients find a dead node; like a load balancer, send them to b.
+    for (client, _, _) in &mut players {
+        client.set_addr(b.addr);
+    }
+    let (token, _) = ludus::client::guest_login(b.addr, "observer")
+        .await
+        .unwrap();
+    let mut owners: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    eventually(
+        Duration::from_secs(30),
+        "every room runs again",
+        async || {
+            owners.clear();
+            for node in [&b, &c] {
+                for room in rooms_on(node.addr, &token).await {
+                    owners.entry(room).or_default().push(node.id);
+                }
+            }
+            (0..ROOMS).all(|i| owners.contains_key(&format!("kept-{i}")))
+        },
+    )
+    .await;
+    let back_after = killed.elapsed();
+    eprintln!("every room ran again {back_after:.2?} after SIGKILL (lease TTL {TTL:?})");
+    assert!(
+        back_after < TTL + Duration::from_secs(8),
+        "the rooms took {back_after:?} to come back"
+    );
+    for (room, on) in &owners {
+        assert_eq!(on.len(), 1, "{room} runs on {on:?}");
+    }
+
+    // Every player resumes (told where its session went, if b does not hold it), is
+    // told its session was restored, and finds its position.
+    for (client, room, expected) in &mut players {
+        let after = loop {
+            let s = snapshot(client, room).await;
+            if client.restores > 0 {
+                break s;
+            }
+        };
+        assert_eq!(
+            position(&after, client.player_id),
+            Some(*expected),
+            "{room}: the position came back from the checkpoint: {after}"
+        );
+        let last = before[room.as_str()];
+        assert!(
+            tick(&after) + HZ + 2 >= last,
+            "{room}: tick {} went back more than one checkpoint interval from {last}",
+            tick(&after)
+        );
+        let owner = owners[room.as_str()][0];
+        let home = if owner == "b" { b.addr } else { c.addr };
+        assert_eq!(client.addr(), home, "{room} runs on {owner}");
+        assert_eq!(client.moves, u32::from(owner == "c"), "{room} on {owner}");
+        // Play goes on.
+        let input = json!({ "seq": 100, "dx": 1, "dy": 1 }).to_string();
+        client.message(room, input).await.unwrap();
+        let moved = (expected.0 + 1, expected.1 + 1);
+        loop {
+            let s = snapshot(client, room).await;
+            if position(&s, client.player_id) == Some(moved) {
+                break;
+            }
+        }
+    }
+
+    // `ludus status --rooms` shows each room's owner and checkpoint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(["status", "--rooms", "--etcd", &etcd.url, "--prefix", prefix])
+        .env("LUDUS_STORAGE__URL", &storage)
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .output()
+        .expect("running ludus status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (room, on) in &owners {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(room.as_str()))
+            .unwrap_or_else(|| panic!("{room} is not in\n{table}"));
+        assert!(line.contains(on[0]) && line.contains(" s ago"), "{line}");
+    }
+    drop((b, c));
+}
