@@ -28,6 +28,9 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Give up resuming after this many failed attempts in a row.
     pub max_attempts: u32,
+    /// Other nodes of the cluster to try, in turn, when the one the client uses cannot
+    /// be reached (as a load balancer in front of the nodes would).
+    pub also: Vec<SocketAddr>,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +40,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             max_attempts: 8,
+            also: Vec::new(),
         }
     }
 }
@@ -68,8 +72,13 @@ pub struct Client {
     /// The node this client connects to now.
     addr: SocketAddr,
     /// Where it first connected (or was last pointed with [`Client::set_addr`]): a
-    /// node that said the session moved and then cannot be reached sends it back here.
+    /// node that said the session moved and then cannot be reached sends it back here,
+    /// or to the next of `opts.also` when this one cannot be reached either.
     entry: SocketAddr,
+    /// Which of `entry` and `opts.also` is the entry now.
+    turn: usize,
+    /// The entry of turn 0.
+    first: SocketAddr,
     token: String,
     opts: ClientOptions,
     ws: Option<Ws>,
@@ -113,6 +122,8 @@ impl Client {
         let mut client = Client {
             addr,
             entry: addr,
+            turn: 0,
+            first: addr,
             token: token.to_owned(),
             opts,
             ws: None,
@@ -140,6 +151,8 @@ impl Client {
     pub fn set_addr(&mut self, addr: SocketAddr) {
         self.addr = addr;
         self.entry = addr;
+        self.first = addr;
+        self.turn = 0;
     }
 
     pub fn last_seen(&self) -> u64 {
@@ -168,7 +181,15 @@ impl Client {
         let (ws, _) = match tokio_tungstenite::connect_async(self.url(resume)).await {
             Ok(ws) => ws,
             Err(e) => {
-                // A node we were sent to is gone: ask where we came in again.
+                // A node we were sent to is gone: ask where we came in again. The entry
+                // itself is gone: try the next node we know.
+                if self.addr == self.entry && !self.opts.also.is_empty() {
+                    self.turn = (self.turn + 1) % (self.opts.also.len() + 1);
+                    self.entry = match self.turn {
+                        0 => self.first,
+                        n => self.opts.also[n - 1],
+                    };
+                }
                 self.addr = self.entry;
                 return Err(e).context("connecting");
             }

@@ -81,6 +81,9 @@ enum Bench {
     Restart(ludus::bench::restart::RestartBench),
     /// Object writes per second and write latency, on SQLite or PostgreSQL.
     Storage(ludus::bench::storage::StorageBench),
+    /// Rooms taken over when a node of three is killed, over rounds (needs an etcd and
+    /// a PostgreSQL to share).
+    Takeover(ludus::bench::takeover::TakeoverBench),
 }
 
 #[tokio::main]
@@ -160,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
         Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
+        Command::Bench(Bench::Takeover(args)) => ludus::bench::takeover::run(args).await,
         Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {
             let report = ludus::bench::runtime::run(args).await?;

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod restart;
 pub mod runtime;
 pub mod storage;
+pub mod takeover;
 
 use anyhow::anyhow;
 use serde::Serialize;
