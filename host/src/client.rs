@@ -362,6 +362,16 @@ impl Client {
             };
             self.acknowledged(frame.ack);
             if frame.seq == 0 {
+                // The session moved to another node with its room (a live migration):
+                // the close that follows sends the client there.
+                if let Some(Out::Error(e)) = &frame.body
+                    && e.code == crate::gateway::pb::ErrorCode::Moved as i32
+                    && let Ok(addr) = e.address.parse()
+                {
+                    self.addr = addr;
+                    self.moves += 1;
+                    continue;
+                }
                 return Ok(frame);
             }
             if frame.seq <= self.last_seen {
@@ -386,7 +396,15 @@ impl Client {
         {
             return Err(cause);
         }
-        let mut delay = self.opts.backoff_initial;
+        // Sent to another node: go at once.
+        let moved = cause
+            .downcast_ref::<Closed>()
+            .is_some_and(|c| c.code == crate::gateway::close_code::MOVED);
+        let mut delay = if moved {
+            Duration::ZERO
+        } else {
+            self.opts.backoff_initial
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -398,6 +416,7 @@ impl Client {
                         e.context(format!("resume failed {attempts} times after: {cause:#}"))
                     );
                 }
+                Err(_) if delay.is_zero() => delay = self.opts.backoff_initial,
                 Err(_) => delay = (delay * 2).min(self.opts.backoff_max),
             }
         }

@@ -50,6 +50,11 @@ enum Command {
     Status(ludus::ops::StatusArgs),
     /// Run the arena game with bots in one room and swap it live to v2 halfway.
     Demo(ludus::demo::DemoArgs),
+    /// Operate on the rooms of a cluster.
+    #[command(subcommand)]
+    Rooms(RoomsCommand),
+    /// Move every room of a node, live, to the other nodes of the cluster.
+    Drain(ludus::ops::DrainArgs),
     /// Check that a module is a game this host accepts, and show what it declares.
     Check {
         /// The game's .wasm file (built with --target wasm32-wasip2).
@@ -63,6 +68,12 @@ enum Command {
     /// Measure the host.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum RoomsCommand {
+    /// Move a room, live, to another node: its players follow with nothing lost.
+    Move(ludus::ops::MoveArgs),
 }
 
 #[derive(Subcommand)]
@@ -163,6 +174,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
         Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
+        Command::Rooms(RoomsCommand::Move(args)) => ludus::ops::move_room(args).await,
+        Command::Drain(args) => ludus::ops::drain(args).await,
         Command::Bench(Bench::Takeover(args)) => ludus::bench::takeover::run(args).await,
         Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {

@@ -362,3 +362,104 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct MoveArgs {
+    /// The room to move.
+    pub room: String,
+    /// The node to move it to.
+    pub node: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `ludus rooms move`: asks the node running the room to move it, live, to another.
+pub async fn move_room(args: MoveArgs) -> anyhow::Result<()> {
+    let (mut cluster, cfg) = args.target.connect().await?;
+    let link = crate::rpc::Link::new(&cfg).context("moving a room needs the cluster's settings")?;
+    let snap = cluster.snapshot().await?;
+    let owner = snap
+        .rooms
+        .get(&args.room)
+        .map(|r| r.owner.clone())
+        .ok_or_else(|| anyhow!("no room `{}` in the cluster", args.room))?;
+    if !snap.nodes.contains_key(&args.node) {
+        bail!(
+            "no node `{}` in the cluster (nodes: {})",
+            args.node,
+            snap.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let from = snap.nodes.get(&owner).ok_or_else(|| {
+        anyhow!(
+            "room `{}` is owned by node {owner}, which is not up",
+            args.room
+        )
+    })?;
+    let reply = crate::rpc::move_room(&from.grpc, &link, &args.room, &args.node)
+        .await
+        .with_context(|| {
+            format!(
+                "moving room `{}` from node {owner} to {}",
+                args.room, args.node
+            )
+        })?;
+    println!(
+        "moved room {} from node {owner} to node {} (paused {:.1} ms)",
+        args.room,
+        reply.target,
+        reply.pause_ns as f64 / 1e6
+    );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DrainArgs {
+    /// The node whose rooms move to the other nodes.
+    pub node: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `ludus drain`: moves every room of a node, live, to the other nodes.
+pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
+    let (mut cluster, cfg) = args.target.connect().await?;
+    let link = crate::rpc::Link::new(&cfg).context("draining needs the cluster's settings")?;
+    let snap = cluster.snapshot().await?;
+    let node = snap.nodes.get(&args.node).ok_or_else(|| {
+        anyhow!(
+            "no node `{}` in the cluster (nodes: {})",
+            args.node,
+            snap.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let reply = crate::rpc::drain(&node.grpc, &link)
+        .await
+        .with_context(|| format!("draining node {}", args.node))?;
+    let mut pauses: Vec<u64> = reply.pauses_ns.clone();
+    pauses.sort_unstable();
+    let p = |q: f64| {
+        pauses
+            .get(((pauses.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |n| *n as f64 / 1e6)
+    };
+    println!(
+        "node {}: {} rooms moved in {:.2} s (pause p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+        args.node,
+        reply.moved,
+        reply.took_ns as f64 / 1e9,
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    for line in &reply.failed {
+        println!("not moved: {line}");
+    }
+    if !reply.failed.is_empty() {
+        bail!(
+            "{} rooms were not moved (they play on where they were)",
+            reply.failed.len()
+        );
+    }
+    Ok(())
+}

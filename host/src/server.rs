@@ -21,6 +21,7 @@ use crate::rooms::Rooms;
 use crate::rpc::relay::Peers;
 use crate::runtime::Runtime;
 
+mod migrate;
 mod outlive;
 
 /// How long the gateway's connections get to close after SIGTERM or Ctrl-C.
@@ -164,7 +165,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         link.clone(),
         shutdown.child_token(),
     );
-    let peers = match (grpc, link) {
+    // The gRPC server starts once the gateway exists (migration needs its sessions).
+    let (peers, grpc_serve) = match (grpc, link.clone()) {
         (Some(grpc), Some(link)) => {
             let secret = link.secret();
             let stop = shutdown.child_token();
@@ -181,18 +183,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 secret,
                 stop.clone(),
             ));
-            tasks.spawn(async move {
-                if let Err(e) = crate::rpc::serve(grpc, routes, grpc_tls, stop).await {
-                    tracing::error!("gRPC server: {e}");
-                }
-            });
-            Some(Peers::new(
-                cluster.clone(),
-                link.clone(),
-                rt.limits().max_message_bytes,
-            ))
+            let peers = Peers::new(cluster.clone(), link.clone(), rt.limits().max_message_bytes);
+            (Some(peers), Some((grpc, routes, stop, link)))
         }
-        _ => None,
+        _ => (None, None),
     };
 
     let gateway = Gateway::new(
@@ -206,6 +200,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         storage.clone(),
         checkpoints.clone(),
     );
+    if let Some((grpc, routes, stop, link)) = grpc_serve {
+        let migrate = migrate::Migrate {
+            rooms: rooms.clone(),
+            gateway: gateway.clone(),
+            storage: storage.clone(),
+            cluster: cluster.clone(),
+            link: link.clone(),
+            checkpoints: checkpoints.clone(),
+        };
+        let routes = routes.add_service(migrate.server(link.secret()));
+        tasks.spawn(async move {
+            if let Err(e) = crate::rpc::serve(grpc, routes, grpc_tls, stop).await {
+                tracing::error!("gRPC server: {e}");
+            }
+        });
+    }
     if checkpoints.is_some() {
         let outlive = outlive::Outlive {
             rooms: rooms.clone(),

@@ -420,6 +420,61 @@ impl Etcd {
         }
     }
 
+    /// Rewrites `rooms/<room>` as `entry` and `sessions/<p>` as `entry.owner` for each
+    /// of `players`, under this node's lease, in one transaction: only if the room's
+    /// key names `from` (unchanged since read) or is absent, and each session's key
+    /// names `from`. Returns the revision written.
+    pub async fn transfer(
+        &self,
+        room: &str,
+        entry: &RoomEntry,
+        from: &str,
+        players: &[u64],
+    ) -> Result<i64, ClusterError> {
+        let key = self.key(Key::Room(room.to_owned()));
+        let now = self
+            .client()
+            .get(key.clone(), None)
+            .await
+            .map_err(etcd_error)?;
+        let mut when = match now.kvs().first() {
+            Some(kv) if owner_of(kv) == from => vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )],
+            Some(kv) => {
+                return Err(ClusterError::MoveRaced {
+                    room: room.to_owned(),
+                    detail: format!("the room is on node {} now", owner_of(kv)),
+                });
+            }
+            None => vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)],
+        };
+        let mut then = vec![TxnOp::put(key, json(entry), Some(self.lease_opts()))];
+        for &player in players {
+            let key = self.key(Key::Session(player));
+            when.push(Compare::value(key.clone(), CompareOp::Equal, from));
+            then.push(TxnOp::put(
+                key,
+                entry.owner.as_str(),
+                Some(self.lease_opts()),
+            ));
+        }
+        let resp = self
+            .client()
+            .txn(Txn::new().when(when).and_then(then))
+            .await
+            .map_err(etcd_error)?;
+        if !resp.succeeded() {
+            return Err(ClusterError::MoveRaced {
+                room: room.to_owned(),
+                detail: "a key changed between the read and the write".to_owned(),
+            });
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
     /// `rooms/<room>`, read from etcd.
     pub async fn room(&self, room: &str) -> Result<Option<RoomEntry>, ClusterError> {
         let key = self.key(Key::Room(room.to_owned()));

@@ -249,6 +249,10 @@ pub enum ClusterError {
     NoGame(String),
     #[error("game `{0}` has no earlier version to roll back to")]
     NoHistory(String),
+    #[error("room `{room}` or a session of its players changed hands during the move ({detail})")]
+    MoveRaced { room: String, detail: String },
+    #[error("moving rooms between nodes needs a cluster (etcd)")]
+    NoCluster,
 }
 
 /// How long a player's request (a login, a create, a join) waits for etcd before it
@@ -585,6 +589,44 @@ impl Cluster {
             .insert(room.to_owned(), entry.clone());
         self.write_routing(|r| {
             r.rooms.insert(room.to_owned(), entry);
+        });
+        Ok(())
+    }
+
+    /// Takes `room` and the sessions of `players` over from node `from` (a live
+    /// migration) in one etcd transaction. It succeeds only if the room's key still
+    /// names `from` (or is gone: `from` stopped the room for the move) and each
+    /// session's key names `from`.
+    pub async fn transfer(
+        &self,
+        room: &str,
+        game: &str,
+        from: &str,
+        players: &[u64],
+    ) -> Result<(), ClusterError> {
+        self.check_lease()?;
+        let me = self.inner.node_id.clone();
+        let Some(etcd) = &self.inner.etcd else {
+            return Err(ClusterError::NoCluster);
+        };
+        let entry = RoomEntry {
+            owner: me.clone(),
+            game: game.to_owned(),
+            ..RoomEntry::default()
+        };
+        let revision = within(etcd.transfer(room, &entry, from, players)).await?;
+        {
+            let mut held = self.inner.held.lock().recover();
+            held.rooms.insert(room.to_owned(), entry.clone());
+            for &player in players {
+                held.sessions.insert(player, revision);
+            }
+        }
+        self.write_routing(|r| {
+            r.rooms.insert(room.to_owned(), entry);
+            for &player in players {
+                r.sessions.insert(player, me.clone());
+            }
         });
         Ok(())
     }

@@ -27,7 +27,7 @@ mod storage_http;
 
 pub use client_error::{ClientError, close_code};
 pub use session::SessionConfig;
-pub use sessions::Sessions;
+pub use sessions::{SessionMove, Sessions};
 
 /// Generated from `proto/client.proto`.
 pub mod pb {
@@ -187,6 +187,11 @@ impl Gateway {
         saved: Vec<crate::storage::SavedSession>,
     ) -> std::collections::HashMap<u64, crate::rooms::PlayerSink> {
         self.inner.sessions.restore(saved).await
+    }
+
+    /// The node's sessions, for moving them with their rooms to another node.
+    pub fn session_table(&self) -> &Arc<Sessions> {
+        &self.inner.sessions
     }
 
     /// Puts restored rooms in a restored player's session.

@@ -150,6 +150,28 @@ impl Replay {
         self.held_until = None;
     }
 
+    /// What moves with the session to another node: the last frame numbered, the last
+    /// client frame processed, and the frames not yet acknowledged.
+    pub fn export(&self) -> (u64, u64, Vec<Arc<ServerFrame>>) {
+        (
+            self.out_seq,
+            self.in_seq,
+            self.unacked.iter().cloned().collect(),
+        )
+    }
+
+    /// A session that moved here from another node: numbering goes on where it was
+    /// there, so the client resumes as after any dropped connection.
+    pub fn import(&mut self, out_seq: u64, in_seq: u64, unacked: Vec<ServerFrame>) {
+        self.restored = false;
+        self.out_seq = out_seq;
+        self.in_seq = in_seq;
+        self.unacked = unacked.into_iter().map(Arc::new).collect();
+        while self.unacked.len() > self.capacity {
+            self.unacked.pop_front();
+        }
+    }
+
     /// How many more frames can be held before the oldest is dropped.
     pub fn room(&self) -> usize {
         self.capacity.saturating_sub(self.unacked.len())
@@ -254,6 +276,29 @@ mod tests {
         assert!(r.accept(1), "the client's frames are numbered afresh");
         // From now on resumes are checked as usual.
         assert!(matches!(r.resume(900), Err(ResumeError::Ahead { .. })));
+    }
+
+    #[test]
+    fn a_moved_session_resumes_where_it_was_on_the_other_node() {
+        let mut there = Replay::new(8);
+        assert!(there.accept(1) && there.accept(2));
+        for n in 1..=4 {
+            there.number(pong(n));
+        }
+        there.acknowledged(2);
+        let (out_seq, in_seq, unacked) = there.export();
+        let mut here = Replay::new(8);
+        here.import(
+            out_seq,
+            in_seq,
+            unacked.iter().map(|f| (**f).clone()).collect(),
+        );
+        assert!(
+            !here.accept(2),
+            "a client frame processed there is not processed again"
+        );
+        assert_eq!(seqs(here.resume(3).unwrap()), vec![4]);
+        assert_eq!(here.number(pong(5)).seq, 5, "numbers go on");
     }
 
     #[tokio::test(start_paused = true)]

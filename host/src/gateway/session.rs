@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::auth::Identity;
@@ -70,6 +71,25 @@ pub(super) enum Control {
     /// The server is shutting down. (A message rather than a cancellation token the
     /// loop would poll: every source the loop selects on costs CPU on every wake-up.)
     Shutdown,
+    /// A room of the player is moving to another node: stop reading the client's
+    /// frames (they wait in the socket, unacknowledged, and the client sends them again
+    /// to the new node), then answer.
+    Freeze(oneshot::Sender<()>),
+    /// The room has stopped: number what it sent last and hand over what the session
+    /// is, to go on at the new node.
+    Hand(oneshot::Sender<super::sessions::SessionMove>),
+    /// The move failed: read the client's frames again.
+    Thaw,
+    /// The new node has the session: tell the client where to resume, leave the rooms
+    /// that did not move, and end here without a word to the rooms that did.
+    Moved {
+        node: String,
+        address: String,
+        rooms: Vec<String>,
+    },
+    /// The session was made for a room that did not come here after all: end it
+    /// without a word to any room.
+    Drop,
 }
 
 pub(super) struct Session {
@@ -92,6 +112,8 @@ pub(super) struct Session {
     conn: Option<Conn>,
     pub(super) replay: Replay,
     ctl: Option<mailbox::Receiver<Control>>,
+    /// A room of the player is moving: the client's frames are not read meanwhile.
+    frozen: bool,
 }
 
 impl Session {
@@ -119,7 +141,21 @@ impl Session {
             events,
             conn: None,
             ctl: Some(ctl),
+            frozen: false,
         }
+    }
+
+    /// A session that moved here from another node with its room: detached, its grace
+    /// period starting now, its frame numbers going on from where they were.
+    pub(super) fn moved_in(
+        &mut self,
+        grace: Duration,
+        out_seq: u64,
+        in_seq: u64,
+        unacked: Vec<pb::ServerFrame>,
+    ) {
+        self.replay.import(out_seq, in_seq, unacked);
+        self.replay.detach(grace);
     }
 
     /// A session brought back from storage: detached, its grace period starting now,
@@ -139,7 +175,7 @@ impl Session {
         let mut batch = Vec::new();
         loop {
             let expires = self.replay.held_until();
-            let attached = self.conn.is_some();
+            let attached = self.conn.is_some() && !self.frozen;
             let room_for_events = self.room_for_events();
             tokio::select! {
                 biased;
@@ -156,6 +192,53 @@ impl Session {
                     Some(Control::Shutdown) => {
                         self.close_conn(close_code::SHUTTING_DOWN, "the server is shutting down");
                         kept = self.services.kept;
+                        break;
+                    }
+                    Some(Control::Freeze(reply)) => {
+                        self.frozen = true;
+                        let _ = reply.send(());
+                    }
+                    Some(Control::Hand(reply)) => {
+                        while let Some(event) = self.events.try_recv() {
+                            self.room_event(event);
+                        }
+                        let _ = reply.send(self.hand());
+                    }
+                    Some(Control::Thaw) => {
+                        self.frozen = false;
+                        // A login elsewhere while the session was held for a move
+                        // ends it now.
+                        let cluster = &self.services.cluster;
+                        if let Some(node) = cluster.session_owner(self.who.player_id)
+                            && node != cluster.node_id()
+                        {
+                            let reason = format!("logged in on another node ({node})");
+                            self.close_conn(close_code::REPLACED, &reason);
+                            break;
+                        }
+                    }
+                    // Held for a move: the new node takes the session (the cluster says
+                    // so before this node hears of the move's end); see `Thaw`.
+                    Some(Control::Evict { .. }) if self.frozen => {}
+                    Some(Control::Moved { node, address, rooms }) => {
+                        for room in &rooms {
+                            self.joined.remove(room);
+                        }
+                        for (_, room) in self.joined.drain() {
+                            room.leave(self.who.player_id, LeaveReason::Disconnected);
+                        }
+                        let reason = format!("the session moved to node {node}: resume at {address}");
+                        let mut moved = super::ClientError::new(pb::ErrorCode::Moved, reason.clone());
+                        moved.address = address;
+                        self.send_unnumbered(moved.frame(0));
+                        self.close_conn(close_code::MOVED, &reason);
+                        kept = true;
+                        break;
+                    }
+                    Some(Control::Drop) => {
+                        self.joined.clear();
+                        self.close_conn(close_code::SESSION_ENDED, "the session ended");
+                        kept = true;
                         break;
                     }
                     Some(Control::Evict { reason }) => {
@@ -221,6 +304,20 @@ impl Session {
             self.services.matchmaker.cancel(&ticket);
         }
         kept
+    }
+
+    /// What moves to another node with the session.
+    fn hand(&self) -> super::sessions::SessionMove {
+        let (out_seq, in_seq, unacked) = self.replay.export();
+        super::sessions::SessionMove {
+            player_id: self.who.player_id,
+            name: self.who.name.clone(),
+            session_id: self.id.to_string(),
+            token_sha256: *self.token_sha256.lock().recover(),
+            out_seq,
+            in_seq,
+            unacked,
+        }
     }
 
     /// How many room events the session may take now: any number while a connection

@@ -67,6 +67,20 @@ impl SessionHandle {
     }
 }
 
+/// A session on its way to another node with its room (see [`Sessions::hand`]).
+#[derive(Clone, Debug)]
+pub struct SessionMove {
+    pub player_id: u64,
+    pub name: String,
+    pub session_id: String,
+    pub token_sha256: [u8; 32],
+    /// The last frame numbered, and the last client frame processed.
+    pub out_seq: u64,
+    pub in_seq: u64,
+    /// Frames sent but not acknowledged, oldest first.
+    pub unacked: Vec<Arc<super::pb::ServerFrame>>,
+}
+
 /// Every live session of this node, by player.
 pub struct Sessions {
     map: Mutex<HashMap<u64, SessionHandle>>,
@@ -333,6 +347,105 @@ impl Sessions {
     pub fn rejoin(&self, player: u64, rooms: Vec<RoomHandle>) {
         if let Some(session) = self.get(player) {
             let _ = session.tx.try_send(Control::Rejoin(rooms));
+        }
+    }
+
+    /// Stops reading the client frames of these players' sessions (a room of theirs is
+    /// about to move); returns the players whose session is here.
+    pub async fn freeze(&self, players: &[u64]) -> Vec<u64> {
+        let mut frozen = Vec::new();
+        for &player in players {
+            let Some(session) = self.get(player) else {
+                continue;
+            };
+            let (reply, rx) = oneshot::channel();
+            if session.tx.try_send(Control::Freeze(reply)).is_ok() && rx.await.is_ok() {
+                frozen.push(player);
+            }
+        }
+        frozen
+    }
+
+    /// What each frozen session is, to go on at another node (after its room stopped:
+    /// the frames the room sent last are numbered first). A session that ended
+    /// meanwhile is left out.
+    pub async fn hand(&self, players: &[u64]) -> Vec<SessionMove> {
+        let mut moves = Vec::new();
+        for &player in players {
+            let Some(session) = self.get(player) else {
+                continue;
+            };
+            let (reply, rx) = oneshot::channel();
+            if session.tx.try_send(Control::Hand(reply)).is_ok()
+                && let Ok(moved) = rx.await
+            {
+                moves.push(moved);
+            }
+        }
+        moves
+    }
+
+    /// Where the room events of these players' sessions go.
+    pub fn sinks(&self, players: &[u64]) -> HashMap<u64, PlayerSink> {
+        players
+            .iter()
+            .filter_map(|p| self.get(*p).map(|s| (*p, s.sink.clone())))
+            .collect()
+    }
+
+    /// The move failed: these sessions read their clients again.
+    pub fn thaw(&self, players: &[u64]) {
+        for &player in players {
+            if let Some(session) = self.get(player) {
+                let _ = session.tx.try_send(Control::Thaw);
+            }
+        }
+    }
+
+    /// Node `node` (its gateway at `address`) has these sessions now, with `rooms`:
+    /// each client is told where to resume, and its session ends here.
+    pub fn moved(&self, players: &[u64], node: &str, address: &str, rooms: &[String]) {
+        for &player in players {
+            if let Some(session) = self.get(player) {
+                let _ = session.tx.try_send(Control::Moved {
+                    node: node.to_owned(),
+                    address: address.to_owned(),
+                    rooms: rooms.to_vec(),
+                });
+            }
+        }
+    }
+
+    /// Starts the sessions that moved here with a room, detached (their clients
+    /// resume here), before the cluster says they are here: the caller switches them
+    /// over in etcd (see `Cluster::transfer`). Returns where each player's room events
+    /// go. A player who already has a session here keeps it.
+    pub fn adopt(self: &Arc<Self>, moves: Vec<SessionMove>) -> HashMap<u64, PlayerSink> {
+        let mut sinks = HashMap::new();
+        for m in moves {
+            if let Some(session) = self.get(m.player_id) {
+                sinks.insert(m.player_id, session.sink.clone());
+                continue;
+            }
+            let who = Identity {
+                player_id: m.player_id,
+                name: m.name.clone(),
+            };
+            let (handle, mut session) = self.make(&who, m.session_id.into(), m.token_sha256, None);
+            let unacked = m.unacked.iter().map(|f| (**f).clone()).collect();
+            session.moved_in(self.services.cfg.grace_period, m.out_seq, m.in_seq, unacked);
+            sinks.insert(m.player_id, session.sink.clone());
+            self.spawn(&who, handle, session);
+        }
+        sinks
+    }
+
+    /// Ends sessions started by [`Sessions::adopt`] whose room did not come after all.
+    pub fn drop_adopted(&self, players: &[u64]) {
+        for &player in players {
+            if let Some(session) = self.get(player) {
+                let _ = session.tx.try_send(Control::Drop);
+            }
         }
     }
 

@@ -44,6 +44,9 @@ pub struct RoomInfo {
     pub checkpoint: Option<CheckpointInfo>,
     /// Checkpoint writes that failed (each is tried again; the room plays on).
     pub checkpoint_failures: u64,
+    /// The players in the room (for the host: moving it moves their sessions).
+    #[serde(skip)]
+    pub members: Vec<u64>,
 }
 
 /// A checkpoint written to storage.
@@ -101,6 +104,7 @@ impl RoomShared {
                 dropped_log_lines: 0,
                 checkpoint: None,
                 checkpoint_failures: 0,
+                members: Vec::new(),
             }),
             ticks: AtomicU64::new(0),
             last_tick_nanos: AtomicU64::new(0),
@@ -244,6 +248,22 @@ impl RoomHandle {
     #[doc(hidden)]
     pub fn inject_host_fault(&self) {
         self.send(Command::Fault { room: self.key });
+    }
+
+    /// Stops the room to run on another node: messages that came reach the game, its
+    /// state is saved at a tick boundary, and it stops without a word to its members
+    /// (their sessions move with it). Returns the host's record of the room and the
+    /// game's state, or why not (the game refused or failed to save: it plays on).
+    pub async fn hand_off(&self) -> Result<(super::RoomRecord, Vec<u8>), String> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::HandOff {
+            room: self.key,
+            reply,
+        }) {
+            return Err("the room is closed".to_owned());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the room's worker stopped".to_owned()))
     }
 
     pub async fn close(&self, reason: &str) {

@@ -560,7 +560,11 @@ impl Room {
             (0, since) => since,
             _ => None,
         };
-        self.shared.update(|info| info.seats = seats);
+        let members = self.members.keys().copied().collect();
+        self.shared.update(|info| {
+            info.seats = seats;
+            info.members = members;
+        });
     }
 
     /// Closes the room if it has been empty for its idle time and its game did not ask
@@ -613,6 +617,7 @@ impl Room {
         // Public info first: whoever hears of the close from the event sees it there too.
         self.shared.update(|info| {
             info.seats = 0;
+            info.members.clear();
             info.closed = Some(reason.clone());
         });
         for (_, member) in std::mem::take(&mut self.members) {

@@ -15,6 +15,7 @@ use super::error::{CreateError, JoinError, SwapError};
 use super::events::PlayerSink;
 use super::handle::{RoomHandle, RoomShared, SwapOutcome};
 use super::inbox::Inbox;
+use super::persist::RoomRecord;
 use super::persist::{Checkpoints, RestoreRoom};
 use super::room::Room;
 use super::storage::{RoomStorage, refused};
@@ -68,6 +69,11 @@ pub(super) enum Command {
     Shutdown {
         reason: String,
     },
+    /// Stop the room to run on another node: its record and saved state, or why not.
+    HandOff {
+        room: u64,
+        reply: oneshot::Sender<Result<(RoomRecord, Vec<u8>), String>>,
+    },
     /// A panic in the host's own room code (tests of fault containment).
     Fault {
         room: u64,
@@ -89,6 +95,7 @@ impl Command {
             | Command::Message { room, .. }
             | Command::Swap { room, .. }
             | Command::Close { room, .. }
+            | Command::HandOff { room, .. }
             | Command::Fault { room }
             | Command::StorageResults { room, .. } => Some(*room),
             Command::Shutdown { .. } => None,
@@ -312,7 +319,8 @@ impl Worker {
             Command::Join { room, .. }
             | Command::Leave { room, .. }
             | Command::Swap { room, .. }
-            | Command::Close { room, .. } => Some(*room),
+            | Command::Close { room, .. }
+            | Command::HandOff { room, .. } => Some(*room),
             Command::Create { .. }
             | Command::Restore { .. }
             | Command::Message { .. }
@@ -422,6 +430,14 @@ impl Worker {
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
+            }
+            Command::HandOff { room, reply } => {
+                let result = match self.rooms.get_mut(&room) {
+                    Some(r) => r.hand_off(),
+                    None => Err("the room is closed".to_owned()),
+                };
+                let _ = reply.send(result);
+                self.settle(room);
             }
             Command::Shutdown { reason } => {
                 self.shutdown(&reason);

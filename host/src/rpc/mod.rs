@@ -252,3 +252,40 @@ pub async fn upload(addr: &str, link: &Link, bytes: Vec<u8>) -> anyhow::Result<U
         .map_err(|s| anyhow::anyhow!("{}", status_text(&s)))?;
     Ok(reply.into_inner())
 }
+
+async fn migration(
+    addr: &str,
+    link: &Link,
+) -> anyhow::Result<pb::migration_client::MigrationClient<PeerChannel>> {
+    Ok(pb::migration_client::MigrationClient::new(
+        channel(addr, link).await?,
+    ))
+}
+
+/// Asks the node at `addr` (which runs room `room`) to move it to node `target`.
+pub async fn move_room(
+    addr: &str,
+    link: &Link,
+    room: &str,
+    target: &str,
+) -> anyhow::Result<pb::MoveReply> {
+    let reply = migration(addr, link)
+        .await?
+        .r#move(pb::MoveRequest {
+            room_id: room.to_owned(),
+            target: target.to_owned(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", status_text(&s)))?;
+    Ok(reply.into_inner())
+}
+
+/// Asks the node at `addr` to move all its rooms to the other nodes.
+pub async fn drain(addr: &str, link: &Link) -> anyhow::Result<pb::DrainReply> {
+    let reply = migration(addr, link)
+        .await?
+        .drain(pb::DrainRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", status_text(&s)))?;
+    Ok(reply.into_inner())
+}

@@ -271,7 +271,7 @@ impl Outlive {
 /// The nodes of `loads` (node → rooms it runs) in the order they should take room
 /// `room`: weighted rendezvous hashing, the same order on every node that sees the same
 /// loads, with a node's weight falling as its room count grows.
-fn candidates(room: &str, loads: &HashMap<String, usize>) -> Vec<String> {
+pub(super) fn candidates(room: &str, loads: &HashMap<String, usize>) -> Vec<String> {
     use sha2::Digest;
     let mut scored: Vec<(f64, &String)> = loads
         .iter()
@@ -296,7 +296,7 @@ fn candidates(room: &str, loads: &HashMap<String, usize>) -> Vec<String> {
 /// The module a saved room runs: the game's active one if it is that module, else the
 /// module kept in storage; failing both, the game's active version (restoring the
 /// state like a live swap would).
-async fn module_for(
+pub(super) async fn module_for(
     rooms: &Rooms,
     storage: &Storage,
     saved: &SavedRoom,

@@ -97,6 +97,36 @@ impl Room {
     }
 
     /// The room closed for good: its checkpoint goes.
+    /// Stops the room to run on another node (see `RoomHandle::hand_off`). Its
+    /// checkpoint in storage is left for the node that takes it over.
+    pub fn hand_off(&mut self) -> Result<(RoomRecord, Vec<u8>), String> {
+        if self.closed {
+            return Err("the room is closed".to_owned());
+        }
+        self.deliver_messages();
+        if self.closed {
+            return Err("the room closed".to_owned());
+        }
+        let state = match self.instance().save() {
+            Ok(Ok(state)) => state,
+            Ok(Err(crate::runtime::Refusal(reason))) => {
+                return Err(format!("the game refused to save: {reason}"));
+            }
+            Err(e) => {
+                let text = format!("the game failed while saving: {e}");
+                self.recover(e);
+                return Err(text);
+            }
+        };
+        let version = self.module.version.clone();
+        let random = self.instance().random_state();
+        let record = self.record(&version, random);
+        self.suspended = true;
+        self.members.clear();
+        self.close("the room moved to another node".to_owned());
+        Ok((record, state))
+    }
+
     pub(super) fn forget(&self) {
         if let Some(checkpoints) = &self.persist {
             checkpoints.saver.put(
