@@ -92,6 +92,8 @@ enum Bench {
     Restart(ludus::bench::restart::RestartBench),
     /// Object writes per second and write latency, on SQLite or PostgreSQL.
     Storage(ludus::bench::storage::StorageBench),
+    /// A node of three with N rooms drained live to the others (needs an etcd).
+    Migrate(ludus::bench::migrate::MigrateBench),
     /// Rooms taken over when a node of three is killed, over rounds (needs an etcd and
     /// a PostgreSQL to share).
     Takeover(ludus::bench::takeover::TakeoverBench),
@@ -176,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
         Command::Rooms(RoomsCommand::Move(args)) => ludus::ops::move_room(args).await,
         Command::Drain(args) => ludus::ops::drain(args).await,
+        Command::Bench(Bench::Migrate(args)) => ludus::bench::migrate::run(args).await,
         Command::Bench(Bench::Takeover(args)) => ludus::bench::takeover::run(args).await,
         Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,
         Command::Bench(Bench::Runtime(args)) => {

@@ -4,6 +4,7 @@ pub mod arena;
 pub mod floor;
 pub mod matchmaking;
 pub mod memory;
+pub mod migrate;
 pub mod restart;
 pub mod runtime;
 pub mod storage;

@@ -40,16 +40,24 @@ pub struct TakeoverBench {
     pub lease_ttl: Duration,
 }
 
-const SECRET: &str = "ludus bench takeover: a shared secret of 32+ bytes";
+pub(super) const SECRET: &str = "ludus bench takeover: a shared secret of 32+ bytes";
 const NODES: [&str; 3] = ["a", "b", "c"];
 
-struct Node {
-    child: tokio::process::Child,
+pub(super) struct Node {
+    pub child: tokio::process::Child,
+}
+
+/// What the nodes of a bench's cluster share.
+pub(super) struct Shared<'a> {
+    pub etcd: &'a str,
+    /// A PostgreSQL URL (else each node keeps SQLite in its data directory).
+    pub storage: Option<&'a str>,
+    pub lease_ttl: Duration,
 }
 
 /// Starts node `id` of the bench's cluster; returns it once it serves.
-async fn serve(
-    args: &TakeoverBench,
+pub(super) async fn serve(
+    args: &Shared<'_>,
     prefix: &str,
     data: &Path,
     id: &str,
@@ -59,7 +67,7 @@ async fn serve(
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", &addr.to_string(), "--game"])
         .arg(format!("arena={}", arena.display()))
-        .args(["--etcd", &args.etcd, "--node-id", id])
+        .args(["--etcd", args.etcd, "--node-id", id])
         .arg("--data-dir")
         .arg(data.join(id))
         .env("LUDUS_CLUSTER__PREFIX", prefix)
@@ -69,7 +77,7 @@ async fn serve(
         )
         .env("LUDUS_CLUSTER__SECRET", SECRET)
         .env("LUDUS_AUTH__SECRET", SECRET)
-        .env("LUDUS_STORAGE__URL", &args.storage)
+        .envs(args.storage.map(|url| ("LUDUS_STORAGE__URL", url)))
         .env("LUDUS_GATEWAY__MAX_CONNECTIONS_PER_IP", "100000")
         .env("LUDUS_GATEWAY__GUEST_LOGIN_BURST", "1000000")
         .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
@@ -122,7 +130,7 @@ async fn play(mut client: Client, room: String, seen: Arc<Mutex<Seen>>) -> anyho
 }
 
 /// Room ids each node runs (from its `/v1/rooms`), by node.
-async fn running(
+pub(super) async fn running(
     http: &reqwest::Client,
     nodes: &BTreeMap<&str, SocketAddr>,
     token: &str,
@@ -147,6 +155,16 @@ async fn running(
     on
 }
 
+impl TakeoverBench {
+    fn shared(&self) -> Shared<'_> {
+        Shared {
+            etcd: &self.etcd,
+            storage: Some(&self.storage),
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
 pub async fn run(args: TakeoverBench) -> anyhow::Result<()> {
     let prefix = format!("/ludus/bench-takeover-{}/", std::process::id());
     let data = std::env::temp_dir().join(format!("ludus-bench-takeover-{}", std::process::id()));
@@ -159,7 +177,7 @@ pub async fn run(args: TakeoverBench) -> anyhow::Result<()> {
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         addrs.insert(id, addr);
-        nodes.insert(id, serve(&args, &prefix, &data, id, addr).await?);
+        nodes.insert(id, serve(&args.shared(), &prefix, &data, id, addr).await?);
     }
     let result = rounds(&args, &prefix, &data, &addrs, &mut nodes).await;
     for node in nodes.values_mut() {
@@ -293,7 +311,7 @@ async fn rounds(
         }
         players_back.extend(back_round);
         // The node comes back (empty: its rooms are elsewhere now) for the next round.
-        let again = serve(args, prefix, data, victim, addrs[victim]).await?;
+        let again = serve(&args.shared(), prefix, data, victim, addrs[victim]).await?;
         nodes.insert(victim, again);
     }
     let running = Stats::of(running_after);

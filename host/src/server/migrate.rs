@@ -33,7 +33,7 @@ use crate::rpc::{Link, PeerChannel};
 use crate::storage::{SaveKey, Saved, SavedRoom, Storage};
 
 /// Rooms a drain moves at once.
-const DRAIN_PARALLEL: usize = 8;
+const DRAIN_PARALLEL: usize = 4;
 /// The largest room (state and frames) a move carries.
 const MAX_MOVE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -223,14 +223,15 @@ impl Migrate {
         for &player in &players {
             self.gateway.rejoin(player, vec![handle.clone()]);
         }
-        // With a shared database the room's checkpoint row is this node's from now on.
-        if self.checkpoints.is_some()
-            && let Err(e) = self
-                .storage
-                .adopt_room(&req.room_id, &req.from, self.cluster.node_id())
-                .await
-        {
-            tracing::warn!(room = req.room_id, "taking the room's checkpoint over: {e}");
+        // With a shared database the room's checkpoint row is this node's from now on
+        // (off the pause: the room's first checkpoint here is an interval away).
+        if self.checkpoints.is_some() {
+            let (storage, me) = (self.storage.clone(), self.cluster.node_id().to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = storage.adopt_room(&req.room_id, &req.from, &me).await {
+                    tracing::warn!(room = req.room_id, "taking the room's checkpoint over: {e}");
+                }
+            });
         }
         Ok(())
     }
