@@ -27,6 +27,10 @@ mod outlive;
 /// How long the gateway's connections get to close after SIGTERM or Ctrl-C.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a drain on SIGTERM (`cluster.drain_on_stop`) may take before the node stops
+/// the rooms left as without it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the node's other tasks get once the gateway and rooms have stopped.
 const TASKS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -51,6 +55,8 @@ pub struct Server {
     /// Writes rooms' checkpoints and session records.
     saver: crate::storage::Saver,
     _watcher: Option<ModuleWatcher>,
+    /// Moves rooms to other nodes: on SIGTERM when `cluster.drain_on_stop`.
+    drain_on_stop: Option<migrate::Migrate>,
     /// Held while the node runs: no other process runs as this node on its data.
     _node_lock: std::fs::File,
 }
@@ -200,6 +206,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         storage.clone(),
         checkpoints.clone(),
     );
+    let mut drain_on_stop = None;
     if let Some((grpc, routes, stop, link)) = grpc_serve {
         let migrate = migrate::Migrate {
             rooms: rooms.clone(),
@@ -209,6 +216,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             link: link.clone(),
             checkpoints: checkpoints.clone(),
         };
+        if config.cluster.drain_on_stop {
+            drain_on_stop = Some(migrate.clone());
+        }
         let routes = routes.add_service(migrate.server(link.secret()));
         tasks.spawn(async move {
             if let Err(e) = crate::rpc::serve(grpc, routes, grpc_tls, stop).await {
@@ -249,6 +259,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http,
         saver,
         _watcher: watcher,
+        drain_on_stop,
         _node_lock: node_lock,
     })
 }
@@ -367,6 +378,20 @@ impl Server {
     /// keeps open is not waited for past [`SHUTDOWN_TIMEOUT`]) and the node leaves the
     /// cluster, so its keys vanish at once.
     pub async fn stop(self) {
+        if let Some(migrate) = &self.drain_on_stop {
+            let started = std::time::Instant::now();
+            match tokio::time::timeout(DRAIN_TIMEOUT, migrate.drain()).await {
+                Ok((moved, failed, _)) => {
+                    tracing::info!(moved, failed = failed.len(), took = ?started.elapsed(), "drained before stopping");
+                    for line in failed {
+                        tracing::warn!("not moved: {line}");
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    "the drain took over {DRAIN_TIMEOUT:?}; the rooms left stop as without it"
+                ),
+            }
+        }
         // Rooms kept for the next node stop first, with every member still in them (a
         // session that ended would otherwise leave its rooms as disconnected before
         // their last checkpoint); their players then get 1001 and resume on the next.

@@ -19,10 +19,11 @@ const PREFIX: &str = "/ludus/migration/";
 
 struct Node {
     addr: SocketAddr,
-    _proc: Proc,
+    proc: Proc,
 }
 
-fn serve(etcd: &Etcd, id: &'static str, module: &str) -> Node {
+/// Node `id`; with `drain_on_stop`, SIGTERM moves its rooms to the others.
+fn serve(etcd: &Etcd, id: &'static str, module: &str, drain_on_stop: bool) -> Node {
     let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
         .unwrap();
@@ -44,6 +45,7 @@ fn serve(etcd: &Etcd, id: &'static str, module: &str) -> Node {
             "a test secret of enough length: 32 bytes or more",
         )
         .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
+        .env("LUDUS_CLUSTER__DRAIN_ON_STOP", drain_on_stop.to_string())
         .env(
             "LUDUS_LOG",
             std::env::var("MIGRATION_LOG").unwrap_or("warn".into()),
@@ -53,7 +55,7 @@ fn serve(etcd: &Etcd, id: &'static str, module: &str) -> Node {
         .expect("starting ludus serve");
     Node {
         addr,
-        _proc: Proc::new(child),
+        proc: Proc::new(child),
     }
 }
 
@@ -179,8 +181,8 @@ async fn rooms_move_live_to_another_node_and_their_players_follow_with_nothing_l
     let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let module = module_file(&dir, "arena");
-    let a = serve(&etcd, "a", &module);
-    let b = serve(&etcd, "b", &module);
+    let a = serve(&etcd, "a", &module, false);
+    let mut b = serve(&etcd, "b", &module, true);
     for node in [&a, &b] {
         let addr = node.addr;
         eventually(WAIT, "the node answers", async || {
@@ -288,6 +290,7 @@ async fn rooms_move_live_to_another_node_and_their_players_follow_with_nothing_l
     assert!(out.contains("3 rooms moved"), "{out}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     done_tx.send(true).unwrap();
+    let mut players = vec![first];
     for p in playing {
         let p = tokio::time::timeout(Duration::from_secs(60), p)
             .await
@@ -296,6 +299,7 @@ async fn rooms_move_live_to_another_node_and_their_players_follow_with_nothing_l
         assert_eq!(p.client.moves, 1, "{}", p.room);
         assert_eq!(p.client.addr(), b.addr);
         p.check_continuity();
+        players.push(p);
     }
     assert!(rooms_on(a.addr, &token).await.is_empty());
     let on_b = rooms_on(b.addr, &token).await;
@@ -311,5 +315,39 @@ async fn rooms_move_live_to_another_node_and_their_players_follow_with_nothing_l
             "b",
             "{out}"
         );
+    }
+
+    // Node b stops with SIGTERM and drain on: its rooms move back to a, live, and it
+    // exits cleanly.
+    let (done_tx, done) = tokio::sync::watch::channel(false);
+    let mut playing = Vec::new();
+    for mut p in players {
+        let done = done.clone();
+        playing.push(tokio::spawn(async move {
+            p.play_until(&done).await;
+            p
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.proc.signal("TERM");
+    let status = b.proc.exited_within(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "b exits 0: {status:?}");
+    done_tx.send(true).unwrap();
+    for p in playing {
+        let p = tokio::time::timeout(Duration::from_secs(60), p)
+            .await
+            .expect("each player follows its room in time")
+            .unwrap();
+        assert_eq!(p.client.moves, 2, "{}", p.room);
+        assert_eq!(p.client.addr(), a.addr);
+        assert_eq!(p.client.restores, 0, "moved, not restored: {}", p.room);
+        p.check_continuity();
+    }
+    let (token_a, _) = ludus::client::guest_login(a.addr, "observer-a")
+        .await
+        .unwrap();
+    let on_a = rooms_on(a.addr, &token_a).await;
+    for i in 0..ROOMS {
+        assert!(on_a.contains(&format!("moving-{i}")), "{on_a:?}");
     }
 }

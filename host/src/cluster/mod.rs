@@ -84,6 +84,9 @@ pub struct ClusterConfig {
     /// etcd user and password, when etcd has authentication enabled.
     pub etcd_user: Option<String>,
     pub etcd_password: Option<String>,
+    /// On SIGTERM (or Ctrl-C), move every room live to the other nodes before stopping
+    /// (as `ludus drain` does); rooms that cannot move are kept as without it.
+    pub drain_on_stop: bool,
 }
 
 /// A list of endpoints, or one string of them separated by commas.
@@ -145,6 +148,7 @@ impl Default for ClusterConfig {
             etcd_tls: None,
             etcd_user: None,
             etcd_password: None,
+            drain_on_stop: false,
         }
     }
 }
