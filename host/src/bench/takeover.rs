@@ -10,7 +10,7 @@
 use anyhow::{Context, anyhow, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -190,7 +190,7 @@ pub async fn run(args: TakeoverBench) -> anyhow::Result<()> {
 async fn rounds(
     args: &TakeoverBench,
     prefix: &str,
-    data: &PathBuf,
+    data: &Path,
     addrs: &BTreeMap<&str, SocketAddr>,
     nodes: &mut HashMap<&str, Node>,
 ) -> anyhow::Result<()> {
