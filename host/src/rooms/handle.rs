@@ -252,12 +252,14 @@ impl RoomHandle {
 
     /// Stops the room to run on another node: messages that came reach the game, its
     /// state is saved at a tick boundary, and it stops without a word to its members
-    /// (their sessions move with it). Returns the host's record of the room and the
-    /// game's state, or why not (the game refused or failed to save: it plays on).
-    pub async fn hand_off(&self) -> Result<(super::RoomRecord, Vec<u8>), String> {
+    /// (the sessions of `moving` move with it; other members are told it closed).
+    /// Returns the host's record of the room and the game's state, or why not (the game
+    /// refused or failed to save: it plays on).
+    pub async fn hand_off(&self, moving: Vec<u64>) -> Result<(super::RoomRecord, Vec<u8>), String> {
         let (reply, rx) = oneshot::channel();
         if !self.send(Command::HandOff {
             room: self.key,
+            moving,
             reply,
         }) {
             return Err("the room is closed".to_owned());

@@ -72,6 +72,8 @@ pub(super) enum Command {
     /// Stop the room to run on another node: its record and saved state, or why not.
     HandOff {
         room: u64,
+        /// Members whose sessions move with the room.
+        moving: Vec<u64>,
         reply: oneshot::Sender<Result<(RoomRecord, Vec<u8>), String>>,
     },
     /// A panic in the host's own room code (tests of fault containment).
@@ -431,9 +433,13 @@ impl Worker {
                     let _ = reply.send(());
                 }
             }
-            Command::HandOff { room, reply } => {
+            Command::HandOff {
+                room,
+                moving,
+                reply,
+            } => {
                 let result = match self.rooms.get_mut(&room) {
-                    Some(r) => r.hand_off(),
+                    Some(r) => r.hand_off(&moving),
                     None => Err("the room is closed".to_owned()),
                 };
                 let _ = reply.send(result);

@@ -97,7 +97,7 @@ impl Migrate {
         let started = Instant::now();
         let members = handle.info().members;
         let frozen = sessions.freeze(&members).await;
-        let (record, state) = match handle.hand_off().await {
+        let (record, state) = match handle.hand_off(frozen.clone()).await {
             Ok(saved) => saved,
             Err(e) => {
                 sessions.thaw(&frozen);

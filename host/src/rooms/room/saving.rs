@@ -99,7 +99,7 @@ impl Room {
     /// The room closed for good: its checkpoint goes.
     /// Stops the room to run on another node (see `RoomHandle::hand_off`). Its
     /// checkpoint in storage is left for the node that takes it over.
-    pub fn hand_off(&mut self) -> Result<(RoomRecord, Vec<u8>), String> {
+    pub fn hand_off(&mut self, moving: &[u64]) -> Result<(RoomRecord, Vec<u8>), String> {
         if self.closed {
             return Err("the room is closed".to_owned());
         }
@@ -122,7 +122,16 @@ impl Room {
         let random = self.instance().random_state();
         let record = self.record(&version, random);
         self.suspended = true;
-        self.members.clear();
+        // Members whose sessions do not move with the room (on another node's gateway)
+        // are told it closed here; at the new node they leave as disconnected.
+        for (player, member) in std::mem::take(&mut self.members) {
+            if !moving.contains(&player) {
+                let _ = member.sink.try_send(super::RoomEvent::Closed {
+                    room: self.id.clone(),
+                    reason: "the room moved to another node; join it again there".to_owned(),
+                });
+            }
+        }
         self.close("the room moved to another node".to_owned());
         Ok((record, state))
     }
