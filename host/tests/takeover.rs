@@ -267,3 +267,69 @@ async fn the_rooms_of_a_killed_node_are_taken_over_by_the_others_with_their_play
     }
     drop((b, c));
 }
+
+/// A node cut off from etcd (its lease runs out) while its room plays on: another
+/// node takes the room over from the shared checkpoint, the cut-off node's checkpoint
+/// writes are refused from then on, and when it reaches etcd again it closes its own
+/// copy: the room runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_etcd_closes_its_copy_of_a_room_taken_over_meanwhile() {
+    use common::cluster::{Proxy, node_with};
+    let etcd = Etcd::start().await;
+    let pg = Postgres::start();
+    let storage = pg.database("zombie").await;
+    let prefix = "/ludus/zombie/";
+    // a reaches etcd only through a proxy the test can black-hole.
+    let etcd_addr: SocketAddr = etcd.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(etcd_addr).await;
+    let via = format!("http://{}", proxy.addr);
+    let url = storage.clone();
+    let (a, _da) = node_with(&etcd, prefix, "a", TTL, move |c| {
+        c.cluster.etcd = vec![via];
+        c.storage.url = Some(url);
+    })
+    .await;
+    let url = storage.clone();
+    let (b, _db) = node_with(&etcd, prefix, "b", TTL, move |c| c.storage.url = Some(url)).await;
+    let mut player = Client::guest(a.addr, "cut-off", ClientOptions::default())
+        .await
+        .unwrap();
+    player.create("arena", "zombie", "").await.unwrap();
+    create_outcome(&mut player).await.unwrap();
+    let copy = a.rooms.get("zombie").expect("the room runs on a");
+    eventually(WAIT, "the room's checkpoint is in storage", async || {
+        a.storage
+            .saved_room("zombie")
+            .await
+            .is_ok_and(|r| r.is_some_and(|r| r.node == "a"))
+    })
+    .await;
+
+    proxy.black_hole();
+    eventually(
+        Duration::from_secs(30),
+        "b takes the room over",
+        async || b.rooms.get("zombie").is_some_and(|h| !h.is_closed()),
+    )
+    .await;
+    assert!(
+        !copy.is_closed(),
+        "a's copy plays on while a cannot reach etcd"
+    );
+    // The checkpoint is b's now, and stays b's while a's copy still runs and saves.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let row = b.storage.saved_room("zombie").await.unwrap().unwrap();
+    assert_eq!(row.node, "b", "a's checkpoints of its copy are refused");
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(30),
+        "a closes its copy once it hears the room is b's",
+        async || copy.is_closed(),
+    )
+    .await;
+    let reason = copy.info().closed.unwrap_or_default();
+    assert!(reason.contains("moved to node b"), "{reason}");
+    assert!(b.rooms.get("zombie").is_some_and(|h| !h.is_closed()));
+    drop(player);
+}
