@@ -45,11 +45,16 @@ impl Inbox {
 
     /// Queues a command; false if the worker has stopped.
     pub fn send(&self, command: Command) -> bool {
-        if self.closed.load(Ordering::Acquire) {
-            return false;
-        }
         let urgent = !matches!(command, Command::Message { .. } | Command::Leave { .. });
-        self.queue.lock().recover().push(command);
+        {
+            // Checked under the lock: nothing is queued after `close` (it would never be
+            // handled, and its caller would wait for an answer forever).
+            let mut queue = self.queue.lock().recover();
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            queue.push(command);
+        }
         let parked = self.state.load(Ordering::SeqCst) == PARKED
             && self
                 .state
@@ -94,8 +99,45 @@ impl Inbox {
         self.state.store(AWAKE, Ordering::SeqCst);
     }
 
-    /// The worker stopped: later sends fail.
+    /// The worker stopped: later sends fail, and what was queued since its last look is
+    /// dropped (each caller waiting for an answer hears that the worker stopped).
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        let late = {
+            let mut queue = self.queue.lock().recover();
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
+        drop(late);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_inbox_answers_every_waiting_caller_and_takes_nothing_more() {
+        let inbox = Inbox::new();
+        let (reply, mut queued) = tokio::sync::oneshot::channel();
+        assert!(inbox.send(Command::Close {
+            room: 1,
+            reason: "queued before the close".into(),
+            reply: Some(reply),
+        }));
+        inbox.close();
+        // The worker never looked: the caller hears it stopped instead of waiting.
+        assert!(matches!(
+            queued.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+        let (reply, _late) = tokio::sync::oneshot::channel();
+        assert!(!inbox.send(Command::Close {
+            room: 1,
+            reason: "after the close".into(),
+            reply: Some(reply),
+        }));
+        let mut left = Vec::new();
+        inbox.drain(&mut left);
+        assert!(left.is_empty());
     }
 }
