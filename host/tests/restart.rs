@@ -228,7 +228,9 @@ fn kept_rooms(saver: &ludus::storage::Saver, node: &str) -> ludus::rooms::Rooms 
 /// A checkpoint is written when its room changed and skipped when it did not; with
 /// PostgreSQL stopped, writes fail and are counted while the room plays on, and the
 /// checkpoint lands once the database is back. A new set of rooms (as a new node would)
-/// restores the room from it: board, members, turn, tick rate and label.
+/// restores the room from it: board, members, turn, tick rate and label. A member
+/// without a session there is held: attached later, it gets what the game sent it
+/// meanwhile; not attached within the hold, it leaves the game.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_are_written_when_rooms_change_counted_when_they_fail_and_restore_them() {
     use ludus::storage::{Saver, Storage, StorageConfig};
@@ -252,7 +254,7 @@ async fn checkpoints_are_written_when_rooms_change_counted_when_they_fail_and_re
         .await
         .unwrap();
     let mut x = common::join(&room, 10).await;
-    let _o = common::join(&room, 20).await;
+    let mut o = common::join(&room, 20).await;
     eventually(WAIT, "the first checkpoint is written", async || {
         room.info().checkpoint.is_some()
     })
@@ -314,11 +316,12 @@ async fn checkpoints_are_written_when_rooms_change_counted_when_they_fail_and_re
     .await;
     let again = kept_rooms(&saver, "n2");
     let module = common::install(&again, "tictactoe").await;
-    let mut restore = ludus::rooms::RestoreRoom::from_saved(saved, module).unwrap();
+    let mut restore = ludus::rooms::RestoreRoom::from_saved(saved.clone(), module).unwrap();
     let (tx10, rx10) = ludus::mailbox::channel(64);
-    let (tx20, _rx20) = ludus::mailbox::channel(64);
+    let (tx20, rx20) = ludus::mailbox::channel(64);
     restore.sinks.insert(10, tx10);
-    restore.sinks.insert(20, tx20);
+    // Player 20's session is elsewhere: its place is held.
+    restore.hold = Duration::from_secs(60);
     let back = again.restore(restore).await.expect("restored");
     let info = back.info();
     assert_eq!((info.seats, info.tick_hz), (2, 1));
@@ -328,8 +331,40 @@ async fn checkpoints_are_written_when_rooms_change_counted_when_they_fail_and_re
     let board = x.until(WAIT, |m| m.get("board").is_some()).await;
     assert_eq!(board["board"], "XX..O....", "{board}");
     assert_eq!(board["next"], 20);
+    let (stranger, _) = ludus::mailbox::channel(4);
+    assert!(matches!(
+        back.attach(99, stranger).await,
+        Err(ludus::rooms::JoinError::NotHeld(99))
+    ));
+    back.attach(20, tx20)
+        .await
+        .expect("a held player is attached");
+    o.rx = rx20;
+    let kept = o.until(WAIT, |m| m.get("board").is_some()).await;
+    assert_eq!(
+        kept["board"], "XX..O....",
+        "what the game sent meanwhile: {kept}"
+    );
+    back.message(20, br#"{"cell": 5}"#.to_vec());
+    let board = x.until(WAIT, |m| m["board"] == "XX..OO...").await;
+    assert_eq!(board["next"], 10, "O moved without joining again: {board}");
+    // Nobody attaches within the hold: the members leave the game.
+    let third = kept_rooms(&saver, "n3");
+    let module = common::install(&third, "tictactoe").await;
+    let mut restore = ludus::rooms::RestoreRoom::from_saved(saved, module).unwrap();
+    restore.id = "t2".into();
+    restore.hold = Duration::from_millis(200);
+    let alone = third.restore(restore).await.expect("restored");
+    assert_eq!(alone.info().seats, 2, "both held");
+    eventually(WAIT, "the held members leave", async || {
+        alone.is_closed() || alone.info().seats == 0
+    })
+    .await;
+    let (late, _) = ludus::mailbox::channel(4);
+    assert!(alone.attach(10, late).await.is_err(), "too late");
     rooms.shutdown("done");
     again.shutdown("done");
+    third.shutdown("done");
 }
 
 /// The cells of a saved tictactoe state (its JSON: `{"board": ["X", null, ...], ...}`).

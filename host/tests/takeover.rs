@@ -333,3 +333,192 @@ async fn a_node_cut_off_from_etcd_closes_its_copy_of_a_room_taken_over_meanwhile
     assert!(b.rooms.get("zombie").is_some_and(|h| !h.is_closed()));
     drop(player);
 }
+
+/// Reads `room`'s snapshots for `client` until `done` says so; returns their ticks.
+/// The player must stay in the room: a `kicked` or `closed` for it fails the test.
+async fn follow(client: &mut Client, room: &str, done: impl Fn(&Value) -> bool) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut ticks = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, client.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{room}: snapshots stopped; ticks so far {ticks:?}"))
+            .expect("connected (or resumed)");
+        match frame.body {
+            Some(Out::Message(m)) if m.room_id == room => {
+                let v: Value = serde_json::from_slice(&m.payload).expect("arena sends JSON");
+                if let Some(t) = v["tick"].as_u64() {
+                    ticks.push(t);
+                    if done(&v) {
+                        return ticks;
+                    }
+                }
+            }
+            Some(Out::Kicked(k)) if k.room_id == room => panic!("kicked: {}", k.reason),
+            Some(Out::Closed(c)) if c.room_id == room => panic!("closed: {}", c.reason),
+            _ => {}
+        }
+    }
+}
+
+/// Runs `ludus ARGS --etcd … --prefix …` (the operator's CLI); its output and success.
+fn ludus(etcd: &Etcd, prefix: &str, args: &[&str]) -> (String, bool) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(args)
+        .args(["--etcd", &etcd.url, "--prefix", prefix])
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .output()
+        .expect("running ludus");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.success())
+}
+
+/// Players connected to other nodes than the room's stay in it when it moves and when
+/// its node dies: the room's new node holds their places, and their own nodes attach
+/// them there (here, or through the link to that node) without a word to the game or
+/// to the client. Across a move they miss nothing; across a takeover the room goes back
+/// at most one checkpoint interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_other_nodes_stay_in_a_room_that_moves_or_whose_node_dies() {
+    let etcd = Etcd::start().await;
+    let pg = Postgres::start();
+    let storage = pg.database("reattach").await;
+    let prefix = "/ludus/reattach/";
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file(&dir, "arena");
+    let a = serve(&etcd, prefix, &storage, "a", &module);
+    let mut b = serve(&etcd, prefix, &storage, "b", &module);
+    let c = serve(&etcd, prefix, &storage, "c", &module);
+    for node in [&a, &b, &c] {
+        let addr = node.addr;
+        eventually(WAIT, "the node answers", async || {
+            reqwest::get(format!("http://{addr}/v1/games"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+    let opts = ClientOptions {
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        max_attempts: 60,
+        ..ClientOptions::default()
+    };
+    let room = "shared";
+    let mut host = Client::guest(a.addr, "host", opts.clone()).await.unwrap();
+    host.create("arena", room, "").await.unwrap();
+    create_outcome(&mut host).await.unwrap();
+    eventually(WAIT, "the cluster knows the room", async || {
+        ludus(&etcd, prefix, &["status", "--json"]).0.contains(room)
+    })
+    .await;
+    // Two visitors: one connected to b (where the room goes), one to c.
+    let mut on_b = Client::guest(b.addr, "on-b", opts.clone()).await.unwrap();
+    let mut on_c = Client::guest(c.addr, "on-c", opts.clone()).await.unwrap();
+    for v in [&mut on_b, &mut on_c] {
+        v.join(room).await.unwrap();
+        create_outcome(v).await.unwrap();
+    }
+
+    // The room moves from a to b while the visitors play.
+    let (on_b_id, on_c_id) = (on_b.player_id, on_c.player_id);
+    let mover = {
+        let etcd_url = etcd.url.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+                .args(["rooms", "move", "shared", "b"])
+                .args(["--etcd", &etcd_url, "--prefix", "/ludus/reattach/"])
+                .env("LUDUS_CLUSTER__SECRET", SECRET)
+                .output()
+                .await
+                .expect("running ludus");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "{text}");
+            text
+        })
+    };
+    let moved_at = Instant::now() + Duration::from_millis(500);
+    // Past the move by two seconds, each visitor's snapshots went on tick by tick.
+    let mut ticks = Vec::new();
+    for v in [&mut on_b, &mut on_c] {
+        let t = follow(v, room, |_| {
+            Instant::now() > moved_at + Duration::from_secs(2)
+        })
+        .await;
+        ticks.push(t);
+    }
+    let out = mover.await.unwrap();
+    assert!(
+        out.contains("moved room shared from node a to node b"),
+        "{out}"
+    );
+    for (who, t) in ["on-b", "on-c"].iter().zip(&ticks) {
+        for w in t.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "{who}: ticks {t:?}");
+        }
+    }
+    let (token, _) = ludus::client::guest_login(c.addr, "observer")
+        .await
+        .unwrap();
+    assert_eq!(rooms_on(b.addr, &token).await, [room]);
+    assert!(rooms_on(a.addr, &token).await.is_empty());
+    // Their inputs reach the room on b: through b itself, and through c's link to b.
+    for (v, id) in [(&mut on_b, on_b_id), (&mut on_c, on_c_id)] {
+        let input = json!({ "seq": 1, "dx": 7, "dy": 3 }).to_string();
+        v.message(room, input).await.unwrap();
+        follow(v, room, |s| position(s, id) == Some((507, 503))).await;
+    }
+    // Quiet for longer than the checkpoint interval: the positions are checkpointed.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let before = *follow(&mut on_c, room, |_| true).await.last().unwrap();
+
+    // b dies. The room comes back on a or c from its checkpoint; c attaches its
+    // visitor there, which never hears of it.
+    b.proc.kill();
+    let killed = Instant::now();
+    let after = follow(&mut on_c, room, |_| killed.elapsed() > TTL).await;
+    let back = follow(&mut on_c, room, |s| {
+        position(s, on_b_id).is_some() && killed.elapsed() > TTL + Duration::from_secs(2)
+    })
+    .await;
+    let first_back = after.iter().chain(&back).find(|t| **t + HZ + 2 < before);
+    assert!(
+        first_back.is_none(),
+        "the room went back more than one checkpoint interval from {before}: {after:?} {back:?}"
+    );
+    let mut owners = Vec::new();
+    for node in [&a, &c] {
+        if rooms_on(node.addr, &token).await == [room] {
+            owners.push(node.id);
+        }
+    }
+    assert_eq!(owners.len(), 1, "the room runs once: {owners:?}");
+    eprintln!("after b died the room runs on {owners:?}");
+    let input = json!({ "seq": 2, "dx": 1, "dy": 1 }).to_string();
+    on_c.message(room, input).await.unwrap();
+    follow(&mut on_c, room, |s| {
+        position(s, on_c_id) == Some((508, 504))
+    })
+    .await;
+
+    // The players whose node died resume elsewhere and find their room.
+    for v in [&mut host, &mut on_b] {
+        v.set_addr(c.addr);
+    }
+    for v in [&mut host, &mut on_b] {
+        let id = v.player_id;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while v.restores == 0 {
+            assert!(Instant::now() < deadline, "player {id} did not resume");
+            follow(v, room, |_| true).await;
+        }
+        follow(v, room, |s| position(s, id).is_some()).await;
+    }
+    drop((a, c));
+}

@@ -116,7 +116,9 @@ impl From<RelayError> for ClientError {
     fn from(e: RelayError) -> Self {
         match e {
             // The owner's own answer (no such room, the game said no, ...).
-            RelayError::Refused(reason) => ClientError::new(ErrorCode::Refused, reason),
+            RelayError::Refused(reason) | RelayError::NotHeld(reason) => {
+                ClientError::new(ErrorCode::Refused, reason)
+            }
             e => ClientError::internal("reaching the room's node", e),
         }
     }

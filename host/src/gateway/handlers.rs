@@ -25,7 +25,7 @@ impl Session {
             Some(In::Ping(ping)) => {
                 return self.send_unnumbered(Out::Pong(pb::Pong { nonce: ping.nonce }));
             }
-            Some(In::Message(msg)) => match self.joined.get(&msg.room_id) {
+            Some(In::Message(msg)) => match self.joined.get_mut(&msg.room_id) {
                 Some(room) => return room.message(self.who.player_id, msg.payload),
                 None => Err(not_in_room(&msg.room_id)),
             },

@@ -19,6 +19,7 @@ pub mod edge;
 pub mod frames;
 mod handlers;
 pub mod json;
+mod reattach;
 
 mod replay;
 mod session;
@@ -160,6 +161,7 @@ impl Gateway {
                     peers,
                     matchmaker,
                     persist,
+                    storage.clone(),
                 ),
                 rooms,
                 auth,
@@ -192,6 +194,12 @@ impl Gateway {
     /// The node's sessions, for moving them with their rooms to another node.
     pub fn session_table(&self) -> &Arc<Sessions> {
         &self.inner.sessions
+    }
+
+    /// How long a detached session waits for its player (and a room brought back or
+    /// moved holds a member whose session is on another node).
+    pub fn grace_period(&self) -> std::time::Duration {
+        self.inner.cfg.grace_period
     }
 
     /// Puts restored rooms in a restored player's session.

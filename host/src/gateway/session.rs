@@ -52,6 +52,9 @@ pub(super) struct Services {
     /// Sessions are kept in storage: one stopped by the node's shutdown keeps its rooms
     /// (they are restored with it) instead of leaving them.
     pub kept: bool,
+    /// Where rooms keep their checkpoints (a room whose node is lost comes back only
+    /// from one).
+    pub storage: crate::storage::Storage,
 }
 
 /// What reaches a session besides its socket and its rooms' events.
@@ -90,6 +93,12 @@ pub(super) enum Control {
     /// The session was made for a room that did not come here after all: end it
     /// without a word to any room.
     Drop,
+    /// The player is back in a room that moved (or its place could not be found):
+    /// see `reattach.rs`.
+    Reattached {
+        room: String,
+        result: Result<Joined, String>,
+    },
 }
 
 pub(super) struct Session {
@@ -112,6 +121,8 @@ pub(super) struct Session {
     conn: Option<Conn>,
     pub(super) replay: Replay,
     ctl: Option<mailbox::Receiver<Control>>,
+    /// This session's own control channel (for the tasks it starts to answer on).
+    pub(super) me: mailbox::Sender<Control>,
     /// A room of the player is moving: the client's frames are not read meanwhile.
     frozen: bool,
 }
@@ -124,7 +135,7 @@ impl Session {
         token_sha256: Arc<std::sync::Mutex<[u8; 32]>>,
         services: Services,
         match_sink: MatchSink,
-        ctl: mailbox::Receiver<Control>,
+        (me, ctl): (mailbox::Sender<Control>, mailbox::Receiver<Control>),
     ) -> Session {
         let (sink, events) = mailbox::channel(services.cfg.player_queue.max(1));
         Session {
@@ -141,6 +152,7 @@ impl Session {
             events,
             conn: None,
             ctl: Some(ctl),
+            me,
             frozen: false,
         }
     }
@@ -235,6 +247,7 @@ impl Session {
                         kept = true;
                         break;
                     }
+                    Some(Control::Reattached { room, result }) => self.reattached(room, result),
                     Some(Control::Drop) => {
                         self.joined.clear();
                         self.close_conn(close_code::SESSION_ENDED, "the session ended");
@@ -442,21 +455,31 @@ impl Session {
                     reason,
                 }));
             }
+            RoomEvent::Moved { room, node, reason } => self.room_moved(room, node, reason),
         }
     }
 }
 
-/// A room the player is in: here, or on another node.
+/// A room the player is in: here, or on another node, or on its way to another node
+/// (see `reattach.rs`).
 pub(super) enum Joined {
     Local(RoomHandle),
     Remote(RemoteRoom),
+    /// The player's messages for the room, kept until it is back.
+    Moving(std::collections::VecDeque<bytes::Bytes>),
 }
 
 impl Joined {
-    pub(super) fn message(&self, player: u64, payload: bytes::Bytes) {
+    pub(super) fn message(&mut self, player: u64, payload: bytes::Bytes) {
         match self {
             Joined::Local(room) => room.message(player, payload),
             Joined::Remote(room) => room.message(player, payload),
+            Joined::Moving(kept) => {
+                if kept.len() == super::reattach::KEPT_MESSAGES {
+                    kept.pop_front();
+                }
+                kept.push_back(payload);
+            }
         }
     }
 
@@ -464,6 +487,8 @@ impl Joined {
         match self {
             Joined::Local(room) => room.leave(player, reason),
             Joined::Remote(room) => room.leave(player),
+            // Left when it is back (see `Session::reattached`).
+            Joined::Moving(_) => {}
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    // The node's parts, wired once by `Gateway::new`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         rooms: Rooms,
         cfg: SessionConfig,
@@ -99,6 +101,7 @@ impl Sessions {
         peers: Option<Arc<Peers>>,
         matchmaker: Matchmaker,
         persist: Option<Checkpoints>,
+        storage: crate::storage::Storage,
     ) -> Arc<Self> {
         let mut events = cluster.subscribe();
         let sessions = Arc::new(Sessions {
@@ -110,6 +113,7 @@ impl Sessions {
                 matchmaker,
                 cfg,
                 kept: persist.is_some(),
+                storage,
             },
             shutdown,
             persist,
@@ -287,7 +291,7 @@ impl Sessions {
             token_sha256.clone(),
             self.services.clone(),
             match_sink,
-            ctl,
+            (tx.clone(), ctl),
         );
         let handle = SessionHandle {
             id,

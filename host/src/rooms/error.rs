@@ -38,6 +38,9 @@ pub enum JoinError {
     Rejected(String),
     #[error("the game failed while the player joined: {0}")]
     Guest(GuestError),
+    /// An attach ([`super::RoomHandle::attach`]) for a player the room does not hold.
+    #[error("player {0} is not held in the room (its seat was given up)")]
+    NotHeld(u64),
 }
 
 /// Why a live swap did not happen. In every case the room keeps running its old

@@ -12,6 +12,28 @@ pub enum RoomEvent {
     Kicked { room: Arc<str>, reason: String },
     /// The room closed; nobody is a member any more.
     Closed { room: Arc<str>, reason: String },
+    /// The room is no longer reachable through this membership but goes on elsewhere:
+    /// it moved to node `node` (`None`: not known yet — the link to its node broke and
+    /// another node may take it over). The player is held in the room there and is
+    /// attached again by its session ([`super::RoomHandle::attach`]); `reason` is what
+    /// the player is told if that fails.
+    Moved {
+        room: Arc<str>,
+        node: Option<String>,
+        reason: String,
+    },
+}
+
+impl RoomEvent {
+    /// The room the event comes from.
+    pub fn room(&self) -> &Arc<str> {
+        match self {
+            RoomEvent::Message { room, .. }
+            | RoomEvent::Kicked { room, .. }
+            | RoomEvent::Closed { room, .. }
+            | RoomEvent::Moved { room, .. } => room,
+        }
+    }
 }
 
 /// Where a room delivers a player's events (make one with [`crate::mailbox::channel`]).

@@ -183,6 +183,28 @@ impl RoomHandle {
             player,
             name: name.to_owned(),
             sink,
+            attach: false,
+            reply,
+        };
+        if !self.send(command) {
+            return Err(JoinError::Closed("the room host stopped".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(JoinError::Closed("the room host stopped".into())))
+    }
+
+    /// Gives a member the room holds (it came back from a checkpoint or a move while
+    /// the member's session was on another node) its place back, its events going to
+    /// `sink`; the game hears nothing (for it the player never left). A player the room
+    /// does not hold gets [`JoinError::NotHeld`].
+    pub async fn attach(&self, player: u64, sink: PlayerSink) -> Result<(), JoinError> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Join {
+            room: self.key,
+            player,
+            name: String::new(),
+            sink,
+            attach: true,
             reply,
         };
         if !self.send(command) {
@@ -252,14 +274,20 @@ impl RoomHandle {
 
     /// Stops the room to run on another node: messages that came reach the game, its
     /// state is saved at a tick boundary, and it stops without a word to its members
-    /// (the sessions of `moving` move with it; other members are told it closed).
+    /// (the sessions of `moving` move with it; the other members are told it moves to
+    /// node `to`, which holds them for their sessions to attach them again).
     /// Returns the host's record of the room and the game's state, or why not (the game
     /// refused or failed to save: it plays on).
-    pub async fn hand_off(&self, moving: Vec<u64>) -> Result<(super::RoomRecord, Vec<u8>), String> {
+    pub async fn hand_off(
+        &self,
+        moving: Vec<u64>,
+        to: Option<&str>,
+    ) -> Result<(super::RoomRecord, Vec<u8>), String> {
         let (reply, rx) = oneshot::channel();
         if !self.send(Command::HandOff {
             room: self.key,
             moving,
+            to: to.map(str::to_owned),
             reply,
         }) {
             return Err("the room is closed".to_owned());

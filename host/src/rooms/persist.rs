@@ -83,9 +83,12 @@ pub struct RestoreRoom {
     pub module: Arc<Module>,
     pub record: RoomRecord,
     pub state: Vec<u8>,
-    /// Where the members' events go (their restored sessions); a member without one
-    /// leaves the game at once as `disconnected`.
+    /// Where the members' events go (their restored sessions).
     pub sinks: HashMap<u64, PlayerSink>,
+    /// How long a member without a sink is held for its session (on another node) to
+    /// attach it again ([`super::RoomHandle::attach`]) before it leaves the game as
+    /// `disconnected`; zero: it leaves at once.
+    pub hold: std::time::Duration,
 }
 
 impl RestoreRoom {
@@ -97,6 +100,7 @@ impl RestoreRoom {
             module,
             state: saved.state,
             sinks: HashMap::new(),
+            hold: std::time::Duration::ZERO,
         })
     }
 }

@@ -33,6 +33,28 @@ struct Member {
     sink: PlayerSink,
 }
 
+/// A member the room came back with but cannot reach yet (its session is on another
+/// node, which attaches it again): still a member for the game until it is attached or
+/// `until` passes (then it leaves as `disconnected`). What the game sends it meanwhile
+/// is kept (the last [`HELD_MESSAGES`]) and delivered when it is attached.
+struct Held {
+    name: String,
+    until: Instant,
+    kept: VecDeque<bytes::Bytes>,
+}
+
+/// Messages kept for a held member: at 20 ticks a second, 12.8 s of snapshots.
+const HELD_MESSAGES: usize = 256;
+
+impl Held {
+    fn keep(&mut self, bytes: bytes::Bytes) {
+        if self.kept.len() == HELD_MESSAGES {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(bytes);
+    }
+}
+
 /// A state the room can be rebuilt from: what `save` returned, which game version
 /// saved it, and who was a member then.
 struct Checkpoint {
@@ -48,6 +70,8 @@ pub(super) struct Room {
     /// `None` only once the room is closed.
     instance: Option<GameInstance>,
     members: BTreeMap<u64, Member>,
+    /// Members held for their sessions to attach them again (see [`Held`]).
+    held: BTreeMap<u64, Held>,
     checkpoint: Option<Checkpoint>,
     shared: Arc<RoomShared>,
     rt: Arc<Runtime>,
@@ -115,7 +139,8 @@ impl Room {
 
     /// Brings a room back from its checkpoint (see `persist.rs`): a fresh instance
     /// restores the saved state with the random stream where it was; members with a
-    /// sink are members again without a join, the others leave as `disconnected`.
+    /// sink are members again without a join, the others are held for `saved.hold`
+    /// for their sessions to attach them (or, with no hold, leave as `disconnected`).
     pub fn restore(
         rt: Arc<Runtime>,
         cfg: Arc<RoomsConfig>,
@@ -149,7 +174,17 @@ impl Room {
                         },
                     );
                 }
-                None => gone.push(*id),
+                None if saved.hold.is_zero() => gone.push(*id),
+                None => {
+                    room.held.insert(
+                        *id,
+                        Held {
+                            name: name.clone(),
+                            until: Instant::now() + saved.hold,
+                            kept: VecDeque::new(),
+                        },
+                    );
+                }
             }
         }
         room.checkpoint = Some(Checkpoint {
@@ -191,6 +226,7 @@ impl Room {
             module,
             instance: Some(instance),
             members: BTreeMap::new(),
+            held: BTreeMap::new(),
             checkpoint: None,
             shared,
             rt,
@@ -231,7 +267,7 @@ impl Room {
         if self.closed {
             return Err(JoinError::Closed("the room is closed".into()));
         }
-        if self.members.contains_key(&player) {
+        if self.members.contains_key(&player) || self.held.contains_key(&player) {
             return Err(JoinError::AlreadyJoined(player));
         }
         if let Some(held) = &self.shared.held
@@ -265,8 +301,58 @@ impl Room {
         }
     }
 
+    /// Gives a held member (see [`Held`]) its place back, with `sink` for its events,
+    /// without a word to the game: for the game it never left.
+    pub fn attach(&mut self, player: u64, sink: PlayerSink) -> Result<(), JoinError> {
+        if self.closed {
+            return Err(JoinError::Closed("the room is closed".into()));
+        }
+        if self.members.contains_key(&player) {
+            return Err(JoinError::AlreadyJoined(player));
+        }
+        let held = self
+            .held
+            .remove(&player)
+            .ok_or(JoinError::NotHeld(player))?;
+        for bytes in held.kept {
+            let _ = sink.try_send(RoomEvent::Message {
+                room: self.id.clone(),
+                bytes,
+            });
+        }
+        self.members.insert(
+            player,
+            Member {
+                name: held.name,
+                sink,
+            },
+        );
+        Ok(())
+    }
+
+    /// Held members whose time ran out leave the game as `disconnected`.
+    fn release_held(&mut self, now: Instant) {
+        if self.held.values().all(|h| h.until > now) {
+            return;
+        }
+        let expired: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for player in expired {
+            if self.closed {
+                return;
+            }
+            self.leave(player, LeaveReason::Disconnected);
+        }
+    }
+
     pub fn leave(&mut self, player: u64, reason: LeaveReason) {
-        if self.closed || self.members.remove(&player).is_none() {
+        if self.closed
+            || (self.members.remove(&player).is_none() && self.held.remove(&player).is_none())
+        {
             return;
         }
         self.seats_changed();
@@ -331,6 +417,12 @@ impl Room {
         self.deliver_answers();
         if self.closed {
             return;
+        }
+        if !self.held.is_empty() {
+            self.release_held(now);
+            if self.closed {
+                return;
+            }
         }
         let result = self.instance().tick(dt);
         self.shared.ticks.fetch_add(1, Ordering::Relaxed);
@@ -442,16 +534,24 @@ impl Room {
                     Effect::Send(to, bytes) => {
                         if let Some(m) = self.members.get(&to) {
                             deliver(&self.id, to, m, bytes, &mut gone);
+                        } else if let Some(h) = self.held.get_mut(&to) {
+                            h.keep(bytes);
                         }
                     }
                     Effect::Broadcast(bytes) => {
                         for (&id, m) in &self.members {
                             deliver(&self.id, id, m, bytes.clone(), &mut gone);
                         }
+                        for h in self.held.values_mut() {
+                            h.keep(bytes.clone());
+                        }
                     }
                     Effect::BroadcastExcept(except, bytes) => {
                         for (&id, m) in self.members.iter().filter(|(id, _)| **id != except) {
                             deliver(&self.id, id, m, bytes.clone(), &mut gone);
+                        }
+                        for (_, h) in self.held.iter_mut().filter(|(id, _)| **id != except) {
+                            h.keep(bytes.clone());
                         }
                     }
                     Effect::Kick(player, reason) => {
@@ -530,13 +630,17 @@ impl Room {
     /// Removes a member the host or the game threw out, tells it why, and (if `leave`
     /// says so) tells the game.
     fn remove(&mut self, player: u64, reason: &str, leave: Option<LeaveReason>) {
-        let Some(member) = self.members.remove(&player) else {
-            return;
-        };
-        let _ = member.sink.try_send(RoomEvent::Kicked {
-            room: self.id.clone(),
-            reason: reason.to_owned(),
-        });
+        match self.members.remove(&player) {
+            Some(member) => {
+                let _ = member.sink.try_send(RoomEvent::Kicked {
+                    room: self.id.clone(),
+                    reason: reason.to_owned(),
+                });
+            }
+            // A held member kicked meanwhile is not attached again.
+            None if self.held.remove(&player).is_some() => {}
+            None => return,
+        }
         self.seats_changed();
         if let Some(why) = leave {
             let result = self.instance().leave(player, why);
@@ -554,13 +658,18 @@ impl Room {
     }
 
     fn seats_changed(&mut self) {
-        let seats = self.members.len();
+        let seats = self.members.len() + self.held.len();
         self.empty_since = match (seats, self.empty_since) {
             (0, None) => Some(Instant::now()),
             (0, since) => since,
             _ => None,
         };
-        let members = self.members.keys().copied().collect();
+        let members = self
+            .members
+            .keys()
+            .chain(self.held.keys())
+            .copied()
+            .collect();
         self.shared.update(|info| {
             info.seats = seats;
             info.members = members;
@@ -600,6 +709,7 @@ impl Room {
         }
         self.suspended = true;
         self.members.clear();
+        self.held.clear();
         self.close(reason.to_owned());
     }
 
@@ -610,6 +720,7 @@ impl Room {
         }
         self.closed = true;
         self.instance = None;
+        self.held.clear();
         if !self.suspended {
             self.forget();
         }

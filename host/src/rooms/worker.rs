@@ -43,6 +43,8 @@ pub(super) enum Command {
         player: u64,
         name: String,
         sink: PlayerSink,
+        /// Attach a held member (no word to the game) instead of joining.
+        attach: bool,
         reply: oneshot::Sender<Result<(), JoinError>>,
     },
     Leave {
@@ -74,6 +76,8 @@ pub(super) enum Command {
         room: u64,
         /// Members whose sessions move with the room.
         moving: Vec<u64>,
+        /// The node it goes to, for the members that stay behind.
+        to: Option<String>,
         reply: oneshot::Sender<Result<(RoomRecord, Vec<u8>), String>>,
     },
     /// A panic in the host's own room code (tests of fault containment).
@@ -375,9 +379,11 @@ impl Worker {
                 player,
                 name,
                 sink,
+                attach,
                 reply,
             } => {
                 let result = match self.rooms.get_mut(&room) {
+                    Some(r) if attach => r.attach(player, sink),
                     Some(r) => r.join(player, name, sink),
                     None => Err(JoinError::Closed("the room is closed".into())),
                 };
@@ -436,10 +442,11 @@ impl Worker {
             Command::HandOff {
                 room,
                 moving,
+                to,
                 reply,
             } => {
                 let result = match self.rooms.get_mut(&room) {
-                    Some(r) => r.hand_off(&moving),
+                    Some(r) => r.hand_off(&moving, to.as_deref()),
                     None => Err("the room is closed".to_owned()),
                 };
                 let _ = reply.send(result);

@@ -7,8 +7,10 @@
 //! client here is told where to resume (`moved`, with the address), and it resumes there
 //! as after a dropped connection: nothing lost, nothing doubled. Client frames that came
 //! during the move were not read here; the client sends them again to the target, which
-//! takes them because it knows the last one processed. If any step fails, the room
-//! comes back here from what it saved, and its sessions read their clients again.
+//! takes them because it knows the last one processed. Members whose sessions are on
+//! other nodes are told where the room goes; the target holds their places and their
+//! nodes attach them there (`gateway/reattach.rs`). If any step fails, the room comes
+//! back here from what it saved, and its sessions read their clients again.
 //!
 //! `ludus rooms move` calls `Move` on the node that runs the room, and `ludus drain`
 //! calls `Drain`, which moves every room of the node, spread over the other nodes as
@@ -97,7 +99,7 @@ impl Migrate {
         let started = Instant::now();
         let members = handle.info().members;
         let frozen = sessions.freeze(&members).await;
-        let (record, state) = match handle.hand_off(frozen.clone()).await {
+        let (record, state) = match handle.hand_off(frozen.clone(), Some(target)).await {
             Ok(saved) => saved,
             Err(e) => {
                 sessions.thaw(&frozen);
@@ -174,6 +176,7 @@ impl Migrate {
         let mut restore = RestoreRoom::from_saved(saved, module).map_err(|e| anyhow!(e))?;
         let sinks = self.gateway.session_table().sinks(players);
         restore.sinks = sinks;
+        restore.hold = self.gateway.grace_period();
         let handle = self.rooms.restore(restore).await?;
         for &player in players {
             self.gateway.rejoin(player, vec![handle.clone()]);
@@ -204,6 +207,7 @@ impl Migrate {
         let sinks = sessions.adopt(moves);
         let mut restore = RestoreRoom::from_saved(saved, module).map_err(|e| anyhow!(e))?;
         restore.sinks = sinks;
+        restore.hold = self.gateway.grace_period();
         let handle = match self.rooms.restore(restore).await {
             Ok(handle) => handle,
             Err(e) => {

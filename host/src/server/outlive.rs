@@ -233,6 +233,9 @@ impl Outlive {
                 let module = module_for(&self.rooms, &self.storage, &saved).await?;
                 let mut restore = RestoreRoom::from_saved(saved.clone(), module)
                     .map_err(|e| anyhow::anyhow!(e))?;
+                // Members whose sessions are on other nodes are held for those nodes
+                // to attach them again (`gateway/reattach.rs`).
+                restore.hold = self.gateway.grace_period();
                 let members: Vec<u64> = restore.record.members.iter().map(|(p, _)| *p).collect();
                 for player in &members {
                     if let Some(sink) = sinks.get(player) {

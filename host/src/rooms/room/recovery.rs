@@ -15,7 +15,12 @@ impl Room {
         self.last_checkpoint = now;
         match self.instance().save() {
             Ok(Ok(state)) => {
-                let members = self.members.keys().copied().collect();
+                let members = self
+                    .members
+                    .keys()
+                    .chain(self.held.keys())
+                    .copied()
+                    .collect();
                 let version = self.module.version.clone();
                 let random = self.instance().random_state();
                 self.persist(&state, &version, random);
@@ -91,7 +96,8 @@ impl Room {
                 BTreeSet::new()
             }
         };
-        for &gone in known.iter().filter(|id| !self.members.contains_key(id)) {
+        let here = |id: &u64| self.members.contains_key(id) || self.held.contains_key(id);
+        for &gone in known.iter().filter(|id| !here(id)) {
             instance
                 .leave(gone, LeaveReason::Left)
                 .map_err(|e| e.to_string())?;

@@ -32,10 +32,13 @@ impl Room {
             private,
             label,
             creator: self.shared.creator,
+            // Held members too: they are members wherever the room runs next.
             members: self
                 .members
                 .iter()
-                .map(|(id, m)| (*id, m.name.clone()))
+                .map(|(id, m)| (*id, &m.name))
+                .chain(self.held.iter().map(|(id, h)| (*id, &h.name)))
+                .map(|(id, name)| (id, name.clone()))
                 .collect(),
             held: self
                 .shared
@@ -99,7 +102,11 @@ impl Room {
     /// The room closed for good: its checkpoint goes.
     /// Stops the room to run on another node (see `RoomHandle::hand_off`). Its
     /// checkpoint in storage is left for the node that takes it over.
-    pub fn hand_off(&mut self, moving: &[u64]) -> Result<(RoomRecord, Vec<u8>), String> {
+    pub fn hand_off(
+        &mut self,
+        moving: &[u64],
+        to: Option<&str>,
+    ) -> Result<(RoomRecord, Vec<u8>), String> {
         if self.closed {
             return Err("the room is closed".to_owned());
         }
@@ -123,15 +130,21 @@ impl Room {
         let record = self.record(&version, random);
         self.suspended = true;
         // Members whose sessions do not move with the room (on another node's gateway)
-        // are told it closed here; at the new node they leave as disconnected.
+        // are told where it goes: the room holds them there, and their sessions attach
+        // them again.
         for (player, member) in std::mem::take(&mut self.members) {
             if !moving.contains(&player) {
-                let _ = member.sink.try_send(super::RoomEvent::Closed {
+                let _ = member.sink.try_send(super::RoomEvent::Moved {
                     room: self.id.clone(),
-                    reason: "the room moved to another node; join it again there".to_owned(),
+                    node: to.map(str::to_owned),
+                    reason: format!(
+                        "the room moved to {}, which could not take the player back",
+                        to.map_or("another node".to_owned(), |n| format!("node {n}"))
+                    ),
                 });
             }
         }
+        self.held.clear();
         self.close("the room moved to another node".to_owned());
         Ok((record, state))
     }

@@ -5,8 +5,11 @@
 //! stream: output that went to several players of the link at once (a broadcast) goes
 //! over the link once, with the list of players, and the gateway node fans it out.
 //! When the link ends (the peer died, restarted, or left the cluster) every forwarded
-//! player is told, per room, with a reason, and the link is opened again in the
-//! background with backoff while the peer is in the cluster.
+//! player's session hears, per room, that the room may go on elsewhere (`Moved`), and
+//! the link is opened again in the background with backoff while the peer is in the
+//! cluster. A room that moves (or comes back on another node) holds its forwarded
+//! players' places, and their sessions attach them there (`JoinRoom.attach`; see
+//! `gateway/reattach.rs`).
 
 mod owner;
 mod peers;

@@ -10,12 +10,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{LINK_QUEUE, frame};
-use crate::rooms::{LeaveReason, PlayerEvents, RoomEvent, RoomHandle, Rooms};
+use crate::rooms::{JoinError, LeaveReason, PlayerEvents, RoomEvent, RoomHandle, Rooms};
 use crate::rpc::layers;
 use crate::rpc::pb::peer_frame::Body;
 use crate::rpc::pb::relay_server::{Relay, RelayServer};
 use crate::rpc::pb::room_output::Kind;
-use crate::rpc::pb::{JoinResult, JoinRoom, PeerFrame, RoomOutput};
+use crate::rpc::pb::{JoinResult, JoinRoom, PeerFrame, RoomMoved, RoomOutput};
 
 /// Room events queued per forwarded membership on the owner.
 const PLAYER_QUEUE: usize = 1024;
@@ -81,12 +81,14 @@ impl Relay for RelayService {
                                     error: String::new(),
                                     game: info.game,
                                     version: info.version,
+                                    not_held: false,
                                 }
                             }
-                            Err(error) => JoinResult {
+                            Err((error, not_held)) => JoinResult {
                                 player: j.player,
                                 room: j.room,
                                 error,
+                                not_held,
                                 ..JoinResult::default()
                             },
                         };
@@ -122,19 +124,26 @@ impl Relay for RelayService {
 /// A forwarded member's room output, as the link's pump receives it.
 type Member = ((u64, String), PlayerEvents);
 
-/// Joins a forwarded player to a local room; its output goes to the link's pump.
+/// Joins (or attaches, see [`JoinRoom::attach`]) a forwarded player to a local room;
+/// its output goes to the link's pump. An error says why, and whether it is for good
+/// (an attach of a player the room does not hold).
 async fn join_here(
     rooms: &Rooms,
     j: &JoinRoom,
     pump: &mpsc::UnboundedSender<Member>,
-) -> Result<RoomHandle, String> {
+) -> Result<RoomHandle, (String, bool)> {
     let room = rooms
         .get(&j.room)
-        .ok_or_else(|| format!("no room `{}` on this node", j.room))?;
+        .ok_or_else(|| (format!("no room `{}` on this node", j.room), false))?;
     let (sink, events) = crate::mailbox::channel::<RoomEvent>(PLAYER_QUEUE);
-    room.join(j.player, &j.name, sink)
-        .await
-        .map_err(|e| e.to_string())?;
+    let joined = match j.attach {
+        true => room.attach(j.player, sink).await,
+        false => room.join(j.player, &j.name, sink).await,
+    };
+    joined.map_err(|e| {
+        let not_held = matches!(e, JoinError::NotHeld(_));
+        (e.to_string(), not_held)
+    })?;
     let _ = pump.send(((j.player, j.room.clone()), events));
     Ok(room)
 }
@@ -181,6 +190,10 @@ fn coalesce(ready: Vec<((u64, String), RoomEvent)>) -> Vec<RoomOutput> {
             RoomEvent::Message { bytes, .. } => Kind::Message(bytes),
             RoomEvent::Kicked { reason, .. } => Kind::Kicked(reason),
             RoomEvent::Closed { reason, .. } => Kind::Closed(reason),
+            RoomEvent::Moved { node, reason, .. } => Kind::Moved(RoomMoved {
+                node: node.unwrap_or_default(),
+                reason,
+            }),
         };
         let same = |o: &&mut RoomOutput| {
             o.room == room
@@ -190,6 +203,7 @@ fn coalesce(ready: Vec<((u64, String), RoomEvent)>) -> Vec<RoomOutput> {
                         a.as_ptr() == b.as_ptr() && a.len() == b.len()
                     }
                     (Some(Kind::Closed(a)), Kind::Closed(b)) => a == b,
+                    (Some(Kind::Moved(a)), Kind::Moved(b)) => a == b,
                     _ => false,
                 }
         };

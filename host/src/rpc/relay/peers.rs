@@ -35,6 +35,9 @@ pub enum RelayError {
     /// The owner refused the join (its reason: no such room, the game said no, ...).
     #[error("{0}")]
     Refused(String),
+    /// The owner refused an attach for good: its room does not hold the player.
+    #[error("{0}")]
+    NotHeld(String),
 }
 
 /// This node's links to its peers, by node id.
@@ -146,6 +149,31 @@ impl Peers {
         room: &str,
         sink: PlayerSink,
     ) -> Result<(RemoteRoom, JoinResult), RelayError> {
+        self.ask(node, player, name, room, sink, false).await
+    }
+
+    /// Gives `player` back its place in `room` on `node`, which holds it (the room came
+    /// back there from a checkpoint or moved there; see `RoomHandle::attach`); the
+    /// room's events go to `sink`.
+    pub async fn attach(
+        self: &Arc<Self>,
+        node: &str,
+        player: u64,
+        room: &str,
+        sink: PlayerSink,
+    ) -> Result<RemoteRoom, RelayError> {
+        Ok(self.ask(node, player, "", room, sink, true).await?.0)
+    }
+
+    async fn ask(
+        self: &Arc<Self>,
+        node: &str,
+        player: u64,
+        name: &str,
+        room: &str,
+        sink: PlayerSink,
+        attach: bool,
+    ) -> Result<(RemoteRoom, JoinResult), RelayError> {
         let link = self.link(node).await?;
         let key = (player, room.to_owned());
         let (reply, answer) = oneshot::channel();
@@ -155,6 +183,7 @@ impl Peers {
             player,
             name: name.to_owned(),
             room: room.to_owned(),
+            attach,
         };
         if link.tx.send(frame(Body::Join(join))).await.is_err() {
             link.players.lock().recover().remove(&key);
@@ -171,7 +200,10 @@ impl Peers {
             )),
             Ok(Ok(r)) => {
                 link.players.lock().recover().remove(&key);
-                Err(RelayError::Refused(r.error))
+                Err(match r.not_held {
+                    true => RelayError::NotHeld(r.error),
+                    false => RelayError::Refused(r.error),
+                })
             }
             _ => {
                 link.players.lock().recover().remove(&key);
@@ -319,13 +351,14 @@ impl PeerLink {
                     Some(Kind::Message(bytes)) => (RoomEvent::Message { room, bytes }, false),
                     Some(Kind::Kicked(reason)) => (RoomEvent::Kicked { room, reason }, true),
                     Some(Kind::Closed(reason)) => (RoomEvent::Closed { room, reason }, true),
+                    Some(Kind::Moved(m)) => {
+                        let node = Some(m.node).filter(|n| !n.is_empty());
+                        let reason = m.reason;
+                        (RoomEvent::Moved { room, node, reason }, true)
+                    }
                     None => return,
                 };
-                let room_id = match &event {
-                    RoomEvent::Message { room, .. }
-                    | RoomEvent::Kicked { room, .. }
-                    | RoomEvent::Closed { room, .. } => room.to_string(),
-                };
+                let room_id = event.room().to_string();
                 let mut players = self.players.lock().recover();
                 for player in std::iter::once(o.player).chain(o.more_players) {
                     let key = (player, room_id.clone());
@@ -341,12 +374,15 @@ impl PeerLink {
         }
     }
 
-    /// Tells every forwarded player its remote room is gone.
+    /// Tells every forwarded player its remote room cannot be reached here any more:
+    /// another node may take it over (its session finds out, and attaches the player
+    /// there or tells it `reason`).
     fn end(&self, reason: &str) {
         self.pending.lock().recover().clear();
         for ((_, room), sink) in self.players.lock().recover().drain() {
-            let _ = sink.try_send(RoomEvent::Kicked {
+            let _ = sink.try_send(RoomEvent::Moved {
                 room: room.into(),
+                node: None,
                 reason: reason.to_owned(),
             });
         }
