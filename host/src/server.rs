@@ -181,6 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 rt.clone(),
                 rooms.clone(),
                 secret,
+                config.gateway.grace_period,
                 stop.clone(),
             )
             .add_service(crate::matchmaking::remote::MatchmakingService::server(

@@ -520,5 +520,33 @@ async fn players_on_other_nodes_stay_in_a_room_that_moves_or_whose_node_dies() {
         }
         follow(v, room, |s| position(s, id).is_some()).await;
     }
-    drop((a, c));
+
+    // Now the node of a visitor dies, not the room's: the room holds its place, its
+    // owner takes the session over, and the visitor resumes there, still in the room.
+    let (home, other) = match owners[0] {
+        "a" => (a, c),
+        _ => (c, a),
+    };
+    let mut visitor = Client::guest(other.addr, "visitor", opts.clone())
+        .await
+        .unwrap();
+    visitor.join(room).await.unwrap();
+    create_outcome(&mut visitor).await.unwrap();
+    let id = visitor.player_id;
+    let input = json!({ "seq": 1, "dx": 9, "dy": 9 }).to_string();
+    visitor.message(room, input).await.unwrap();
+    follow(&mut visitor, room, |s| position(s, id) == Some((509, 509))).await;
+    let mut other = other;
+    other.proc.kill();
+    visitor.set_addr(home.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while visitor.restores == 0 {
+        assert!(Instant::now() < deadline, "the visitor did not resume");
+        follow(&mut visitor, room, |_| true).await;
+    }
+    assert_eq!(visitor.addr(), home.addr);
+    let input = json!({ "seq": 2, "dx": 1, "dy": 1 }).to_string();
+    visitor.message(room, input).await.unwrap();
+    follow(&mut visitor, room, |s| position(s, id) == Some((510, 510))).await;
+    drop(home);
 }

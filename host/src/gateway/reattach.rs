@@ -23,7 +23,7 @@ use crate::rpc::relay::RelayError;
 pub(super) const KEPT_MESSAGES: usize = 256;
 /// Between attempts to find the room and attach the player there.
 const RETRY_MIN: Duration = Duration::from_millis(10);
-const RETRY_MAX: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_millis(250);
 
 impl Session {
     /// A room of the player moved, or its node cannot be reached: attach the player
@@ -89,8 +89,9 @@ async fn find_and_attach(
         return Err(reason.to_owned());
     };
     if node.is_none() {
-        // The room's node is lost: the room comes back elsewhere only from a checkpoint
-        // in storage the nodes share.
+        // The link to the room's node ended: the room is waited for only if it can go
+        // on without that link, from a checkpoint in storage the nodes share (taken
+        // over by another node, or held by its node for the player's return).
         let kept = services.kept && matches!(services.storage.saved_room(room).await, Ok(Some(_)));
         if !kept {
             return Err(reason.to_owned());

@@ -223,6 +223,17 @@ impl RoomHandle {
         });
     }
 
+    /// Holds a member's place for `hold` (its session's node is gone, and another node
+    /// may take the session over and [`RoomHandle::attach`] it): for the game it stays;
+    /// not attached in time, it leaves as `disconnected`.
+    pub fn hold(&self, player: u64, hold: Duration) {
+        self.send(Command::Hold {
+            room: self.key,
+            player,
+            until: std::time::Instant::now() + hold,
+        });
+    }
+
     /// Delivers a player's message to the game. Messages from non-members are dropped.
     pub fn message(&self, player: u64, bytes: impl Into<Bytes>) {
         self.send(Command::Message {

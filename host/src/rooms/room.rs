@@ -330,6 +330,16 @@ impl Room {
         Ok(())
     }
 
+    /// Holds a member's place until `until` (its session's node is gone; another node
+    /// may attach it again): for the game it stays, and what it is sent is kept.
+    pub fn hold(&mut self, player: u64, until: Instant) {
+        if let Some(member) = self.members.remove(&player) {
+            let kept = VecDeque::new();
+            let name = member.name;
+            self.held.insert(player, Held { name, until, kept });
+        }
+    }
+
     /// Held members whose time ran out leave the game as `disconnected`.
     fn release_held(&mut self, now: Instant) {
         if self.held.values().all(|h| h.until > now) {

@@ -52,6 +52,12 @@ pub(super) enum Command {
         player: u64,
         reason: LeaveReason,
     },
+    /// Hold a member's place (its node is gone) until `until`.
+    Hold {
+        room: u64,
+        player: u64,
+        until: std::time::Instant,
+    },
     Message {
         room: u64,
         player: u64,
@@ -98,6 +104,7 @@ impl Command {
             Command::Create { key, .. } | Command::Restore { key, .. } => Some(*key),
             Command::Join { room, .. }
             | Command::Leave { room, .. }
+            | Command::Hold { room, .. }
             | Command::Message { room, .. }
             | Command::Swap { room, .. }
             | Command::Close { room, .. }
@@ -324,6 +331,7 @@ impl Worker {
         let other_for = match &command {
             Command::Join { room, .. }
             | Command::Leave { room, .. }
+            | Command::Hold { room, .. }
             | Command::Swap { room, .. }
             | Command::Close { room, .. }
             | Command::HandOff { room, .. } => Some(*room),
@@ -398,6 +406,15 @@ impl Worker {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.leave(player, reason);
                     self.settle(room);
+                }
+            }
+            Command::Hold {
+                room,
+                player,
+                until,
+            } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.hold(player, until);
                 }
             }
             Command::Message {

@@ -67,16 +67,18 @@ impl ModulesService {
 }
 
 /// The services of this layer: `Modules` and `Relay`, refusing calls without `secret`.
+/// `hold`: how long a room holds the place of a player whose gateway node's link ends.
 /// Add the services of other layers to the routes before [`serve`].
 pub fn routes(
     cluster: Cluster,
     rt: Arc<Runtime>,
     rooms: crate::rooms::Rooms,
     secret: &str,
+    hold: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) -> tonic::service::Routes {
     tonic::service::Routes::new(ModulesService::server(cluster, rt, secret))
-        .add_service(relay::RelayService::server(rooms, secret, stop))
+        .add_service(relay::RelayService::server(rooms, secret, hold, stop))
 }
 
 /// Serves `routes` on `listener` until `stop`, logging every call; over mutual TLS

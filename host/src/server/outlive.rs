@@ -77,7 +77,12 @@ impl Outlive {
             };
             match event {
                 Ok(ClusterEvent::NodeLeft { node }) if node != self.cluster.node_id() => {
-                    tokio::spawn(self.clone().take_over(node, stop.clone()));
+                    let this = self.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        this.clone().take_over(node.clone(), stop).await;
+                        this.take_over_players(&node).await;
+                    });
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
@@ -90,6 +95,71 @@ impl Outlive {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+
+    /// Takes over the sessions `dead` held for players in rooms of this node (their
+    /// gateway died, their rooms did not): the rooms held their places when the links
+    /// from `dead` ended; the sessions come back from storage, detached with a fresh
+    /// grace period, and the players are attached again. Their clients resume at any
+    /// node and are sent here (`moved`).
+    async fn take_over_players(&self, dead: &str) {
+        let me = self.me();
+        let sessions = self.gateway.session_table();
+        let mut rooms_of: HashMap<u64, Vec<RoomHandle>> = HashMap::new();
+        for info in self.rooms.list() {
+            if info.closed.is_some() {
+                continue;
+            }
+            let Some(handle) = self.rooms.get(&info.id) else {
+                continue;
+            };
+            for player in info.members {
+                rooms_of.entry(player).or_default().push(handle.clone());
+            }
+        }
+        let here = sessions.sinks(&rooms_of.keys().copied().collect::<Vec<u64>>());
+        let players: Vec<u64> = rooms_of
+            .keys()
+            .filter(|p| !here.contains_key(p))
+            .filter(|p| {
+                self.cluster
+                    .session_owner(**p)
+                    .is_none_or(|n| n == dead || n == me)
+            })
+            .copied()
+            .collect();
+        if players.is_empty() {
+            return;
+        }
+        let saved = match self.storage.saved_sessions_of(dead, &players).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::warn!(node = dead, "reading the sessions of its players: {e}");
+                return;
+            }
+        };
+        if saved.is_empty() {
+            return;
+        }
+        let sinks = self.gateway.restore_sessions(saved).await;
+        let mut back = 0;
+        for (player, sink) in sinks {
+            let mut attached = Vec::new();
+            for handle in rooms_of.remove(&player).unwrap_or_default() {
+                if handle.attach(player, sink.clone()).await.is_ok() {
+                    attached.push(handle);
+                }
+            }
+            if !attached.is_empty() {
+                back += 1;
+                self.gateway.rejoin(player, attached);
+            }
+        }
+        tracing::info!(
+            node = dead,
+            players = back,
+            "took over the sessions of players in rooms here whose node left"
+        );
     }
 
     /// Claims and restores the rooms `dead` left in storage. Every surviving node runs

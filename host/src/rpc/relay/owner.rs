@@ -25,6 +25,8 @@ const PUMP_BATCH: usize = 1024;
 /// The owner's end: joins forwarded players to local rooms and relays their output.
 pub struct RelayService {
     rooms: Rooms,
+    /// How long a room holds the places of a gateway node's players when its link ends.
+    hold: std::time::Duration,
     /// Ends every link when the node shuts down.
     stop: tokio_util::sync::CancellationToken,
 }
@@ -33,10 +35,11 @@ impl RelayService {
     pub fn server(
         rooms: Rooms,
         secret: &str,
+        hold: std::time::Duration,
         stop: tokio_util::sync::CancellationToken,
     ) -> layers::Checked<RelayServer<Self>> {
         let limit = super::frame_limit(rooms.runtime().limits().max_message_bytes);
-        let server = RelayServer::new(RelayService { rooms, stop })
+        let server = RelayServer::new(RelayService { rooms, hold, stop })
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         layers::checked(server, secret)
@@ -55,17 +58,17 @@ impl Relay for RelayService {
     ) -> Result<Response<FrameStream>, Status> {
         let mut inbound = req.into_inner();
         let (out, out_rx) = mpsc::channel::<PeerFrame>(LINK_QUEUE);
-        let (rooms, stop) = (self.rooms.clone(), self.stop.clone());
+        let (rooms, stop, hold) = (self.rooms.clone(), self.stop.clone(), self.hold);
         let (add, added) = mpsc::unbounded_channel();
         tokio::spawn(pump(added, out.clone()));
         tokio::spawn(async move {
             let mut members: HashMap<(u64, String), RoomHandle> = HashMap::new();
-            loop {
+            let gateway_gone = loop {
                 let f = tokio::select! {
-                    _ = stop.cancelled() => break,
+                    _ = stop.cancelled() => break false,
                     f = inbound.message() => match f {
                         Ok(Some(f)) => f,
-                        _ => break,
+                        _ => break true,
                     },
                 };
                 match f.body {
@@ -93,7 +96,7 @@ impl Relay for RelayService {
                             },
                         };
                         if out.send(frame(Body::Joined(reply))).await.is_err() {
-                            break;
+                            break true;
                         }
                     }
                     Some(Body::Input(i)) => {
@@ -108,10 +111,15 @@ impl Relay for RelayService {
                     }
                     _ => {}
                 }
-            }
-            // The gateway node is gone (or restarted): its players leave.
+            };
+            // The gateway node is gone (or the link broke): its players' places are held
+            // for the node to attach them again, or for another node that takes their
+            // sessions over; not attached in time, they leave as disconnected.
             for ((player, _), room) in members {
-                room.leave(player, LeaveReason::Disconnected);
+                match gateway_gone {
+                    true => room.hold(player, hold),
+                    false => room.leave(player, LeaveReason::Disconnected),
+                }
             }
         });
         let stream = ReceiverStream::new(out_rx)
