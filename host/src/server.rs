@@ -176,12 +176,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         (Some(grpc), Some(link)) => {
             let secret = link.secret();
             let stop = shutdown.child_token();
+            // A room holds the place of a player whose gateway node's link ends only
+            // where the player can come back to it: rooms and sessions kept in storage
+            // the nodes share.
+            let shared =
+                config.rooms.persist && storage.backend() == crate::storage::Backend::Postgres;
+            let hold = match shared {
+                true => config.gateway.grace_period,
+                false => Duration::ZERO,
+            };
             let routes = crate::rpc::routes(
                 cluster.clone(),
                 rt.clone(),
                 rooms.clone(),
                 secret,
-                config.gateway.grace_period,
+                hold,
                 stop.clone(),
             )
             .add_service(crate::matchmaking::remote::MatchmakingService::server(

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cluster::{SECRET, create_outcome};
+use common::cluster::{create_outcome, rooms_on, serve_process};
 use common::postgres::Postgres;
 use common::{Etcd, Proc, eventually, module_file};
 use ludus::client::{Client, ClientOptions};
@@ -36,31 +36,24 @@ struct Cluster {
 
 impl Cluster {
     fn start(&self, id: &'static str) -> Proc {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-            .args(["serve", "--listen", &self.addrs[id].to_string()])
-            .args(["--etcd", &self.etcd.url, "--node-id", id])
-            .arg("--data-dir")
-            .arg(self.data.join(id))
-            .arg("--game")
-            .arg(format!("arena={}", self.module))
-            .env("LUDUS_CLUSTER__PREFIX", "/ludus/chaos/")
-            .env("LUDUS_CLUSTER__LEASE_TTL", format!("{}s", TTL.as_secs()))
-            .env("LUDUS_CLUSTER__SECRET", SECRET)
-            .env(
-                "LUDUS_AUTH__SECRET",
-                "a test secret of enough length: 32 bytes or more",
-            )
-            .env("LUDUS_STORAGE__URL", &self.storage)
-            .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
-            .env("LUDUS_GATEWAY__GRACE_PERIOD", "60s")
-            .env(
-                "LUDUS_LOG",
-                std::env::var("CHAOS_LOG").unwrap_or("error".into()),
-            )
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("starting ludus serve");
-        Proc::new(child)
+        let ttl = format!("{}s", TTL.as_secs());
+        // Quieter than the other tests: nodes die on purpose here.
+        let log = std::env::var("CHAOS_LOG").unwrap_or("error".into());
+        let env = [
+            ("LUDUS_CLUSTER__LEASE_TTL", ttl.as_str()),
+            ("LUDUS_STORAGE__URL", self.storage.as_str()),
+            ("LUDUS_GATEWAY__GRACE_PERIOD", "60s"),
+            ("LUDUS_LOG", log.as_str()),
+        ];
+        serve_process(
+            &self.etcd,
+            "/ludus/chaos/",
+            id,
+            self.addrs[id],
+            &self.data.join(id),
+            &self.module,
+            &env,
+        )
     }
 }
 
@@ -68,23 +61,6 @@ async fn answers(addr: SocketAddr) -> bool {
     reqwest::get(format!("http://{addr}/v1/games"))
         .await
         .is_ok_and(|r| r.status().is_success())
-}
-
-async fn rooms_on(node: SocketAddr, token: &str) -> Vec<String> {
-    let Ok(answer) = reqwest::Client::new()
-        .get(format!("http://{node}/v1/rooms"))
-        .bearer_auth(token)
-        .send()
-        .await
-    else {
-        return Vec::new();
-    };
-    let rooms: Vec<Value> = answer.json().await.unwrap_or_default();
-    rooms
-        .iter()
-        .filter(|r| r["closed"].is_null())
-        .filter_map(|r| r["id"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// What a player saw, checked as it comes.

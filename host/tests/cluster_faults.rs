@@ -291,8 +291,6 @@ async fn a_silent_peer_is_found_out_its_players_told_and_fetches_fail_over() {
     let (a, _da) = node_with(&etcd, prefix, "a", TTL, move |c| {
         c.cluster.grpc_listen = a_grpc;
         c.cluster.grpc_advertise = Some(proxied);
-        // How long a room holds the place of a player whose node's link ended.
-        c.gateway.grace_period = Duration::from_secs(3);
     })
     .await;
     let (b, _db) = node(&etcd, prefix, "b", TTL).await;
@@ -341,8 +339,7 @@ async fn a_silent_peer_is_found_out_its_players_told_and_fetches_fail_over() {
         "told after {detected:?}: {told}"
     );
     assert!(told.contains("node a"), "{told}");
-    // And a frees the visitor's seat, once it has held it for its grace period (b might
-    // have attached the visitor again).
+    // And a frees the seat it held for the visitor.
     eventually(WAIT, "a frees the visitor's seat", async || {
         a.rooms.get("far").is_some_and(|r| r.info().seats == 1)
     })

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{SECRET, create_outcome};
+use common::cluster::{SECRET, create_outcome, rooms_on, serve_process};
 use common::{Etcd, Proc, eventually, module_file};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::pb::server_frame::Body as Out;
@@ -31,32 +31,14 @@ fn serve(etcd: &Etcd, id: &'static str, module: &str, drain_on_stop: bool) -> No
         .parent()
         .expect("the module's directory")
         .join(format!("data-{id}"));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-        .args(["serve", "--listen", &addr.to_string()])
-        .args(["--etcd", &etcd.url, "--node-id", id])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--game")
-        .arg(format!("arena={module}"))
-        .env("LUDUS_CLUSTER__PREFIX", PREFIX)
-        .env("LUDUS_CLUSTER__SECRET", SECRET)
-        .env(
-            "LUDUS_AUTH__SECRET",
-            "a test secret of enough length: 32 bytes or more",
-        )
-        .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
-        .env("LUDUS_CLUSTER__DRAIN_ON_STOP", drain_on_stop.to_string())
-        .env(
-            "LUDUS_LOG",
-            std::env::var("MIGRATION_LOG").unwrap_or("warn".into()),
-        )
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting ludus serve");
-    Node {
-        addr,
-        proc: Proc::new(child),
-    }
+    let drain = drain_on_stop.to_string();
+    let log = std::env::var("MIGRATION_LOG").unwrap_or("warn".into());
+    let env = [
+        ("LUDUS_CLUSTER__DRAIN_ON_STOP", drain.as_str()),
+        ("LUDUS_LOG", log.as_str()),
+    ];
+    let proc = serve_process(etcd, PREFIX, id, addr, &data, module, &env);
+    Node { addr, proc }
 }
 
 /// Runs `ludus ARGS --etcd … --prefix …` (the operator's CLI); its output and success.
@@ -74,23 +56,6 @@ async fn ludus(etcd: &Etcd, args: &[&str]) -> (String, bool) {
         String::from_utf8_lossy(&out.stderr)
     );
     (text, out.status.success())
-}
-
-async fn rooms_on(node: SocketAddr, token: &str) -> Vec<String> {
-    let Ok(answer) = reqwest::Client::new()
-        .get(format!("http://{node}/v1/rooms"))
-        .bearer_auth(token)
-        .send()
-        .await
-    else {
-        return Vec::new();
-    };
-    let rooms: Vec<Value> = answer.json().await.unwrap_or_default();
-    rooms
-        .iter()
-        .filter(|r| r["closed"].is_null())
-        .filter_map(|r| r["id"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// A player and what it saw: the number of every numbered frame and the tick of

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::cluster::{SECRET, create_outcome};
+use common::cluster::{SECRET, create_outcome, rooms_on, serve_process};
 use common::postgres::Postgres;
 use common::{Etcd, Proc, eventually, module_file};
 use ludus::client::{Client, ClientOptions};
@@ -36,52 +36,15 @@ fn serve(etcd: &Etcd, prefix: &str, storage: &str, id: &'static str, module: &st
         .parent()
         .expect("the module's directory")
         .join(format!("data-{id}"));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-        .args(["serve", "--listen", &addr.to_string()])
-        .args(["--etcd", &etcd.url, "--node-id", id])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--game")
-        .arg(format!("arena={module}"))
-        .env("LUDUS_CLUSTER__PREFIX", prefix)
-        .env("LUDUS_CLUSTER__LEASE_TTL", format!("{}s", TTL.as_secs()))
-        .env("LUDUS_CLUSTER__SECRET", SECRET)
-        .env(
-            "LUDUS_AUTH__SECRET",
-            "a test secret of enough length: 32 bytes or more",
-        )
-        .env("LUDUS_STORAGE__URL", storage)
-        .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
-        .env(
-            "LUDUS_LOG",
-            std::env::var("TAKEOVER_LOG").unwrap_or("warn".into()),
-        )
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting ludus serve");
-    Node {
-        id,
-        addr,
-        proc: Proc::new(child),
-    }
-}
-
-/// The ids of the rooms `node` runs, from its `/v1/rooms`.
-async fn rooms_on(node: SocketAddr, token: &str) -> Vec<String> {
-    let Ok(answer) = reqwest::Client::new()
-        .get(format!("http://{node}/v1/rooms"))
-        .bearer_auth(token)
-        .send()
-        .await
-    else {
-        return Vec::new();
-    };
-    let rooms: Vec<Value> = answer.json().await.unwrap_or_default();
-    rooms
-        .iter()
-        .filter(|r| r["closed"].is_null())
-        .filter_map(|r| r["id"].as_str().map(str::to_owned))
-        .collect()
+    let ttl = format!("{}s", TTL.as_secs());
+    let log = std::env::var("TAKEOVER_LOG").unwrap_or("warn".into());
+    let env = [
+        ("LUDUS_CLUSTER__LEASE_TTL", ttl.as_str()),
+        ("LUDUS_STORAGE__URL", storage),
+        ("LUDUS_LOG", log.as_str()),
+    ];
+    let proc = serve_process(etcd, prefix, id, addr, &data, module, &env);
+    Node { id, addr, proc }
 }
 
 /// The next arena snapshot of `room`.

@@ -67,7 +67,8 @@ impl ModulesService {
 }
 
 /// The services of this layer: `Modules` and `Relay`, refusing calls without `secret`.
-/// `hold`: how long a room holds the place of a player whose gateway node's link ends.
+/// `hold`: how long a room holds the place of a player whose gateway node's link ends
+/// (zero: the player leaves at once).
 /// Add the services of other layers to the routes before [`serve`].
 pub fn routes(
     cluster: Cluster,

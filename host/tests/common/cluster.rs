@@ -168,3 +168,58 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A `ludus serve` process of a test cluster sharing `etcd` under `prefix`, serving
+/// arena from `module` on `addr`, with its data in `data`; `env` adds or overrides
+/// settings (`LUDUS_STORAGE__URL`, `LUDUS_CLUSTER__LEASE_TTL`, `LUDUS_LOG` (default
+/// `warn`), ...). SIGKILLed when dropped.
+pub fn serve_process(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    addr: std::net::SocketAddr,
+    data: &std::path::Path,
+    module: &str,
+    env: &[(&str, &str)],
+) -> super::Proc {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"));
+    command
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(["--etcd", &etcd.url, "--node-id", id])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--game")
+        .arg(format!("arena={module}"))
+        .env("LUDUS_CLUSTER__PREFIX", prefix)
+        .env("LUDUS_CLUSTER__SECRET", SECRET)
+        .env(
+            "LUDUS_AUTH__SECRET",
+            "a test secret of enough length: 32 bytes or more",
+        )
+        .env("LUDUS_ROOMS__MAX_ROOMS_PER_PLAYER", "0")
+        .env("LUDUS_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    super::Proc::new(command.spawn().expect("starting ludus serve"))
+}
+
+/// The ids of the open rooms `node` runs, from its `/v1/rooms` (none if it does not
+/// answer).
+pub async fn rooms_on(node: std::net::SocketAddr, token: &str) -> Vec<String> {
+    let Ok(answer) = reqwest::Client::new()
+        .get(format!("http://{node}/v1/rooms"))
+        .bearer_auth(token)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let rooms: Vec<serde_json::Value> = answer.json().await.unwrap_or_default();
+    rooms
+        .iter()
+        .filter(|r| r["closed"].is_null())
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -116,7 +116,7 @@ impl Relay for RelayService {
             // for the node to attach them again, or for another node that takes their
             // sessions over; not attached in time, they leave as disconnected.
             for ((player, _), room) in members {
-                match gateway_gone {
+                match gateway_gone && !hold.is_zero() {
                     true => room.hold(player, hold),
                     false => room.leave(player, LeaveReason::Disconnected),
                 }
