@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
-use super::outlive::{candidates, module_for};
+use super::outlive::{candidates, module_for, room_counts};
 use crate::cluster::Cluster;
 use crate::gateway::{Gateway, SessionMove};
 use crate::rooms::{Checkpoints, RestoreRoom, RoomRecord, Rooms};
@@ -161,17 +161,13 @@ impl Migrate {
         state: Vec<u8>,
         players: &[u64],
     ) -> anyhow::Result<()> {
-        let saved = SavedRoom {
-            room_id: room_id.to_owned(),
-            node: self.cluster.node_id().to_owned(),
-            game: record.game.clone(),
-            version: record.version.clone(),
-            module_sha256: record.module_sha256.clone(),
-            record: serde_json::to_string(&record)?,
+        let saved = self.saved_here(
+            room_id,
+            &record.game,
+            &record.module_sha256,
+            serde_json::to_string(&record)?,
             state,
-            saved_ms: 0,
-            fresh: false,
-        };
+        );
         let module = module_for(&self.rooms, &self.storage, &saved).await?;
         let mut restore = RestoreRoom::from_saved(saved, module).map_err(|e| anyhow!(e))?;
         let sinks = self.gateway.session_table().sinks(players);
@@ -184,19 +180,37 @@ impl Migrate {
         Ok(())
     }
 
-    /// Takes a room another node moves here (the target's side of a move).
-    async fn adopt(&self, req: AdoptRequest) -> anyhow::Result<()> {
-        let saved = SavedRoom {
-            room_id: req.room_id.clone(),
+    /// A room's saved state and record, to run here (as a checkpoint read from storage).
+    fn saved_here(
+        &self,
+        room_id: &str,
+        game: &str,
+        module_sha256: &str,
+        record: String,
+        state: Vec<u8>,
+    ) -> SavedRoom {
+        SavedRoom {
+            room_id: room_id.to_owned(),
             node: self.cluster.node_id().to_owned(),
-            game: req.game.clone(),
+            game: game.to_owned(),
             version: String::new(),
-            module_sha256: req.module_sha256.clone(),
-            record: req.record.clone(),
-            state: req.state.to_vec(),
+            module_sha256: module_sha256.to_owned(),
+            record,
+            state,
             saved_ms: 0,
             fresh: false,
-        };
+        }
+    }
+
+    /// Takes a room another node moves here (the target's side of a move).
+    async fn adopt(&self, req: AdoptRequest) -> anyhow::Result<()> {
+        let saved = self.saved_here(
+            &req.room_id,
+            &req.game,
+            &req.module_sha256,
+            req.record.clone(),
+            req.state.to_vec(),
+        );
         let module = module_for(&self.rooms, &self.storage, &saved).await?;
         let mut moves = Vec::with_capacity(req.sessions.len());
         for s in req.sessions {
@@ -243,14 +257,7 @@ impl Migrate {
     /// Moves every room of this node to the other nodes, spread by load as a takeover
     /// would spread them. Returns rooms moved, the failures, and each room's pause.
     pub async fn drain(&self) -> (usize, Vec<String>, Vec<Duration>) {
-        let me = self.cluster.node_id().to_owned();
-        let mut loads: HashMap<String, usize> = self
-            .cluster
-            .node_loads()
-            .into_iter()
-            .map(|(node, (_, rooms))| (node, rooms))
-            .filter(|(node, _)| *node != me)
-            .collect();
+        let mut loads = room_counts(&self.cluster, self.cluster.node_id());
         let rooms: Vec<String> = self
             .rooms
             .list()

@@ -180,13 +180,7 @@ impl Outlive {
             return;
         }
         let me = self.me();
-        let mut loads: HashMap<String, usize> = self
-            .cluster
-            .node_loads()
-            .into_iter()
-            .map(|(node, (_, rooms))| (node, rooms))
-            .collect();
-        loads.remove(&dead);
+        let loads = room_counts(&self.cluster, &dead);
         let mut turns: BTreeMap<usize, Vec<SavedRoom>> = BTreeMap::new();
         for room in saved {
             let order = candidates(&room.room_id, &loads);
@@ -339,6 +333,16 @@ impl Outlive {
         sinks.clear();
         (back, lost)
     }
+}
+
+/// How many rooms each node of the cluster runs, leaving out node `without`.
+pub(super) fn room_counts(cluster: &Cluster, without: &str) -> HashMap<String, usize> {
+    cluster
+        .node_loads()
+        .into_iter()
+        .filter(|(node, _)| node != without)
+        .map(|(node, (_, rooms))| (node, rooms))
+        .collect()
 }
 
 /// The nodes of `loads` (node → rooms it runs) in the order they should take room
