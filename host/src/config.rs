@@ -43,6 +43,8 @@ pub struct Config {
     pub storage: crate::storage::StorageConfig,
     /// Leaderboards every node defines at start, by id.
     pub leaderboards: BTreeMap<String, crate::storage::Leaderboard>,
+    /// The admin port: health, readiness, metrics and the admin API.
+    pub admin: crate::server::admin::AdminConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             data_dir: "ludus-data".into(),
             storage: crate::storage::StorageConfig::default(),
             leaderboards: BTreeMap::new(),
+            admin: Default::default(),
         }
     }
 }

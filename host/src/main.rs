@@ -39,6 +39,10 @@ enum Command {
         /// Where the node keeps its data (overrides `data_dir`; default `ludus-data`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Admin port: health, readiness, metrics (overrides `admin.listen`; default
+        /// 127.0.0.1:7351).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Build a game, serve it with the browser page, rebuild and swap it live on save.
     Dev(ludus::dev::DevArgs),
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             etcd,
             node_id,
             data_dir,
+            admin,
         } => {
             let mut config = ludus::config::Config::load(config.as_deref())?;
             if !etcd.is_empty() {
@@ -146,6 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
+            }
+            if let Some(admin) = admin {
+                config.admin.listen = admin;
             }
             for (name, module) in games {
                 let game = ludus::config::GameConfig {

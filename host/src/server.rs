@@ -21,6 +21,7 @@ use crate::rooms::Rooms;
 use crate::rpc::relay::Peers;
 use crate::runtime::Runtime;
 
+pub mod admin;
 mod migrate;
 mod outlive;
 
@@ -37,6 +38,10 @@ const TASKS_TIMEOUT: Duration = Duration::from_secs(2);
 /// A started node. Stop it with [`Server::stop`].
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin port (health, readiness, metrics).
+    pub admin_addr: SocketAddr,
+    /// Set once the node starts to stop: `/readyz` says so.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     /// `https` with `gateway.tls`, else `http`.
     scheme: &'static str,
     pub rooms: Rooms,
@@ -122,6 +127,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding the gateway to {}", config.listen))?;
     let addr = listener.local_addr()?;
+    admin::install_recorder();
+    let admin_listener = admin::Admin::bind(&config.admin).await?;
+    let admin_addr = admin_listener.local_addr()?;
     let grpc = match &link {
         None => None,
         Some(_) => Some(
@@ -248,6 +256,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             tasks.spawn(outlive.take_over_dead_nodes(shutdown.child_token()));
         }
     }
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = admin::Admin {
+        rooms: rooms.clone(),
+        gateway: gateway.clone(),
+        storage: storage.clone(),
+        cluster: cluster.clone(),
+        peers: peers.clone(),
+        draining: draining.clone(),
+        token: config.admin.token.as_deref().map(Arc::from),
+        reported: Default::default(),
+    };
+    tasks.spawn(admin.serve(admin_listener, shutdown.child_token()));
+    tracing::info!(%admin_addr, "admin port listening (health, readiness, metrics)");
     let stop = shutdown.child_token();
     let http = tasks.spawn({
         let gateway = gateway.clone();
@@ -256,6 +277,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     tracing::info!(%addr, "gateway listening");
     Ok(Server {
         addr,
+        admin_addr,
+        draining,
         scheme,
         rooms,
         rollout,
@@ -388,6 +411,9 @@ impl Server {
     /// keeps open is not waited for past [`SHUTDOWN_TIMEOUT`]) and the node leaves the
     /// cluster, so its keys vanish at once.
     pub async fn stop(self) {
+        // Not ready from now on: load balancers stop sending players here.
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(migrate) = &self.drain_on_stop {
             let started = std::time::Instant::now();
             match tokio::time::timeout(DRAIN_TIMEOUT, migrate.drain()).await {

@@ -215,24 +215,28 @@ async fn nodes_killed_and_restarted_at_random_lose_no_room_and_run_none_twice() 
         .await
         .unwrap();
     let mut owners: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
-    eventually(
-        Duration::from_secs(20),
-        "every room runs on one node",
-        async || {
-            owners.clear();
-            for addr in &all {
-                for room in rooms_on(*addr, &token).await {
-                    owners.entry(room).or_default().push(*addr);
-                }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        owners.clear();
+        for addr in &all {
+            for room in rooms_on(*addr, &token).await {
+                owners.entry(room).or_default().push(*addr);
             }
-            (0..ROOMS).all(|i| {
-                owners
-                    .get(&format!("chaos-{i}"))
-                    .is_some_and(|o| o.len() == 1)
-            })
-        },
-    )
-    .await;
+        }
+        let settled = (0..ROOMS).all(|i| {
+            owners
+                .get(&format!("chaos-{i}"))
+                .is_some_and(|o| o.len() == 1)
+        });
+        if settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within 20 s: every room runs on one node; owners: {owners:?} (nodes {all:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let counts: Vec<u64> = players
         .iter()
         .map(|(_, s, _)| s.lock().unwrap().snapshots)

@@ -151,6 +151,7 @@ async fn a_killed_node_vanishes_within_its_lease_ttl() {
     let port = common::free_port();
     let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", "127.0.0.1:0"])
         .args(["--etcd", &etcd.url, "--node-id", "k"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -490,6 +491,7 @@ async fn node_to_node_calls_without_the_cluster_credential_are_refused() {
         ..Default::default()
     };
     config.runtime.max_instances = 8;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.cluster.etcd = vec![url];
     let err = ludus::server::start(config).await.err().expect("refused");
     assert!(
@@ -814,6 +816,7 @@ fn serve_process(etcd: &Etcd, prefix: &str, id: &str, port: u16, module: &str) -
         .join(format!("data-{id}-{port}"));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", "127.0.0.1:0"])
         .args(["--etcd", &etcd.url, "--node-id", id])
         .arg("--data-dir")
         .arg(data)

@@ -581,6 +581,7 @@ async fn ludus_serve_closes_sockets_with_1001_and_exits_0_on_sigterm_or_ctrl_c()
         let mut node = Proc::new(
             std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
                 .args(["serve", "--listen", &addr.to_string()])
+                .args(["--admin", "127.0.0.1:0"])
                 .arg("--data-dir")
                 .arg(dir.path().join(format!("data-{signal}")))
                 .arg("--game")

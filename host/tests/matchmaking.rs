@@ -192,6 +192,7 @@ async fn rules_no_room_could_be_made_from_refuse_to_start() {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config
         .matchmaking
         .games

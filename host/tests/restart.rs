@@ -22,6 +22,7 @@ fn serve(addr: SocketAddr, data: &std::path::Path, module: &str) -> Proc {
     Proc::new(
         std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
             .args(["serve", "--listen", &addr.to_string()])
+            .args(["--admin", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data)
             .arg("--game")

@@ -464,6 +464,7 @@ async fn a_node_refuses_to_start_with_a_broken_or_missing_game() {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..ludus::config::Config::default()
         };
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
         config.games.insert(
             "broken".into(),
             ludus::config::GameConfig {

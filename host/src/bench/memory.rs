@@ -44,7 +44,14 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join("ludus-bench-memory");
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--game"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--game",
+        ])
         .arg(format!("arena={}", arena.display()))
         .arg("--data-dir")
         .arg(&data_dir)

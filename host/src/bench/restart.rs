@@ -30,7 +30,8 @@ pub struct RestartBench {
 async fn serve(data: &Path, addr: SocketAddr) -> anyhow::Result<(tokio::process::Child, Instant)> {
     let arena = crate::guest_build::example_game("arena")?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", &addr.to_string(), "--game"])
+        .args(["serve", "--admin", "127.0.0.1:0"])
+        .args(["--listen", &addr.to_string(), "--game"])
         .arg(format!("arena={}", arena.display()))
         .arg("--data-dir")
         .arg(data)

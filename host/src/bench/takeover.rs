@@ -65,7 +65,8 @@ pub(super) async fn serve(
 ) -> anyhow::Result<Node> {
     let arena = crate::guest_build::example_game("arena")?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", &addr.to_string(), "--game"])
+        .args(["serve", "--admin", "127.0.0.1:0"])
+        .args(["--listen", &addr.to_string(), "--game"])
         .arg(format!("arena={}", arena.display()))
         .args(["--etcd", args.etcd, "--node-id", id])
         .arg("--data-dir")

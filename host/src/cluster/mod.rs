@@ -267,9 +267,13 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 async fn within<T>(
     call: impl std::future::Future<Output = Result<T, ClusterError>>,
 ) -> Result<T, ClusterError> {
-    tokio::time::timeout(ANSWER_WITHIN, call)
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(ANSWER_WITHIN, call)
         .await
-        .unwrap_or(Err(ClusterError::Unavailable(ANSWER_WITHIN)))
+        .unwrap_or(Err(ClusterError::Unavailable(ANSWER_WITHIN)));
+    metrics::histogram!("ludus_etcd_operation_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    answer
 }
 
 /// Where things are, as this node last heard.

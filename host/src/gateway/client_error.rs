@@ -58,6 +58,8 @@ impl ClientError {
 
     /// The error frame's body, answering the client frame `in_reply_to`.
     pub fn frame(self, in_reply_to: u64) -> Out {
+        let code = super::json::error_code::name(self.code);
+        metrics::counter!("ludus_error_frames_total", "code" => code).increment(1);
         Out::Error(pb::Error {
             code: self.code as i32,
             message: self.message,

@@ -154,10 +154,24 @@ fn encode(mode: Mode, frame: &ServerFrame) -> Message {
 }
 
 fn close_message(code: u16, reason: &str) -> Message {
+    metrics::counter!("ludus_closes_total", "code" => code.to_string()).increment(1);
     Message::Close(Some(CloseFrame {
         code,
         reason: reason.chars().take(120).collect::<String>().into(),
     }))
+}
+
+/// Counters of the public port's traffic (`/metrics`), looked up once.
+mod traffic {
+    use std::sync::LazyLock;
+    pub static CLIENT_FRAMES: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("ludus_client_frames_total"));
+    pub static CLIENT_BYTES: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("ludus_client_bytes_total"));
+    pub static SERVER_FRAMES: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("ludus_server_frames_total"));
+    pub static SERVER_BYTES: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("ludus_server_bytes_total"));
 }
 
 /// An error frame outside the numbered stream, for input the session never saw.
@@ -235,6 +249,16 @@ impl Conn {
         if self.outbox.is_empty() {
             return true;
         }
+        let (mut frames, mut bytes) = (0, 0);
+        for message in &self.outbox {
+            match message {
+                Message::Binary(b) => (frames, bytes) = (frames + 1, bytes + b.len()),
+                Message::Text(t) => (frames, bytes) = (frames + 1, bytes + t.len()),
+                _ => {}
+            }
+        }
+        traffic::SERVER_FRAMES.increment(frames);
+        traffic::SERVER_BYTES.increment(bytes as u64);
         let (socket, outbox) = (&mut self.socket, &mut self.outbox);
         let write = async move {
             for message in outbox.drain(..) {
@@ -355,6 +379,8 @@ fn admit(
         Message::Text(t) => t.len(),
         _ => 0,
     };
+    traffic::CLIENT_FRAMES.increment(1);
+    traffic::CLIENT_BYTES.increment(len as u64);
     if len > cfg.max_frame_bytes {
         return Err((
             ErrorCode::FrameTooLarge,

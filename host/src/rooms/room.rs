@@ -5,6 +5,7 @@
 //! escapes: the room restores itself from its checkpoint on a fresh instance, or closes
 //! and tells its players why.
 
+use crate::lock::Recover;
 use crate::mailbox::TrySendError;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -110,6 +111,8 @@ pub(super) struct Room {
     suspended: bool,
     /// Brought back from a checkpoint (not created here).
     pub(super) restored: bool,
+    /// Where the room's tick durations are recorded (`/metrics`, by game).
+    tick_histogram: metrics::Histogram,
 }
 
 fn period(hz: u32) -> Duration {
@@ -220,6 +223,8 @@ impl Room {
     ) -> Room {
         let now = Instant::now();
         let tick_period = period(cfg.default_tick_hz);
+        let game = shared.info.lock().recover().game.clone();
+        let tick_histogram = metrics::histogram!("ludus_tick_duration_seconds", "game" => game);
         Room {
             id: init.id.clone(),
             init,
@@ -250,6 +255,7 @@ impl Room {
             persisted: None,
             suspended: false,
             restored: false,
+            tick_histogram,
         }
     }
 
@@ -448,6 +454,7 @@ impl Room {
 
     /// Records how long the worker spent on the room's last tick.
     pub fn tick_took(&self, took: Duration) {
+        self.tick_histogram.record(took.as_secs_f64());
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.shared.last_tick_nanos.store(nanos, Ordering::Relaxed);
     }

@@ -440,6 +440,16 @@ impl Worker {
                     Some(r) => r.swap(module, prepared.map(|p| *p)),
                     None => Err(SwapError::RoomClosed),
                 };
+                match &result {
+                    Ok(outcome) => {
+                        metrics::counter!("ludus_swaps_total", "result" => "ok").increment(1);
+                        metrics::histogram!("ludus_swap_pause_seconds")
+                            .record(outcome.pause.as_secs_f64());
+                    }
+                    Err(_) => {
+                        metrics::counter!("ludus_swaps_total", "result" => "failed").increment(1)
+                    }
+                }
                 let _ = reply.send(result);
                 self.settle(room);
             }

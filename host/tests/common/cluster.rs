@@ -185,6 +185,7 @@ pub fn serve_process(
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"));
     command
         .args(["serve", "--listen", &addr.to_string()])
+        .args(["--admin", "127.0.0.1:0"])
         .args(["--etcd", &etcd.url, "--node-id", id])
         .arg("--data-dir")
         .arg(data)

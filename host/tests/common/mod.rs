@@ -157,6 +157,7 @@ pub fn serve_config(
         listen: "127.0.0.1:0".parse().unwrap(),
         ..ludus::config::Config::default()
     };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.runtime.max_instances = 64;
     config.rooms.workers = 2;
     // Tests log many guests in from 127.0.0.1; the limits have tests of their own.
