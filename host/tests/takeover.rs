@@ -47,6 +47,31 @@ fn serve(etcd: &Etcd, prefix: &str, storage: &str, id: &'static str, module: &st
     Node { id, addr, proc }
 }
 
+/// Nodes a, b and c, once each answers.
+async fn three_nodes(etcd: &Etcd, prefix: &str, storage: &str, module: &str) -> [Node; 3] {
+    let nodes = ["a", "b", "c"].map(|id| serve(etcd, prefix, storage, id, module));
+    for node in &nodes {
+        let addr = node.addr;
+        eventually(WAIT, "the node answers", async || {
+            reqwest::get(format!("http://{addr}/v1/games"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+    nodes
+}
+
+/// Clients that keep trying to resume while a node is taken over.
+fn patient() -> ClientOptions {
+    ClientOptions {
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        max_attempts: 60,
+        ..ClientOptions::default()
+    }
+}
+
 /// The next arena snapshot of `room`.
 async fn snapshot(client: &mut Client, room: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -87,24 +112,8 @@ async fn the_rooms_of_a_killed_node_are_taken_over_by_the_others_with_their_play
     let prefix = "/ludus/takeover/";
     let dir = tempfile::tempdir().unwrap();
     let module = module_file(&dir, "arena");
-    let mut a = serve(&etcd, prefix, &storage, "a", &module);
-    let b = serve(&etcd, prefix, &storage, "b", &module);
-    let c = serve(&etcd, prefix, &storage, "c", &module);
-    for node in [&a, &b, &c] {
-        let addr = node.addr;
-        eventually(WAIT, "the node answers", async || {
-            reqwest::get(format!("http://{addr}/v1/games"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-    }
-    let opts = ClientOptions {
-        backoff_initial: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(1),
-        max_attempts: 60,
-        ..ClientOptions::default()
-    };
+    let [mut a, b, c] = three_nodes(&etcd, prefix, &storage, &module).await;
+    let opts = patient();
     // Eight rooms on a, one player each, connected to a; each player moves a
     // different distance.
     const ROOMS: usize = 8;
@@ -354,24 +363,8 @@ async fn players_on_other_nodes_stay_in_a_room_that_moves_or_whose_node_dies() {
     let prefix = "/ludus/reattach/";
     let dir = tempfile::tempdir().unwrap();
     let module = module_file(&dir, "arena");
-    let a = serve(&etcd, prefix, &storage, "a", &module);
-    let mut b = serve(&etcd, prefix, &storage, "b", &module);
-    let c = serve(&etcd, prefix, &storage, "c", &module);
-    for node in [&a, &b, &c] {
-        let addr = node.addr;
-        eventually(WAIT, "the node answers", async || {
-            reqwest::get(format!("http://{addr}/v1/games"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-    }
-    let opts = ClientOptions {
-        backoff_initial: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(1),
-        max_attempts: 60,
-        ..ClientOptions::default()
-    };
+    let [a, mut b, c] = three_nodes(&etcd, prefix, &storage, &module).await;
+    let opts = patient();
     let room = "shared";
     let mut host = Client::guest(a.addr, "host", opts.clone()).await.unwrap();
     host.create("arena", room, "").await.unwrap();

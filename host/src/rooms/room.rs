@@ -346,6 +346,11 @@ impl Room {
         }
     }
 
+    /// Every member for the game: attached ones and held ones.
+    fn member_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.members.keys().chain(self.held.keys()).copied()
+    }
+
     /// Held members whose time ran out leave the game as `disconnected`.
     fn release_held(&mut self, now: Instant) {
         if self.held.values().all(|h| h.until > now) {
@@ -506,7 +511,7 @@ impl Room {
         let to = module.label();
         self.instance = Some(new);
         self.module = module;
-        let members = self.members.keys().copied().collect();
+        let members = self.member_ids().collect();
         let random = self.instance().random_state();
         self.persist(&state, &old_version, random);
         self.checkpoint = Some(Checkpoint {
@@ -681,12 +686,7 @@ impl Room {
             (0, since) => since,
             _ => None,
         };
-        let members = self
-            .members
-            .keys()
-            .chain(self.held.keys())
-            .copied()
-            .collect();
+        let members = self.member_ids().collect();
         self.shared.update(|info| {
             info.seats = seats;
             info.members = members;

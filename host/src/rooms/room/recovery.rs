@@ -15,12 +15,7 @@ impl Room {
         self.last_checkpoint = now;
         match self.instance().save() {
             Ok(Ok(state)) => {
-                let members = self
-                    .members
-                    .keys()
-                    .chain(self.held.keys())
-                    .copied()
-                    .collect();
+                let members = self.member_ids().collect();
                 let version = self.module.version.clone();
                 let random = self.instance().random_state();
                 self.persist(&state, &version, random);
