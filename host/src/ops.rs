@@ -417,11 +417,15 @@ pub async fn move_room(args: MoveArgs) -> anyhow::Result<()> {
 pub struct DrainArgs {
     /// The node whose rooms move to the other nodes.
     pub node: String,
+    /// Let the node take new players and rooms again (a drained node refuses them).
+    #[arg(long)]
+    pub undo: bool,
     #[command(flatten)]
     pub target: Target,
 }
 
-/// `ludus drain`: moves every room of a node, live, to the other nodes.
+/// `ludus drain`: the node takes no new players or rooms (its `/readyz` says so) and
+/// moves every room, live, to the other nodes. `--undo` ends that.
 pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let (mut cluster, cfg) = args.target.connect().await?;
     let link = crate::rpc::Link::new(&cfg).context("draining needs the cluster's settings")?;
@@ -433,9 +437,13 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
             snap.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
         )
     })?;
-    let reply = crate::rpc::drain(&node.grpc, &link)
+    let reply = crate::rpc::drain(&node.grpc, &link, args.undo)
         .await
         .with_context(|| format!("draining node {}", args.node))?;
+    if args.undo {
+        println!("node {}: takes new players and rooms again", args.node);
+        return Ok(());
+    }
     let mut pauses: Vec<u64> = reply.pauses_ns.clone();
     pauses.sort_unstable();
     let p = |q: f64| {

@@ -28,10 +28,6 @@ mod outlive;
 /// How long the gateway's connections get to close after SIGTERM or Ctrl-C.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a drain on SIGTERM (`cluster.drain_on_stop`) may take before the node stops
-/// the rooms left as without it.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long the node's other tasks get once the gateway and rooms have stopped.
 const TASKS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -40,8 +36,6 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The admin port (health, readiness, metrics).
     pub admin_addr: SocketAddr,
-    /// Set once the node starts to stop: `/readyz` says so.
-    draining: Arc<std::sync::atomic::AtomicBool>,
     /// `https` with `gateway.tls`, else `http`.
     scheme: &'static str,
     pub rooms: Rooms,
@@ -61,7 +55,7 @@ pub struct Server {
     saver: crate::storage::Saver,
     _watcher: Option<ModuleWatcher>,
     /// Moves rooms to other nodes: on SIGTERM when `cluster.drain_on_stop`.
-    drain_on_stop: Option<migrate::Migrate>,
+    drain_on_stop: Option<(migrate::Migrate, Duration)>,
     /// Held while the node runs: no other process runs as this node on its data.
     _node_lock: std::fs::File,
 }
@@ -235,7 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             checkpoints: checkpoints.clone(),
         };
         if config.cluster.drain_on_stop {
-            drain_on_stop = Some(migrate.clone());
+            drain_on_stop = Some((migrate.clone(), config.cluster.drain_timeout));
         }
         let routes = routes.add_service(migrate.server(link.secret()));
         tasks.spawn(async move {
@@ -256,14 +250,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             tasks.spawn(outlive.take_over_dead_nodes(shutdown.child_token()));
         }
     }
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = admin::Admin {
         rooms: rooms.clone(),
         gateway: gateway.clone(),
         storage: storage.clone(),
         cluster: cluster.clone(),
         peers: peers.clone(),
-        draining: draining.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
         reported: Default::default(),
     };
@@ -278,7 +270,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         admin_addr,
-        draining,
         scheme,
         rooms,
         rollout,
@@ -411,12 +402,12 @@ impl Server {
     /// keeps open is not waited for past [`SHUTDOWN_TIMEOUT`]) and the node leaves the
     /// cluster, so its keys vanish at once.
     pub async fn stop(self) {
-        // Not ready from now on: load balancers stop sending players here.
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(migrate) = &self.drain_on_stop {
+        // Not ready from now on: load balancers stop sending players here, and new
+        // connections and rooms are refused.
+        self.rooms.set_draining(true);
+        if let Some((migrate, timeout)) = &self.drain_on_stop {
             let started = std::time::Instant::now();
-            match tokio::time::timeout(DRAIN_TIMEOUT, migrate.drain()).await {
+            match tokio::time::timeout(*timeout, migrate.drain()).await {
                 Ok((moved, failed, _)) => {
                     tracing::info!(moved, failed = failed.len(), took = ?started.elapsed(), "drained before stopping");
                     for line in failed {
@@ -424,7 +415,7 @@ impl Server {
                     }
                 }
                 Err(_) => tracing::warn!(
-                    "the drain took over {DRAIN_TIMEOUT:?}; the rooms left stop as without it"
+                    "the drain took over {timeout:?} (cluster.drain_timeout); the rooms left stop as without it"
                 ),
             }
         }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{create_outcome, node_with};
+use common::cluster::{create_outcome, ludus, node_with};
 use common::{Etcd, eventually};
 use ludus::client::{Client, ClientOptions};
 use std::net::SocketAddr;
@@ -198,5 +198,40 @@ async fn readyz_says_why_while_etcd_or_the_database_is_gone_and_recovers() {
         get(readyz.clone(), None).await.0 == 200
     })
     .await;
+
+    // Drained, the node is not ready and takes no new players; undone, it is and does.
+    let (token, _) = ludus::client::guest_login(node.addr, "late").await.unwrap();
+    let ws = format!("ws://{}/v1/ws?token={token}", node.addr);
+    let drain = |undo: bool| {
+        let url = etcd.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["drain", "r", "--etcd", &url, "--prefix", "/ludus/ready/"];
+            if undo {
+                args.push("--undo");
+            }
+            let (ok, out, err) = ludus(&args);
+            assert!(ok, "ludus {args:?}: {out}{err}");
+            out
+        })
+    };
+    let out = drain(false).await.unwrap();
+    assert!(out.contains("0 rooms moved"), "{out}");
+    let (status, body) = get(readyz.clone(), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    match tokio_tungstenite::connect_async(&ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            assert_eq!(answer.status(), 503);
+            let body = String::from_utf8_lossy(answer.body().as_deref().unwrap_or_default());
+            assert!(body.contains("draining"), "{body}");
+        }
+        other => panic!("a new connection to a drained node is refused: {other:?}"),
+    }
+    let out = drain(true).await.unwrap();
+    assert!(out.contains("takes new players and rooms again"), "{out}");
+    assert_eq!(get(readyz.clone(), None).await.0, 200);
+    tokio_tungstenite::connect_async(&ws)
+        .await
+        .expect("connects once the drain is undone");
     node.stop().await;
 }

@@ -131,6 +131,6 @@ fn the_ludus_manifest_probes_the_admin_port_drains_and_mounts_a_valid_config() {
     assert!(config.cluster.drain_on_stop, "SIGTERM drains");
     assert_eq!(config.cluster.etcd.len(), 3, "the three etcd members");
     // The drain must end before Kubernetes kills the pod.
-    let drain_timeout = 30;
+    let drain_timeout = config.cluster.drain_timeout.as_secs();
     assert!(60 > drain_timeout + config.gateway.grace_period.as_secs().min(10));
 }

@@ -162,7 +162,7 @@ async fn drain(
         "{} arena rooms (1 player each, 20 Hz) on node a of 3; draining a",
         args.rooms
     );
-    let reply = crate::rpc::drain(&grpc, &link).await?;
+    let reply = crate::rpc::drain(&grpc, &link, false).await?;
     let took = Duration::from_nanos(reply.took_ns);
     // Players settle at their new nodes.
     tokio::time::sleep(Duration::from_secs(2)).await;

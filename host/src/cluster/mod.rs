@@ -87,6 +87,9 @@ pub struct ClusterConfig {
     /// On SIGTERM (or Ctrl-C), move every room live to the other nodes before stopping
     /// (as `ludus drain` does); rooms that cannot move are kept as without it.
     pub drain_on_stop: bool,
+    /// How long that drain may take before the rooms left stop as without it.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 /// A list of endpoints, or one string of them separated by commas.
@@ -149,6 +152,7 @@ impl Default for ClusterConfig {
             etcd_user: None,
             etcd_password: None,
             drain_on_stop: false,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

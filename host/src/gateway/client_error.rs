@@ -75,6 +75,7 @@ impl From<CreateError> for ClientError {
             CreateError::UnknownGame(_) => ErrorCode::NoSuchGame,
             CreateError::Quota(_) => ErrorCode::RoomQuota,
             CreateError::DuplicateId(_) => ErrorCode::RoomExists,
+            CreateError::Draining => ErrorCode::Unavailable,
             _ => ErrorCode::Refused,
         };
         ClientError::new(code, e.to_string())

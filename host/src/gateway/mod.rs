@@ -467,6 +467,15 @@ async fn websocket(
         (None, _) => None,
     };
     let inner = &gw.inner;
+    // A draining node takes no new players; its own players may still resume (their
+    // sessions move with their rooms, and those told `moved` go where they are sent).
+    if resume.is_none() && inner.rooms.draining() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is draining and takes no new connections: connect to another node"
+                .to_owned(),
+        );
+    }
     inner.connections.fetch_add(1, Ordering::AcqRel);
     let guard = Box::new(ConnectionGuard(gw.clone()));
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,8 @@ pub enum CreateError {
     Guest(GuestError),
     #[error("the room host is shutting down")]
     ShuttingDown,
+    #[error("this node is draining and takes no new rooms; create the room on another node")]
+    Draining,
     #[error(
         "you already have {0} open rooms here, the most a player may create; close or leave one first"
     )]

@@ -81,6 +81,8 @@ struct Inner {
     storage: Option<RoomStorage>,
     /// Rooms' checkpoints go to storage.
     kept: bool,
+    /// New rooms are refused: the node drains (rooms restored or moved here still come).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Rooms {
@@ -135,8 +137,20 @@ impl Rooms {
                 next_worker: AtomicUsize::new(0),
                 kept: checkpoints.is_some(),
                 storage,
+                draining: Default::default(),
             }),
         })
+    }
+
+    /// Refuses new rooms from now on ([`CreateError::Draining`]), or takes them again.
+    /// Rooms restored or moved here are not refused.
+    pub fn set_draining(&self, draining: bool) {
+        self.inner.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether the node drains: it takes no new rooms or players.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
     }
 
     /// Whether rooms are kept in storage (they outlive the node).
@@ -188,6 +202,9 @@ impl Rooms {
 
     /// Creates a room running the active version of `req.game`.
     pub async fn create(&self, req: CreateRoom) -> Result<RoomHandle, CreateError> {
+        if self.draining() {
+            return Err(CreateError::Draining);
+        }
         let module = self
             .active_module(&req.game)
             .ok_or_else(|| CreateError::UnknownGame(req.game.clone()))?;

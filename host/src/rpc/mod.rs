@@ -283,11 +283,12 @@ pub async fn move_room(
     Ok(reply.into_inner())
 }
 
-/// Asks the node at `addr` to move all its rooms to the other nodes.
-pub async fn drain(addr: &str, link: &Link) -> anyhow::Result<pb::DrainReply> {
+/// Asks the node at `addr` to take no new players or rooms and move all its rooms to
+/// the other nodes; with `undo`, to take players and rooms again.
+pub async fn drain(addr: &str, link: &Link, undo: bool) -> anyhow::Result<pb::DrainReply> {
     let reply = migration(addr, link)
         .await?
-        .drain(pb::DrainRequest {})
+        .drain(pb::DrainRequest { undo })
         .await
         .map_err(|s| anyhow::anyhow!("{}", status_text(&s)))?;
     Ok(reply.into_inner())

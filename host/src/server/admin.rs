@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -151,8 +150,6 @@ pub(super) struct Admin {
     pub storage: Storage,
     pub cluster: Cluster,
     pub peers: Option<Arc<crate::rpc::relay::Peers>>,
-    /// Set when the node starts to stop (drain first, then close).
-    pub draining: Arc<AtomicBool>,
     pub token: Option<Arc<str>>,
     /// The (game, version) pairs `ludus_rooms` has reported.
     pub reported: Arc<std::sync::Mutex<BTreeSet<(String, String)>>>,
@@ -202,8 +199,12 @@ impl Admin {
     /// Why the node should not get traffic now; empty when it should.
     async fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
-        if self.draining.load(Ordering::Relaxed) {
-            why.push("draining: the node is stopping".to_owned());
+        if self.rooms.draining() {
+            why.push(
+                "draining: the node takes no new players or rooms (it is stopping, or was \
+                 drained with `ludus drain`)"
+                    .to_owned(),
+            );
         }
         if self.cluster.is_etcd() && !self.cluster.is_leased() {
             why.push("no etcd session: the node has lost touch with the cluster's store".into());
@@ -224,7 +225,7 @@ impl Admin {
         gauge!("ludus_connections").set(self.gateway.connections() as f64);
         gauge!("ludus_tcp_connections").set(self.gateway.tcp_connections() as f64);
         gauge!("ludus_sessions").set(self.gateway.session_table().count() as f64);
-        gauge!("ludus_draining").set(f64::from(u8::from(self.draining.load(Ordering::Relaxed))));
+        gauge!("ludus_draining").set(f64::from(u8::from(self.rooms.draining())));
         let links = self.peers.as_ref().map_or(0, |p| p.linked().len());
         gauge!("ludus_relay_streams").set(links as f64);
         // Versions reported before and gone now (swapped away) show 0, not their last

@@ -401,8 +401,16 @@ impl Migration for Migrate {
         }))
     }
 
-    async fn drain(&self, _: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
         let started = Instant::now();
+        if req.into_inner().undo {
+            self.rooms.set_draining(false);
+            tracing::info!("drain undone: taking new players and rooms again");
+            return Ok(Response::new(DrainReply::default()));
+        }
+        // No new players or rooms come while the rooms leave (and after: the node is
+        // being emptied, e.g. before it stops).
+        self.rooms.set_draining(true);
         let (moved, failed, pauses) = Migrate::drain(self).await;
         Ok(Response::new(DrainReply {
             moved: moved as u32,
