@@ -18,6 +18,7 @@
 //! | 0 | [`rate`] | token buckets: per connection, per client address, per room log |
 //! | 0 | [`percentile`] | nearest-rank percentiles for reports |
 //! | 0 | [`tls`] | certificates and keys from PEM files, TLS server settings |
+//! | 0 | [`logs`] | the process's log output (text or JSON) and its filter, changed live |
 //! | 1 | [`runtime`] | the wasmtime engine, linker and module store; bounded guest calls |
 //! | 1 | [`storage`] | accounts, objects and leaderboards in SQLite or PostgreSQL (sqlx) |
 //! | 2 | [`rooms`] | rooms as actors on worker threads: ticks, members, live swap, recovery |
@@ -49,6 +50,7 @@ pub mod dev;
 pub mod gateway;
 pub mod guest_build;
 pub mod lock;
+pub mod logs;
 pub mod mailbox;
 pub mod matchmaking;
 pub mod ops;

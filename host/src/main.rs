@@ -13,6 +13,15 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects (LUDUS_LOG sets the filter).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LUDUS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: ludus::logs::Format,
 }
 
 #[derive(Subcommand)]
@@ -112,13 +121,7 @@ async fn main() -> ExitCode {
         Command::Bench(_) => "warn",
         _ => "warn,ludus=info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ludus::logs::init(default_filter, cli.log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

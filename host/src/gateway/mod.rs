@@ -36,6 +36,7 @@ pub mod pb {
 }
 
 use crate::cluster::Cluster;
+use crate::lock::Recover;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -123,7 +124,9 @@ struct Inner {
     auth: Auth,
     storage: crate::storage::Storage,
     sessions: Arc<Sessions>,
-    cfg: Arc<GatewayConfig>,
+    /// New connections take the settings in force when they come
+    /// ([`Gateway::update_config`] changes them live).
+    cfg: std::sync::RwLock<Arc<GatewayConfig>>,
     /// Upgraded WebSockets.
     connections: AtomicUsize,
     /// TCP connections, from accept (see `edge.rs`).
@@ -170,7 +173,7 @@ impl Gateway {
                     f64::from(cfg.guest_logins_per_minute) / 60.0,
                     cfg.guest_login_burst,
                 ),
-                cfg: Arc::new(cfg),
+                cfg: std::sync::RwLock::new(Arc::new(cfg)),
                 connections: AtomicUsize::new(0),
                 edge: Arc::default(),
                 next_conn: AtomicU64::new(1),
@@ -199,7 +202,21 @@ impl Gateway {
     /// How long a detached session waits for its player (and a room brought back or
     /// moved holds a member whose session is on another node).
     pub fn grace_period(&self) -> std::time::Duration {
-        self.inner.cfg.grace_period
+        self.config().grace_period
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.inner.cfg.read().recover().clone()
+    }
+
+    /// Changes the settings connections made from now on get (the live settings
+    /// `gateway.max_messages_per_second` and `gateway.max_frame_bytes`).
+    pub fn update_config(&self, change: impl FnOnce(&mut GatewayConfig)) {
+        let mut cfg = self.inner.cfg.write().recover();
+        let mut next = GatewayConfig::clone(&cfg);
+        change(&mut next);
+        *cfg = Arc::new(next);
     }
 
     /// Puts restored rooms in a restored player's session.
@@ -226,7 +243,7 @@ impl Gateway {
         tls: Option<tokio_rustls::TlsAcceptor>,
         stop: CancellationToken,
     ) {
-        let cfg = &self.inner.cfg;
+        let cfg = self.config();
         let limits = edge::EdgeLimits {
             max_connections: cfg.max_connections,
             max_connections_per_ip: cfg.max_connections_per_ip,
@@ -479,7 +496,7 @@ async fn websocket(
     inner.connections.fetch_add(1, Ordering::AcqRel);
     let guard = Box::new(ConnectionGuard(gw.clone()));
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (sessions, cfg) = (inner.sessions.clone(), inner.cfg.clone());
+    let (sessions, cfg) = (inner.sessions.clone(), gw.config());
     // Game frames are small: small buffers instead of tungstenite's 128 KiB default keep
     // an idle connection cheap (larger frames still work, the buffer grows). The read
     // buffer is zero-filled up to this size on every read attempt, so 2 KiB rather
@@ -488,12 +505,12 @@ async fn websocket(
     // The WebSocket layer buffers no frame or message over the limit: it stops reading
     // and the connection answers `frame_too_large` and closes with 1009.
     let ws = ws
-        .max_frame_size(inner.cfg.max_frame_bytes)
-        .max_message_size(inner.cfg.max_frame_bytes)
+        .max_frame_size(cfg.max_frame_bytes)
+        .max_message_size(cfg.max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(write_limit(
-            inner.cfg.max_frame_bytes,
+            cfg.max_frame_bytes,
             inner.rooms.runtime().limits().max_message_bytes,
         ));
     let ws = if via_protocol.is_some() {

@@ -478,8 +478,10 @@ impl Sessions {
         }
         let sessions = self.clone();
         let (player, id) = (who.player_id, handle.id.clone());
+        // Every log line of the session names it and its player.
+        let span = tracing::info_span!("session", id = &*id, player);
         tokio::spawn(async move {
-            let kept = session.run().await;
+            let kept = tracing::Instrument::instrument(session.run(), span).await;
             let ended = {
                 let mut map = sessions.map.lock().recover();
                 let ended = map.get(&player).is_some_and(|h| h.id == id);

@@ -1,6 +1,8 @@
 //! Settings of the rooms subsystem.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +32,52 @@ pub struct RoomsConfig {
     /// Rooms one player may have created and still open on this node; past it,
     /// `create` is refused with `room_quota`. 0: no limit.
     pub max_rooms_per_player: usize,
+    /// The settings above that change while the node runs (`ludus config set`), shared
+    /// by every room of the node: read them through [`RoomsConfig::live`].
+    #[serde(skip)]
+    live: Arc<LiveRooms>,
+}
+
+/// Rooms' settings that change live. Unset (0), the configured value holds.
+#[derive(Debug, Default)]
+pub struct LiveRooms {
+    checkpoint_interval_ms: AtomicU64,
+    max_rooms_per_player: AtomicU64,
+    set_quota: std::sync::atomic::AtomicBool,
+}
+
+impl RoomsConfig {
+    /// The checkpoint interval in force.
+    pub fn checkpoint_interval(&self) -> Duration {
+        match self.live.checkpoint_interval_ms.load(Ordering::Relaxed) {
+            0 => self.checkpoint_interval,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// The per-player room quota in force.
+    pub fn max_rooms_per_player(&self) -> usize {
+        match self.live.set_quota.load(Ordering::Relaxed) {
+            false => self.max_rooms_per_player,
+            true => self.live.max_rooms_per_player.load(Ordering::Relaxed) as usize,
+        }
+    }
+
+    /// Changes the checkpoint interval of every room sharing this config.
+    pub fn set_checkpoint_interval(&self, interval: Duration) {
+        let ms = (interval.as_millis() as u64).max(1);
+        self.live
+            .checkpoint_interval_ms
+            .store(ms, Ordering::Relaxed);
+    }
+
+    /// Changes the per-player room quota (0: no limit).
+    pub fn set_max_rooms_per_player(&self, quota: usize) {
+        self.live
+            .max_rooms_per_player
+            .store(quota as u64, Ordering::Relaxed);
+        self.live.set_quota.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Default for RoomsConfig {
@@ -43,6 +91,7 @@ impl Default for RoomsConfig {
             restart_window: Duration::from_secs(60),
             empty_timeout: Duration::from_secs(60),
             max_rooms_per_player: 4,
+            live: Default::default(),
         }
     }
 }

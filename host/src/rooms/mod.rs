@@ -260,7 +260,7 @@ impl Rooms {
             if directory.contains_key(&id) {
                 return Err(CreateError::DuplicateId(id.to_string()));
             }
-            let quota = self.inner.cfg.max_rooms_per_player;
+            let quota = self.inner.cfg.max_rooms_per_player();
             if let Some(player) = req.creator
                 && quota > 0
             {

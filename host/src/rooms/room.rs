@@ -113,6 +113,9 @@ pub(super) struct Room {
     pub(super) restored: bool,
     /// Where the room's tick durations are recorded (`/metrics`, by game).
     tick_histogram: metrics::Histogram,
+    /// `room{id, game}`: the worker enters it for everything it does for the room, so
+    /// every log line of the room names it.
+    pub(super) span: tracing::Span,
 }
 
 fn period(hz: u32) -> Duration {
@@ -224,8 +227,10 @@ impl Room {
         let now = Instant::now();
         let tick_period = period(cfg.default_tick_hz);
         let game = shared.info.lock().recover().game.clone();
+        let span = tracing::info_span!("room", id = &*init.id, game = %game);
         let tick_histogram = metrics::histogram!("ludus_tick_duration_seconds", "game" => game);
         Room {
+            span,
             id: init.id.clone(),
             init,
             module,
@@ -451,7 +456,8 @@ impl Room {
         if !self.closed {
             self.close_if_idle(now);
         }
-        if !self.closed && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval
+        if !self.closed
+            && now.duration_since(self.last_checkpoint) >= self.cfg.checkpoint_interval()
         {
             self.checkpoint(now);
         }

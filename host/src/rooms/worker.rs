@@ -226,6 +226,10 @@ impl Worker {
     /// guest faults are errors), the room it was about is closed with a reason its
     /// members receive, and the worker goes on with its other rooms.
     fn contained<R>(&mut self, room: Option<u64>, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        let span = room
+            .and_then(|key| self.rooms.get(&key))
+            .map_or_else(tracing::Span::none, |r| r.span.clone());
+        let _in_room = span.enter();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
             Ok(r) => Some(r),
             Err(panic) => {

@@ -32,6 +32,34 @@ pub enum Call {
     Restore,
 }
 
+impl Call {
+    const ALL: [Call; 10] = [
+        Call::Instantiate,
+        Call::Describe,
+        Call::Init,
+        Call::Join,
+        Call::Leave,
+        Call::Messages,
+        Call::StorageResults,
+        Call::Tick,
+        Call::Save,
+        Call::Restore,
+    ];
+
+    /// `ludus_guest_call_seconds{call}` for this call, registered once per process.
+    fn histogram(self) -> &'static metrics::Histogram {
+        static HISTOGRAMS: std::sync::LazyLock<Vec<metrics::Histogram>> = std::sync::LazyLock::new(
+            || {
+                Call::ALL
+                    .iter()
+                    .map(|c| metrics::histogram!("ludus_guest_call_seconds", "call" => c.to_string()))
+                    .collect()
+            },
+        );
+        &HISTOGRAMS[self as usize]
+    }
+}
+
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -136,10 +164,10 @@ pub struct GameInstance {
     max_state_bytes: usize,
 }
 
-#[derive(Copy, Clone)]
+#[derive(Clone)]
 struct Deadlines {
-    message: Duration,
-    tick: Duration,
+    /// The message and tick deadlines, which may change while the instance lives.
+    live: Arc<super::runtime::LiveDeadlines>,
     lifecycle: Duration,
 }
 
@@ -180,8 +208,7 @@ impl GameInstance {
             game,
             module: module.clone(),
             deadlines: Deadlines {
-                message: limits.message_deadline,
-                tick: limits.tick_deadline,
+                live: rt.deadlines().clone(),
                 lifecycle: limits.lifecycle_deadline,
             },
             poisoned: false,
@@ -217,13 +244,15 @@ impl GameInstance {
     fn deadline(&self, call: Call, messages: u32) -> Duration {
         let d = &self.deadlines;
         match call {
-            Call::Join | Call::Leave => d.message,
-            Call::Messages | Call::StorageResults => d
-                .message
-                .saturating_mul(messages.max(1))
-                .min(d.lifecycle)
-                .max(d.message),
-            Call::Tick => d.tick,
+            Call::Join | Call::Leave => d.live.message(),
+            Call::Messages | Call::StorageResults => {
+                let message = d.live.message();
+                message
+                    .saturating_mul(messages.max(1))
+                    .min(d.lifecycle)
+                    .max(message)
+            }
+            Call::Tick => d.live.tick(),
             _ => d.lifecycle,
         }
     }
@@ -245,7 +274,10 @@ impl GameInstance {
         let data = self.store.data_mut();
         data.last_error_log = None;
         data.output_bytes = 0;
-        f(&self.game, &mut self.store).map_err(|err| {
+        let started = std::time::Instant::now();
+        let result = f(&self.game, &mut self.store);
+        call.histogram().record(started.elapsed().as_secs_f64());
+        result.map_err(|err| {
             self.poisoned = true;
             let panic_log = self.store.data_mut().last_error_log.take();
             GuestError::classify(call, err, panic_log, deadline)

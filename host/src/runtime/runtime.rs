@@ -3,6 +3,8 @@
 use anyhow::anyhow;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -21,6 +23,44 @@ pub struct Runtime {
     linker: Linker<RoomData>,
     modules: ModuleStore,
     limits: RuntimeLimits,
+    /// The call deadlines in force: `limits`' at start, changed live by the node's
+    /// settings (`runtime.tick_deadline`, `runtime.message_deadline`).
+    deadlines: Arc<LiveDeadlines>,
+    /// Games' failures (traps, deadlines, limits) on this node since it started.
+    failures: AtomicU64,
+}
+
+/// Call deadlines shared by every instance, read at each call.
+#[derive(Debug, Default)]
+pub struct LiveDeadlines {
+    message_us: AtomicU64,
+    tick_us: AtomicU64,
+}
+
+impl LiveDeadlines {
+    fn new(limits: &RuntimeLimits) -> Self {
+        let d = LiveDeadlines::default();
+        d.set_message(limits.message_deadline);
+        d.set_tick(limits.tick_deadline);
+        d
+    }
+
+    pub fn message(&self) -> Duration {
+        Duration::from_micros(self.message_us.load(Ordering::Relaxed))
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_micros(self.tick_us.load(Ordering::Relaxed))
+    }
+
+    pub fn set_message(&self, d: Duration) {
+        self.message_us
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_tick(&self, d: Duration) {
+        self.tick_us.store(d.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -56,7 +96,9 @@ impl Runtime {
             engine,
             linker,
             modules: ModuleStore::default(),
+            deadlines: Arc::new(LiveDeadlines::new(&limits)),
             limits,
+            failures: AtomicU64::new(0),
         }))
     }
 
@@ -66,6 +108,21 @@ impl Runtime {
 
     pub fn limits(&self) -> &RuntimeLimits {
         &self.limits
+    }
+
+    /// The call deadlines in force (every instance reads them at each call).
+    pub fn deadlines(&self) -> &Arc<LiveDeadlines> {
+        &self.deadlines
+    }
+
+    /// Counts a game's failure on this node (its room restored or closed).
+    pub fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Games' failures on this node since it started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Modules compiled so far.

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{Checkpoint, Room};
+use crate::lock::Recover;
 use crate::runtime::{GuestError, LeaveReason, Refusal};
 
 impl Room {
@@ -46,6 +47,9 @@ impl Room {
         self.shared
             .update(|info| info.last_error = Some(cause.clone()));
         tracing::warn!(room = &*self.id, game = %self.module.label(), "game failed: {cause}");
+        self.rt.count_failure();
+        let game = self.shared.info.lock().recover().game.clone();
+        metrics::counter!("ludus_game_failures_total", "game" => game).increment(1);
         if self.failures.len() > self.cfg.max_restarts as usize {
             let n = self.failures.len();
             self.close(format!(
