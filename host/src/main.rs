@@ -68,6 +68,9 @@ enum Command {
     Rooms(RoomsCommand),
     /// Move every room of a node, live, to the other nodes of the cluster.
     Drain(ludus::ops::DrainArgs),
+    /// Live host settings of a cluster: set, unset, get, history.
+    #[command(subcommand)]
+    Config(ludus::ops::ConfigCommand),
     /// Check that a module is a game this host accepts, and show what it declares.
     Check {
         /// The game's .wasm file (built with --target wasm32-wasip2).
@@ -189,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
         Command::Rooms(RoomsCommand::Move(args)) => ludus::ops::move_room(args).await,
         Command::Drain(args) => ludus::ops::drain(args).await,
+        Command::Config(command) => ludus::ops::config(command).await,
         Command::Bench(Bench::Migrate(args)) => ludus::bench::migrate::run(args).await,
         Command::Bench(Bench::Takeover(args)) => ludus::bench::takeover::run(args).await,
         Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,

@@ -321,6 +321,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             n.id, n.gateway, n.grpc, n.rooms, n.players
         );
     }
+    for n in snap.nodes.values() {
+        for (key, value) in &n.settings {
+            println!("  {} applies {key} = {value}", n.id);
+        }
+        for (key, why) in &n.refused {
+            println!("  {} refused {key}: {why}", n.id);
+        }
+    }
     if args.rooms {
         print_rooms(&args, &snap).await?;
     }
@@ -468,6 +476,132 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
             "{} rooms were not moved (they play on where they were)",
             reply.failed.len()
         );
+    }
+    Ok(())
+}
+
+/// `ludus config`: live host settings of a cluster.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Set live settings on every node: KEY=VALUE ... (checked here first, then by each
+    /// node; a change that harms a node within admin.settings_window is rolled back).
+    Set {
+        /// e.g. log.level=debug rooms.checkpoint_interval=2s
+        #[arg(required = true)]
+        settings: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Return settings to each node's own configuration.
+    Unset {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The settings the cluster holds, what each node applied and refused, and the
+    /// settings that can change live.
+    Get {
+        /// Only this setting.
+        key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every change of the settings, oldest first, with who made it.
+    History {
+        /// Only this setting.
+        key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs a `ludus config` command.
+pub async fn config(command: ConfigCommand) -> anyhow::Result<()> {
+    let by = || {
+        let user = std::env::var("USER").unwrap_or_else(|_| "someone".to_owned());
+        format!("ludus config, by {user}")
+    };
+    match command {
+        ConfigCommand::Set { settings, target } => {
+            let file = Config::load(target.config.as_deref())?;
+            let mut pairs = Vec::new();
+            for pair in &settings {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("`{pair}`: write KEY=VALUE, e.g. log.level=debug"))?;
+                let (key, value) = (key.trim(), value.trim());
+                crate::server::settings::check(key, value, &file)
+                    .map_err(|e| anyhow!("{key}: {e}"))?;
+                pairs.push((key.to_owned(), value.to_owned()));
+            }
+            let (mut cluster, _) = target.connect().await?;
+            for (key, value) in pairs {
+                cluster
+                    .set_setting(&key, Some(value.clone()), by())
+                    .await
+                    .with_context(|| format!("setting {key}"))?;
+                println!(
+                    "{key} = {value} (every node applies it now; `ludus config get` shows them)"
+                );
+            }
+        }
+        ConfigCommand::Unset { keys, target } => {
+            let (mut cluster, _) = target.connect().await?;
+            for key in keys {
+                cluster
+                    .set_setting(&key, None, by())
+                    .await
+                    .with_context(|| format!("unsetting {key}"))?;
+                println!("{key} unset (each node's own configuration holds)");
+            }
+        }
+        ConfigCommand::Get { key, target } => {
+            let (mut cluster, _) = target.connect().await?;
+            let snap = cluster.snapshot().await?;
+            let wanted = |k: &str| key.as_deref().is_none_or(|want| want == k);
+            for (k, entry) in snap.settings.iter().filter(|(k, _)| wanted(k)) {
+                match &entry.value {
+                    Some(v) => println!("{k} = {v}"),
+                    None => println!("{k} unset"),
+                }
+            }
+            for n in snap.nodes.values() {
+                for (k, v) in n.settings.iter().filter(|(k, _)| wanted(k)) {
+                    println!("  node {} applies {k} = {v}", n.id);
+                }
+                for (k, why) in n.refused.iter().filter(|(k, _)| wanted(k)) {
+                    println!("  node {} refused {k}: {why}", n.id);
+                }
+            }
+            if key.is_none() {
+                println!("settings that change live:");
+                for (k, what) in crate::server::settings::LIVE {
+                    println!("  {k}: {what}");
+                }
+            }
+        }
+        ConfigCommand::History { key, target } => {
+            let (mut cluster, _) = target.connect().await?;
+            let snap = cluster.snapshot().await?;
+            let mut changes: Vec<(u64, &String, &crate::cluster::SettingChange)> = snap
+                .settings
+                .iter()
+                .filter(|(k, _)| key.as_deref().is_none_or(|want| want == k.as_str()))
+                .flat_map(|(k, e)| e.history.iter().map(move |c| (c.at_ms, k, c)))
+                .collect();
+            changes.sort_by_key(|(at, ..)| *at);
+            for (at, k, c) in changes {
+                let when = humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
+                );
+                let value = c
+                    .value
+                    .as_deref()
+                    .map_or("unset".to_owned(), |v| format!("= {v}"));
+                println!("{when} {k} {value} ({})", c.by);
+            }
+        }
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::runtime::Runtime;
 pub mod admin;
 mod migrate;
 mod outlive;
+pub mod settings;
 
 /// How long the gateway's connections get to close after SIGTERM or Ctrl-C.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -259,6 +260,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         token: config.admin.token.as_deref().map(Arc::from),
         reported: Default::default(),
     };
+    if cluster.is_etcd() {
+        let settings = settings::Settings::new(admin.clone(), config.clone());
+        tasks.spawn(settings.run(shutdown.child_token()));
+    }
     tasks.spawn(admin.serve(admin_listener, shutdown.child_token()));
     tracing::info!(%admin_addr, "admin port listening (health, readiness, metrics)");
     let stop = shutdown.child_token();

@@ -10,6 +10,7 @@
 //! | `games/<game>` | [`GameEntry`](super::GameEntry) (JSON) | no lease |
 //! | `modules/<sha256>/<node>` | empty: `node` holds the module's bytes | the node's lease |
 //! | `status/<node>/<game>` | [`GameStatus`](super::GameStatus) (JSON) | the node's lease |
+//! | `config/<setting>` | [`SettingEntry`](super::SettingEntry) (JSON) | no lease |
 //! | `<election>/<lease>` | a candidate's node id (etcd's election API) | the candidate's lease |
 
 /// A key of the layout, parsed.
@@ -29,6 +30,8 @@ pub enum Key {
         node: String,
         game: String,
     },
+    /// A live host setting (`log.level`, `rooms.checkpoint_interval`, ...).
+    Setting(String),
     /// A candidate in the election `name` (the oldest one leads).
     Candidate {
         election: String,
@@ -49,6 +52,7 @@ impl Key {
             Key::Game(game) => format!("{prefix}games/{game}"),
             Key::Module { sha256, node } => format!("{prefix}modules/{sha256}/{node}"),
             Key::Status { node, game } => format!("{prefix}status/{node}/{game}"),
+            Key::Setting(name) => format!("{prefix}config/{name}"),
             Key::Candidate { election } => election_name(prefix, election),
         }
     }
@@ -66,6 +70,7 @@ impl Key {
             "sessions" => Key::Session(name.parse().ok()?),
             "rooms" => Key::Room(name.to_owned()),
             "games" => Key::Game(name.to_owned()),
+            "config" => Key::Setting(name.to_owned()),
             "modules" => {
                 let (sha256, node) = pair()?;
                 Key::Module { sha256, node }
@@ -121,6 +126,7 @@ mod tests {
             Key::Session(42),
             Key::Room("r-1:x".into()),
             Key::Game("arena".into()),
+            Key::Setting("log.level".into()),
             Key::Module {
                 sha256: "ab".repeat(32),
                 node: "n1".into(),

@@ -26,6 +26,7 @@ mod games;
 pub mod keys;
 mod lease;
 mod operator;
+mod settings;
 mod sync;
 mod watch;
 
@@ -33,6 +34,7 @@ pub use election::Leadership;
 pub use games::{Desired, GameEntry, GameStatus, GameVersion};
 pub use keys::short_sha;
 pub use operator::{Operator, Snapshot};
+pub use settings::{SettingChange, SettingEntry};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -202,6 +204,12 @@ pub struct NodeInfo {
     pub grpc: String,
     pub rooms: usize,
     pub players: usize,
+    /// Live settings this node applied (key: value), as `ludus config` set them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    /// Live settings this node refused or rolled back, with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, String>,
 }
 
 /// A room as the cluster sees it (`rooms/<room>`).
@@ -227,6 +235,8 @@ pub enum ClusterEvent {
         entry: GameEntry,
         revision: i64,
     },
+    /// `config/<key>` changed: [`Cluster::settings`] has the new entry.
+    SettingChanged { key: String },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -292,6 +302,8 @@ pub struct Routing {
     pub status: BTreeMap<(String, String), GameStatus>,
     /// Nodes holding each module's bytes, by sha256.
     pub modules: BTreeMap<String, BTreeSet<String>>,
+    /// Live host settings, with the revision of their key.
+    pub settings: BTreeMap<String, (SettingEntry, i64)>,
 }
 
 /// What this node holds, so it can register it all again after losing its lease.
@@ -379,6 +391,8 @@ impl Cluster {
             grpc: grpc.to_owned(),
             rooms: 0,
             players: 0,
+            settings: BTreeMap::new(),
+            refused: BTreeMap::new(),
         };
         self.inner.held.lock().recover().node = node.clone();
         self.write_routing(|r| {
@@ -459,6 +473,55 @@ impl Cluster {
             .iter()
             .map(|(id, n)| (id.clone(), (n.players, n.rooms)))
             .collect()
+    }
+
+    /// Live host settings as this node last heard, with the revision of each key.
+    pub fn settings(&self) -> BTreeMap<String, (SettingEntry, i64)> {
+        self.inner.routing.read().recover().settings.clone()
+    }
+
+    /// What this node reports in its `nodes/` entry about the live settings: applied
+    /// (key: value) and refused or rolled back (key: why). Written with the next load
+    /// report.
+    pub fn report_settings(
+        &self,
+        applied: BTreeMap<String, String>,
+        refused: BTreeMap<String, String>,
+    ) {
+        let node = {
+            let mut held = self.inner.held.lock().recover();
+            held.node.settings = applied;
+            held.node.refused = refused;
+            held.node.clone()
+        };
+        self.write_routing(|r| {
+            r.nodes.insert(node.id.clone(), node.clone());
+        });
+        if self.inner.etcd.is_some() && self.is_leased() {
+            let c = self.clone();
+            tokio::spawn(async move {
+                if let Some(etcd) = &c.inner.etcd
+                    && let Err(e) = etcd.put_node(&node).await
+                {
+                    tracing::warn!("reporting the applied settings: {e}");
+                }
+            });
+        }
+    }
+
+    /// Puts setting `key` back to its value before the last change, if it is still at
+    /// `revision` (`Ok(false)`: it changed meanwhile; that change stands).
+    pub async fn roll_back_setting(
+        &self,
+        key: &str,
+        revision: i64,
+        why: &str,
+    ) -> Result<bool, ClusterError> {
+        let Some(etcd) = &self.inner.etcd else {
+            return Ok(false);
+        };
+        let by = format!("node {} rolled it back: {why}", self.inner.node_id);
+        settings::roll_back(&mut etcd.client(), &etcd.prefix, key, revision, by).await
     }
 
     /// The node that owns room `id` as this node last heard (no copy of the table).

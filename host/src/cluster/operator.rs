@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub matchmaker_leader: Option<String>,
     /// Every room of the cluster, by id.
     pub rooms: BTreeMap<String, super::RoomEntry>,
+    /// Live host settings, by key.
+    pub settings: BTreeMap<String, super::SettingEntry>,
 }
 
 /// A connection to a cluster's etcd for operator commands.
@@ -72,6 +74,11 @@ impl Operator {
                         snap.rooms.insert(id, entry);
                     }
                 }
+                Key::Setting(key) => {
+                    if let Ok(entry) = serde_json::from_slice(kv.value()) {
+                        snap.settings.insert(key, entry);
+                    }
+                }
                 Key::Status { node, game } => {
                     if let Ok(status) = serde_json::from_slice(kv.value()) {
                         snap.status.entry(game).or_default().insert(node, status);
@@ -103,5 +110,16 @@ impl Operator {
     /// Restores the previous version of `game`.
     pub async fn rollback(&mut self, game: &str, note: String) -> Result<GameEntry, ClusterError> {
         super::games::rollback(&mut self.client, &self.prefix, game, None, note).await
+    }
+
+    /// Sets live setting `key` to `value` (`None`: unset, the nodes' own configuration
+    /// holds), recording `by`.
+    pub async fn set_setting(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        by: String,
+    ) -> Result<super::SettingEntry, ClusterError> {
+        super::settings::set(&mut self.client, &self.prefix, key, value, by).await
     }
 }

@@ -92,6 +92,27 @@ fn apply(c: &Cluster, kv: &KeyValue, put: bool) {
                 }
             });
         }
+        Key::Setting(key) => {
+            let entry = put
+                .then(|| serde_json::from_slice::<super::SettingEntry>(kv.value()))
+                .transpose();
+            match entry {
+                Ok(entry) => {
+                    c.write_routing(|r| match entry {
+                        Some(entry) => {
+                            r.settings.insert(key.clone(), (entry, kv.mod_revision()));
+                        }
+                        None => {
+                            r.settings.remove(&key);
+                        }
+                    });
+                    let _ = c.inner.events.send(ClusterEvent::SettingChanged { key });
+                }
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "not a setting entry; ignored: {e}");
+                }
+            }
+        }
         Key::Game(game) => {
             let entry = serde_json::from_slice::<super::GameEntry>(kv.value()).ok();
             let revision = kv.mod_revision();

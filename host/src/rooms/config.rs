@@ -35,7 +35,7 @@ pub struct RoomsConfig {
     /// The settings above that change while the node runs (`ludus config set`), shared
     /// by every room of the node: read them through [`RoomsConfig::live`].
     #[serde(skip)]
-    live: Arc<LiveRooms>,
+    pub live: Arc<LiveRooms>,
 }
 
 /// Rooms' settings that change live. Unset (0), the configured value holds.

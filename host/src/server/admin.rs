@@ -32,6 +32,10 @@ pub struct AdminConfig {
     /// The bearer token the admin API asks for (health and metrics need none). Unset:
     /// the admin API is closed, health and metrics still answer.
     pub token: Option<String>,
+    /// A live setting (`ludus config set`) that leaves the node unready, or during which
+    /// games fail 3 times, within this long after it was applied is rolled back.
+    #[serde(with = "humantime_serde")]
+    pub settings_window: Duration,
 }
 
 impl Default for AdminConfig {
@@ -39,6 +43,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7351)),
             token: None,
+            settings_window: Duration::from_secs(60),
         }
     }
 }
@@ -197,7 +202,7 @@ impl Admin {
     }
 
     /// Why the node should not get traffic now; empty when it should.
-    async fn not_ready(&self) -> Vec<String> {
+    pub(super) async fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
         if self.rooms.draining() {
             why.push(
