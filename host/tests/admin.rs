@@ -113,6 +113,17 @@ async fn metrics_move_when_clients_play_games_swap_and_errors_are_sent() {
     assert!(moved("ludus_error_frames_total", &[("code", "room_not_found")]) >= 1.0);
     assert!(moved("ludus_swaps_total", &[("result", "ok")]) >= 1.0);
     assert!(moved("ludus_swap_pause_seconds_count", &[]) >= 1.0);
+    // Game calls are timed by call, and storage writes (checkpoints) by operation.
+    assert!(moved("ludus_guest_call_seconds_count", &[("call", "tick")]) >= 1.0);
+    assert!(moved("ludus_guest_call_seconds_count", &[("call", "join")]) >= 1.0);
+    assert!(moved("ludus_guest_call_seconds_count", &[("call", "messages")]) >= 1.0);
+    assert!(
+        value(
+            &after,
+            "ludus_storage_operation_duration_seconds_count",
+            &[("operation", "save_batch")]
+        ) >= 1.0
+    );
     assert!(value(&after, "ludus_connections", &[]) >= 1.0);
     assert!(value(&after, "ludus_sessions", &[]) >= 1.0);
     assert_eq!(

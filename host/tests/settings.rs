@@ -85,9 +85,11 @@ async fn settings_apply_live_invalid_ones_are_refused_and_harmful_ones_roll_back
     assert!(!ok && out.contains("does not change live"), "{out}");
 
     // Refused by the node when it gets into etcd anyway: the old value holds.
-    let mut cfg = ludus::cluster::ClusterConfig::default();
-    cfg.etcd = vec![etcd.url.clone()];
-    cfg.prefix = Some(PREFIX.into());
+    let cfg = ludus::cluster::ClusterConfig {
+        etcd: vec![etcd.url.clone()],
+        prefix: Some(PREFIX.into()),
+        ..Default::default()
+    };
     let mut operator = ludus::cluster::Operator::connect(&cfg).await.unwrap();
     operator
         .set_setting(

@@ -156,9 +156,16 @@ impl Leader {
                     Some(msg) => self.handle(msg),
                     None => break,
                 },
-                _ = round.tick() => self.round(),
+                _ = round.tick() => {
+                    self.round();
+                    let placing: usize = self.placing.values().map(|p| p.tickets.len()).sum();
+                    metrics::gauge!("ludus_matchmaker_tickets").set(self.tickets.len() as f64);
+                    metrics::gauge!("ludus_matchmaker_placing_tickets").set(placing as f64);
+                }
             }
         }
+        metrics::gauge!("ludus_matchmaker_tickets").set(0.0);
+        metrics::gauge!("ludus_matchmaker_placing_tickets").set(0.0);
         tracing::info!(
             tickets = self.tickets.len(),
             "the matchmaker leader stopped; nodes submit their tickets to the next one"

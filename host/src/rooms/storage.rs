@@ -53,7 +53,13 @@ impl RoomStorage {
         let storage = self.storage.clone();
         self.tracker.spawn_on(
             async move {
+                let started = std::time::Instant::now();
                 let results = run(&storage, batch).await;
+                metrics::histogram!(
+                    "ludus_storage_operation_duration_seconds",
+                    "operation" => "room_requests"
+                )
+                .record(started.elapsed().as_secs_f64());
                 // A worker that has stopped has no room to answer.
                 let _ = inbox.send(Command::StorageResults { room, results });
             },

@@ -110,6 +110,32 @@ fn describe() {
     );
     describe_gauge!("ludus_relay_streams", "Open links to other nodes");
     describe_gauge!("ludus_draining", "1 while the node drains before it stops");
+    describe_gauge!(
+        "ludus_relay_queued_frames",
+        "Frames queued for links to other nodes, not yet written"
+    );
+    describe_gauge!(
+        "ludus_matchmaker_tickets",
+        "Tickets the matchmaker holds (on its leader; 0 elsewhere)"
+    );
+    describe_gauge!(
+        "ludus_matchmaker_placing_tickets",
+        "Matched tickets whose room a node is being asked to start"
+    );
+    describe_counter!(
+        "ludus_game_failures_total",
+        "Games' failures (traps, deadlines, limits), by game"
+    );
+    describe_histogram!(
+        "ludus_guest_call_seconds",
+        Unit::Seconds,
+        "Time of one call into a game, by call (join, messages, tick, save, ...)"
+    );
+    describe_histogram!(
+        "ludus_storage_operation_duration_seconds",
+        Unit::Seconds,
+        "Time of a storage operation: save_batch (checkpoints and sessions), room_requests"
+    );
     describe_counter!("ludus_client_frames_total", "Frames received from clients");
     describe_counter!(
         "ludus_client_bytes_total",
@@ -233,6 +259,8 @@ impl Admin {
         gauge!("ludus_draining").set(f64::from(u8::from(self.rooms.draining())));
         let links = self.peers.as_ref().map_or(0, |p| p.linked().len());
         gauge!("ludus_relay_streams").set(links as f64);
+        let queued = self.peers.as_ref().map_or(0, |p| p.queued());
+        gauge!("ludus_relay_queued_frames").set(queued as f64);
         // Versions reported before and gone now (swapped away) show 0, not their last
         // count; so does the active version once its rooms close.
         let mut counts: BTreeMap<(String, String), usize> = self

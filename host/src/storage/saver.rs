@@ -122,7 +122,10 @@ async fn write_loop(inner: Weak<Inner>, mut wake: tokio::sync::mpsc::UnboundedRe
                 break;
             }
             let items: Vec<Saved> = batch.iter().map(|(_, (item, _))| item.clone()).collect();
+            let started = std::time::Instant::now();
             let result = inner.storage.save_batch(&items).await;
+            metrics::histogram!("ludus_storage_operation_duration_seconds", "operation" => "save_batch")
+                .record(started.elapsed().as_secs_f64());
             let failed = result.is_err();
             {
                 let mut state = inner.state.lock().recover();

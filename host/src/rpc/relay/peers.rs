@@ -317,6 +317,16 @@ impl Peers {
             .is_some_and(|l| !l.tx.is_closed())
     }
 
+    /// Frames queued for the peers' links, not yet written to their streams.
+    pub fn queued(&self) -> usize {
+        self.links
+            .lock()
+            .recover()
+            .values()
+            .map(|l| l.tx.max_capacity() - l.tx.capacity())
+            .sum()
+    }
+
     /// Peers with an open link.
     pub fn linked(&self) -> Vec<String> {
         let mut nodes: Vec<String> = self
