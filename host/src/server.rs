@@ -22,6 +22,7 @@ use crate::rpc::relay::Peers;
 use crate::runtime::Runtime;
 
 pub mod admin;
+mod console;
 mod migrate;
 mod outlive;
 pub mod settings;
@@ -259,6 +260,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         peers: peers.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
         reported: Default::default(),
+        rollout: rollout.clone(),
+        config: Arc::new(config.clone()),
+        gateway_addr: addr.to_string(),
+        replaced: Default::default(),
     };
     if cluster.is_etcd() {
         let settings = settings::Settings::new(admin.clone(), config.clone());

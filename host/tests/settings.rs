@@ -12,6 +12,7 @@ use std::time::Duration;
 
 const PREFIX: &str = "/ludus/settings/";
 const WAIT: Duration = Duration::from_secs(20);
+const TOKEN: &str = "the admin token of the settings test";
 
 /// `ludus <args> --etcd URL --prefix PREFIX`, off the async threads; (ok, stdout+stderr).
 async fn cli(etcd: &Etcd, args: &[&str]) -> (bool, String) {
@@ -50,6 +51,7 @@ async fn settings_apply_live_invalid_ones_are_refused_and_harmful_ones_roll_back
     let etcd = Etcd::start().await;
     let (node, _dir) = node_with(&etcd, PREFIX, "s", Duration::from_secs(2), |c| {
         c.admin.settings_window = Duration::from_secs(30);
+        c.admin.token = Some(TOKEN.into());
     })
     .await;
     let opts = ClientOptions::default();
@@ -169,6 +171,78 @@ async fn settings_apply_live_invalid_ones_are_refused_and_harmful_ones_roll_back
         failures,
         "no failures once rolled back"
     );
+    // The admin API (the admin page's) sets them too, with the same checks.
+    let http = reqwest::Client::new();
+    let api = format!("http://{}/api", node.admin_addr);
+    let set = |key: &'static str, value: Option<&'static str>| {
+        http.post(format!("{api}/settings"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "key": key, "value": value }))
+            .send()
+    };
+    let answer = set("rooms.checkpoint_interval", Some("forever"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("not a duration"), "{body}");
+    let answer = set("rooms.checkpoint_interval", Some("2s")).await.unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+    eventually(WAIT, "the node applies the page's setting", async || {
+        node_status(&etcd, "s").await["settings"]["rooms.checkpoint_interval"] == "2s"
+    })
+    .await;
+    assert_eq!(
+        node.rooms.config().checkpoint_interval(),
+        Duration::from_secs(2)
+    );
+    let (_, history) = cli(&etcd, &["config", "history", "rooms.checkpoint_interval"]).await;
+    assert!(history.contains("(the admin page)"), "{history}");
+
+    // In a cluster a deploy from the page becomes the desired version, and its rollback
+    // the previous one.
+    let v2 = ludus::guest_build::example_game_bytes("arena-v2").unwrap();
+    let answer = http
+        .post(format!("{api}/games/arena/deploy"))
+        .bearer_auth(TOKEN)
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+    let desired = async || {
+        let (ok, out) = cli(&etcd, &["status", "--json"]).await;
+        assert!(ok, "{out}");
+        let status: Value = serde_json::from_str(&out).unwrap();
+        status["games"]["arena"]["current"]["version"].clone()
+    };
+    assert_eq!(desired().await, "2.0.0");
+    let answer = http
+        .post(format!("{api}/games/arena/rollback"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+    assert_eq!(desired().await, "1.0.0");
+    eventually(WAIT, "the node follows the rollback", async || {
+        node.rooms
+            .active_module("arena")
+            .is_some_and(|m| m.version == "1.0.0")
+    })
+    .await;
     drop(players);
     node.stop().await;
 }

@@ -509,6 +509,43 @@ impl Cluster {
         }
     }
 
+    /// Sets live setting `key` for the cluster (`None`: unset), recording `by`.
+    pub async fn set_setting(
+        &self,
+        key: &str,
+        value: Option<String>,
+        by: String,
+    ) -> Result<SettingEntry, ClusterError> {
+        let Some(etcd) = &self.inner.etcd else {
+            return Err(ClusterError::Etcd("live settings need etcd".into()));
+        };
+        settings::set(&mut etcd.client(), &etcd.prefix, key, value, by).await
+    }
+
+    /// Makes `module` the desired version of `game` for every node (all rooms swap; a
+    /// failure rolls it back), as `ludus deploy` does.
+    pub async fn desire(
+        &self,
+        game: &str,
+        module: &crate::runtime::Module,
+    ) -> Result<GameEntry, ClusterError> {
+        let Some(etcd) = &self.inner.etcd else {
+            return Err(ClusterError::Etcd("desired versions need etcd".into()));
+        };
+        let desired = Desired {
+            version: GameVersion {
+                sha256: module.sha256_hex(),
+                name: module.name.clone(),
+                version: module.version.clone(),
+                size: module.size as u64,
+            },
+            policy: crate::rooms::SwapPolicy::AllRooms,
+            room_config: None,
+            rollback_on_failure: true,
+        };
+        games::set_desired(&mut etcd.client(), &etcd.prefix, game, desired).await
+    }
+
     /// Puts setting `key` back to its value before the last change, if it is still at
     /// `revision` (`Ok(false)`: it changed meanwhile; that change stands).
     pub async fn roll_back_setting(

@@ -184,6 +184,13 @@ pub(super) struct Admin {
     pub token: Option<Arc<str>>,
     /// The (game, version) pairs `ludus_rooms` has reported.
     pub reported: Arc<std::sync::Mutex<BTreeSet<(String, String)>>>,
+    pub rollout: crate::rollout::Rollout,
+    pub config: Arc<crate::config::Config>,
+    /// The public port, as the admin page shows it.
+    pub gateway_addr: String,
+    /// Modules replaced by deploys from the admin page, by game (newest last): what a
+    /// rollback from the page goes back to on a node alone.
+    pub replaced: Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>>,
 }
 
 impl Admin {
@@ -217,6 +224,7 @@ impl Admin {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
+            .merge(super::console::routes())
             .fallback(get(admin_api))
             .with_state(self);
         let served = axum::serve(listener, app)
@@ -224,6 +232,55 @@ impl Admin {
             .await;
         if let Err(e) = served {
             tracing::error!("admin port: {e}");
+        }
+    }
+
+    /// `Ok` when `headers` carry the admin token; else the answer to give.
+    pub(super) fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(token) = &self.token else {
+            let why = "the admin API is closed: set admin.token (LUDUS_ADMIN__TOKEN) to open it";
+            return Err((StatusCode::FORBIDDEN, why).into_response());
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let matches = given.is_some_and(|g| {
+            use sha2::Digest;
+            // Compared as hashes: the time taken says nothing about the token.
+            sha2::Sha256::digest(g.as_bytes()) == sha2::Sha256::digest(token.as_bytes())
+        });
+        if !matches {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "the admin API needs the admin token: Authorization: Bearer <admin.token>",
+            )
+                .into_response());
+        }
+        Ok(())
+    }
+
+    /// Modules of `game` replaced by deploys from the admin page, oldest first.
+    pub(super) fn history(&self, game: &str) -> Vec<String> {
+        self.replaced
+            .lock()
+            .recover()
+            .get(game)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(super) fn remember(&self, game: &str, sha256: String) {
+        let mut replaced = self.replaced.lock().recover();
+        let list = replaced.entry(game.to_owned()).or_default();
+        list.push(sha256);
+        let drop = list.len().saturating_sub(10);
+        list.drain(..drop);
+    }
+
+    pub(super) fn forget_last(&self, game: &str) {
+        if let Some(list) = self.replaced.lock().recover().get_mut(game) {
+            list.pop();
         }
     }
 
@@ -329,25 +386,8 @@ async fn metrics_text(State(admin): State<Admin>) -> Response {
 
 /// Everything else: the admin API, behind the admin token.
 async fn admin_api(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    let Some(token) = &admin.token else {
-        let why = "the admin API is closed: set admin.token (LUDUS_ADMIN__TOKEN) to open it";
-        return (StatusCode::FORBIDDEN, why).into_response();
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let matches = given.is_some_and(|g| {
-        use sha2::Digest;
-        // Compared as hashes: the time taken says nothing about the token.
-        sha2::Sha256::digest(g.as_bytes()) == sha2::Sha256::digest(token.as_bytes())
-    });
-    if !matches {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "the admin API needs the admin token: Authorization: Bearer <admin.token>",
-        )
-            .into_response();
+    if let Err(refused) = admin.authorized(&headers) {
+        return refused;
     }
     (StatusCode::NOT_FOUND, "no such admin endpoint").into_response()
 }
