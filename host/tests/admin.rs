@@ -246,3 +246,80 @@ async fn readyz_says_why_while_etcd_or_the_database_is_gone_and_recovers() {
         .expect("connects once the drain is undone");
     node.stop().await;
 }
+
+/// `--log-format json` writes one JSON object per line; a room's lines carry the span
+/// `room{id, game}` and a session's `session{id, player}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_room_and_session_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::module_file(&dir, "arena");
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let log_path = dir.path().join("ludus.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut node = common::Proc::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+            .args([
+                "serve",
+                "--log-format",
+                "json",
+                "--listen",
+                &addr.to_string(),
+            ])
+            .args(["--admin", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--game")
+            .arg(format!("arena={module}"))
+            .env("LUDUS_LOG", "warn,ludus=debug")
+            .env("LUDUS_ROOMS__EMPTY_TIMEOUT", "200ms")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting ludus serve"),
+    );
+    let mut player = eventually_connect(addr).await;
+    player.create("arena", "logged", "").await.unwrap();
+    create_outcome(&mut player).await.expect("the room");
+    let player_id = player.player_id;
+    player.close().await;
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    eventually(WAIT, "the room's and the session's lines", async || {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let in_span = |name: &str, key: &str, value: &serde_json::Value| {
+            lines.iter().any(|l| {
+                l["spans"].as_array().is_some_and(|spans| {
+                    spans.iter().any(|s| s["name"] == name && &s[key] == value)
+                })
+            })
+        };
+        in_span("room", "id", &"logged".into()) && in_span("session", "player", &player_id.into())
+    })
+    .await;
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"].is_object())
+    );
+    node.signal("TERM");
+    let status = node.exited_within(Duration::from_secs(15)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+async fn eventually_connect(addr: SocketAddr) -> Client {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match Client::guest(addr, "logger", ClientOptions::default()).await {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("the node never answered: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
