@@ -235,11 +235,11 @@ impl Admin {
         }
     }
 
-    /// `Ok` when `headers` carry the admin token; else the answer to give.
-    pub(super) fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The answer to give when `headers` do not carry the admin token (`None`: they do).
+    pub(super) fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
         let Some(token) = &self.token else {
             let why = "the admin API is closed: set admin.token (LUDUS_ADMIN__TOKEN) to open it";
-            return Err((StatusCode::FORBIDDEN, why).into_response());
+            return Some((StatusCode::FORBIDDEN, why).into_response());
         };
         let given = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -250,14 +250,13 @@ impl Admin {
             // Compared as hashes: the time taken says nothing about the token.
             sha2::Sha256::digest(g.as_bytes()) == sha2::Sha256::digest(token.as_bytes())
         });
-        if !matches {
-            return Err((
+        (!matches).then(|| {
+            (
                 StatusCode::UNAUTHORIZED,
                 "the admin API needs the admin token: Authorization: Bearer <admin.token>",
             )
-                .into_response());
-        }
-        Ok(())
+                .into_response()
+        })
     }
 
     /// Modules of `game` replaced by deploys from the admin page, oldest first.
@@ -386,7 +385,7 @@ async fn metrics_text(State(admin): State<Admin>) -> Response {
 
 /// Everything else: the admin API, behind the admin token.
 async fn admin_api(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     (StatusCode::NOT_FOUND, "no such admin endpoint").into_response()

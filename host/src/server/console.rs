@@ -64,7 +64,7 @@ fn games(admin: &Admin) -> Vec<Value> {
 }
 
 async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     let me = admin.cluster.node_id().to_owned();
@@ -138,7 +138,7 @@ async fn rooms(
     headers: HeaderMap,
     Query(filter): Query<RoomFilter>,
 ) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     let me = admin.cluster.node_id().to_owned();
@@ -193,7 +193,7 @@ async fn room_state(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     let saved = match admin.storage.saved_room(&id).await {
@@ -236,7 +236,7 @@ async fn deploy(
     Path(game): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     if body.is_empty() {
@@ -284,7 +284,7 @@ async fn rollback(
     headers: HeaderMap,
     Path(game): Path<String>,
 ) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     if admin.cluster.is_etcd() {
@@ -340,7 +340,7 @@ async fn set_setting(
     headers: HeaderMap,
     Json(req): Json<SetSetting>,
 ) -> Response {
-    if let Err(refused) = admin.authorized(&headers) {
+    if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
     if !admin.cluster.is_etcd() {
