@@ -266,7 +266,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         replaced: Default::default(),
     };
     if cluster.is_etcd() {
-        let settings = settings::Settings::new(admin.clone(), config.clone());
+        let settings = settings::Settings::new(admin.clone());
         tasks.spawn(settings.run(shutdown.child_token()));
     }
     tasks.spawn(admin.serve(admin_listener, shutdown.child_token()));

@@ -147,6 +147,47 @@ pub(super) fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// The JSON entry at `key` and its revision (`games/`, `config/`: the keys written by
+/// revision-guarded transactions).
+pub(super) async fn get_entry<T: serde::de::DeserializeOwned>(
+    client: &mut Client,
+    prefix: &str,
+    key: Key,
+) -> Result<Option<(T, i64)>, ClusterError> {
+    let resp = client
+        .get(key.under(prefix), None)
+        .await
+        .map_err(etcd_error)?;
+    match resp.kvs().first() {
+        Some(kv) => {
+            let entry = serde_json::from_slice(kv.value())
+                .map_err(|e| ClusterError::BadEntry(format!("{}: {e}", key.under(""))))?;
+            Ok(Some((entry, kv.mod_revision())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes `entry` at `key` if the key is still at `revision` (`None`: absent); `false`
+/// when it is not.
+pub(super) async fn put_entry_if<T: serde::Serialize>(
+    client: &mut Client,
+    prefix: &str,
+    key: Key,
+    entry: &T,
+    revision: Option<i64>,
+) -> Result<bool, ClusterError> {
+    let k = key.under(prefix);
+    let guard = match revision {
+        Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r),
+        None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+    };
+    let txn = Txn::new()
+        .when([guard])
+        .and_then([TxnOp::put(k, json(entry), None)]);
+    Ok(client.txn(txn).await.map_err(etcd_error)?.succeeded())
+}
+
 impl Etcd {
     pub async fn connect(cfg: &ClusterConfig) -> anyhow::Result<Etcd> {
         // A cluster without its credential would refuse every node-to-node call.

@@ -4,12 +4,12 @@
 //! operator and a node rolling back) cannot silently overwrite each other. Following
 //! the desired version on a node is `rollout`'s job.
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::ClusterError;
-use super::etcd::{etcd_error, json};
+use super::etcd::{get_entry, put_entry_if};
 
 use super::keys::Key;
 use crate::rooms::SwapPolicy;
@@ -72,18 +72,7 @@ pub(super) async fn get_game(
     prefix: &str,
     game: &str,
 ) -> Result<Option<(GameEntry, i64)>, ClusterError> {
-    let resp = client
-        .get(Key::Game(game.to_owned()).under(prefix), None)
-        .await
-        .map_err(etcd_error)?;
-    match resp.kvs().first() {
-        Some(kv) => {
-            let entry = serde_json::from_slice(kv.value())
-                .map_err(|e| ClusterError::BadEntry(format!("games/{game}: {e}")))?;
-            Ok(Some((entry, kv.mod_revision())))
-        }
-        None => Ok(None),
-    }
+    get_entry(client, prefix, Key::Game(game.to_owned())).await
 }
 
 /// Writes `entry` as `games/<game>` if the key is still at `revision` (`None`: absent).
@@ -94,15 +83,7 @@ async fn put_game_if(
     entry: &GameEntry,
     revision: Option<i64>,
 ) -> Result<bool, ClusterError> {
-    let k = Key::Game(game.to_owned()).under(prefix);
-    let guard = match revision {
-        Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r),
-        None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
-    };
-    let txn = Txn::new()
-        .when([guard])
-        .and_then([TxnOp::put(k, json(entry), None)]);
-    Ok(client.txn(txn).await.map_err(etcd_error)?.succeeded())
+    put_entry_if(client, prefix, Key::Game(game.to_owned()), entry, revision).await
 }
 
 /// Makes `version` the desired version of `game`; the one it replaces goes to history.

@@ -4,11 +4,11 @@
 //! revision, as `games/` writes are: an operator and a node rolling a change back cannot
 //! overwrite each other.
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
-use super::etcd::{etcd_error, json};
+use super::etcd::{get_entry, put_entry_if};
 use super::keys::Key;
 
 /// Changes kept in a setting's entry.
@@ -41,6 +41,19 @@ impl SettingEntry {
             .and_then(|i| self.history.get(i))
             .and_then(|c| c.value.clone())
     }
+
+    /// Makes `value` the setting's value, recording who did (the oldest changes past
+    /// the kept history go).
+    fn record(&mut self, value: Option<String>, by: String) {
+        self.value = value.clone();
+        self.history.push(SettingChange {
+            value,
+            by,
+            at_ms: now_ms(),
+        });
+        let drop = self.history.len().saturating_sub(HISTORY);
+        self.history.drain(..drop);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -50,23 +63,12 @@ fn now_ms() -> u64 {
 }
 
 /// The entry of `key` and its revision.
-pub(super) async fn get(
+async fn get(
     client: &mut Client,
     prefix: &str,
     key: &str,
 ) -> Result<Option<(SettingEntry, i64)>, ClusterError> {
-    let resp = client
-        .get(Key::Setting(key.to_owned()).under(prefix), None)
-        .await
-        .map_err(etcd_error)?;
-    match resp.kvs().first() {
-        Some(kv) => {
-            let entry = serde_json::from_slice(kv.value())
-                .map_err(|e| ClusterError::BadEntry(format!("config/{key}: {e}")))?;
-            Ok(Some((entry, kv.mod_revision())))
-        }
-        None => Ok(None),
-    }
+    get_entry(client, prefix, Key::Setting(key.to_owned())).await
 }
 
 /// Writes `entry` as `config/<key>` if the key is still at `revision` (`None`: absent).
@@ -77,15 +79,14 @@ async fn put_if(
     entry: &SettingEntry,
     revision: Option<i64>,
 ) -> Result<bool, ClusterError> {
-    let k = Key::Setting(key.to_owned()).under(prefix);
-    let guard = match revision {
-        Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r),
-        None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
-    };
-    let txn = Txn::new()
-        .when([guard])
-        .and_then([TxnOp::put(k, json(entry), None)]);
-    Ok(client.txn(txn).await.map_err(etcd_error)?.succeeded())
+    put_entry_if(
+        client,
+        prefix,
+        Key::Setting(key.to_owned()),
+        entry,
+        revision,
+    )
+    .await
 }
 
 /// Sets `key` to `value` (`None`: unset), recording who did.
@@ -100,14 +101,7 @@ pub(super) async fn set(
         Some((entry, revision)) => (entry, Some(revision)),
         None => (SettingEntry::default(), None),
     };
-    entry.value = value.clone();
-    entry.history.push(SettingChange {
-        value,
-        by,
-        at_ms: now_ms(),
-    });
-    let drop = entry.history.len().saturating_sub(HISTORY);
-    entry.history.drain(..drop);
+    entry.record(value, by);
     if !put_if(client, prefix, key, &entry, revision).await? {
         return Err(ClusterError::BadEntry(format!(
             "config/{key} changed while this change was being written; try again"
@@ -131,14 +125,6 @@ pub(super) async fn roll_back(
     if at != revision {
         return Ok(false);
     }
-    let previous = entry.previous();
-    entry.value = previous.clone();
-    entry.history.push(SettingChange {
-        value: previous,
-        by,
-        at_ms: now_ms(),
-    });
-    let drop = entry.history.len().saturating_sub(HISTORY);
-    entry.history.drain(..drop);
+    entry.record(entry.previous(), by);
     put_if(client, prefix, key, &entry, Some(at)).await
 }

@@ -38,34 +38,44 @@ pub struct RoomsConfig {
     pub live: Arc<LiveRooms>,
 }
 
-/// Rooms' settings that change live. Unset (0), the configured value holds.
-#[derive(Debug, Default)]
+/// Rooms' settings that change live. `UNSET`: the configured value holds.
+#[derive(Debug)]
 pub struct LiveRooms {
     checkpoint_interval_ms: AtomicU64,
     max_rooms_per_player: AtomicU64,
-    set_quota: std::sync::atomic::AtomicBool,
+}
+
+const UNSET: u64 = u64::MAX;
+
+impl Default for LiveRooms {
+    fn default() -> Self {
+        LiveRooms {
+            checkpoint_interval_ms: AtomicU64::new(UNSET),
+            max_rooms_per_player: AtomicU64::new(UNSET),
+        }
+    }
 }
 
 impl RoomsConfig {
     /// The checkpoint interval in force.
     pub fn checkpoint_interval(&self) -> Duration {
         match self.live.checkpoint_interval_ms.load(Ordering::Relaxed) {
-            0 => self.checkpoint_interval,
+            UNSET => self.checkpoint_interval,
             ms => Duration::from_millis(ms),
         }
     }
 
     /// The per-player room quota in force.
     pub fn max_rooms_per_player(&self) -> usize {
-        match self.live.set_quota.load(Ordering::Relaxed) {
-            false => self.max_rooms_per_player,
-            true => self.live.max_rooms_per_player.load(Ordering::Relaxed) as usize,
+        match self.live.max_rooms_per_player.load(Ordering::Relaxed) {
+            UNSET => self.max_rooms_per_player,
+            quota => quota as usize,
         }
     }
 
     /// Changes the checkpoint interval of every room sharing this config.
     pub fn set_checkpoint_interval(&self, interval: Duration) {
-        let ms = (interval.as_millis() as u64).max(1);
+        let ms = (interval.as_millis() as u64).clamp(1, UNSET - 1);
         self.live
             .checkpoint_interval_ms
             .store(ms, Ordering::Relaxed);
@@ -73,10 +83,10 @@ impl RoomsConfig {
 
     /// Changes the per-player room quota (0: no limit).
     pub fn set_max_rooms_per_player(&self, quota: usize) {
+        let quota = (quota as u64).min(UNSET - 1);
         self.live
             .max_rooms_per_player
-            .store(quota as u64, Ordering::Relaxed);
-        self.live.set_quota.store(true, Ordering::Relaxed);
+            .store(quota, Ordering::Relaxed);
     }
 }
 

@@ -158,8 +158,8 @@ struct Watched {
 }
 
 pub(super) struct Settings {
+    /// The node's parts, and its configuration (what an unset setting returns to).
     pub admin: Admin,
-    pub config: Config,
     /// Applied values, by key (absent: the node's configuration).
     applied: BTreeMap<String, String>,
     /// Refused or rolled back, by key: the revision and why.
@@ -168,10 +168,9 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    pub fn new(admin: Admin, config: Config) -> Self {
+    pub fn new(admin: Admin) -> Self {
         Settings {
             admin,
-            config,
             applied: BTreeMap::new(),
             refused: BTreeMap::new(),
             watched: Vec::new(),
@@ -216,7 +215,7 @@ impl Settings {
                 continue;
             }
             let value = match &wanted {
-                Some(text) => match parse(&key, text, &self.config) {
+                Some(text) => match parse(&key, text, &self.admin.config) {
                     Ok(value) => value,
                     Err(e) => {
                         tracing::warn!(setting = %key, "live setting refused, old value kept: {e}");
@@ -225,7 +224,7 @@ impl Settings {
                         continue;
                     }
                 },
-                None => configured(&key, &self.config),
+                None => configured(&key, &self.admin.config),
             };
             if let Err(e) = self.apply(&key, &value) {
                 tracing::warn!(setting = %key, "live setting not applied: {e}");
@@ -243,7 +242,7 @@ impl Settings {
                 self.watched.push(Watched {
                     key: key.clone(),
                     revision,
-                    until: Instant::now() + self.config.admin.settings_window,
+                    until: Instant::now() + self.admin.config.admin.settings_window,
                     failures_before: self.admin.rooms.runtime().failures(),
                     before,
                 });
@@ -327,9 +326,9 @@ impl Settings {
         let why = why.join("; ");
         for w in std::mem::take(&mut self.watched) {
             let value = match &w.before {
-                Some(text) => parse(&w.key, text, &self.config)
-                    .unwrap_or_else(|_| configured(&w.key, &self.config)),
-                None => configured(&w.key, &self.config),
+                Some(text) => parse(&w.key, text, &self.admin.config)
+                    .unwrap_or_else(|_| configured(&w.key, &self.admin.config)),
+                None => configured(&w.key, &self.admin.config),
             };
             if let Err(e) = self.apply(&w.key, &value) {
                 tracing::error!(setting = %w.key, "rolling back: {e}");
