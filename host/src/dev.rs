@@ -1,4 +1,5 @@
-//! `ludus dev <game dir>`: the designer's loop. Builds the game for `wasm32-wasip2`,
+//! `ludus dev <game dir>`: the designer's loop. Builds the game (a Rust crate with the
+//! quick `dev-quick` profile, or a TypeScript game: a directory with a `package.json`),
 //! serves it with the browser page, watches its sources, rebuilds on save and hands the
 //! rebuilt module to the node's rollout, which swaps it live into running rooms. A build
 //! error or a refused module is printed and the running version stays.
@@ -10,31 +11,42 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::guest_build::{BuiltCrate, build_crate};
+use crate::guest_build::{BuiltGame, Profile, build_game, is_typescript};
 use crate::rollout::{Deployed, Source};
 use crate::rooms::SwapPolicy;
 use crate::server::Server;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct DevArgs {
-    /// The game crate (e.g. example-games/arena).
+    /// The game: a Rust crate (e.g. example-games/arena) or a TypeScript game's
+    /// directory, with its package.json (e.g. example-games/arena-ts).
     pub dir: PathBuf,
+    /// Build Rust games with their `release` profile (as for a deploy) instead of the
+    /// quicker `dev-quick`.
+    #[arg(long)]
+    pub release: bool,
     /// Where to serve.
     #[arg(long, default_value = "127.0.0.1:7350")]
     pub listen: SocketAddr,
 }
 
-async fn build(dir: &Path) -> anyhow::Result<BuiltCrate> {
+async fn build(dir: &Path, profile: Profile) -> anyhow::Result<BuiltGame> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || build_crate(&dir)).await?
+    tokio::task::spawn_blocking(move || build_game(&dir, profile)).await?
 }
 
-/// Hands a build to the node's rollout: installed the first time, swapped live after.
-async fn deploy(server: &Server, built: &BuiltCrate) -> anyhow::Result<String> {
+/// Hands a build to the node's rollout, under the name the game declares: installed the
+/// first time, swapped live after.
+async fn deploy(server: &Server, built: &BuiltGame) -> anyhow::Result<String> {
+    let bytes = tokio::fs::read(&built.wasm)
+        .await
+        .with_context(|| format!("reading {}", built.wasm.display()))?;
+    // Compiled once: the rollout finds the module by its hash.
+    let module = server.runtime().load(bytes).await?;
     let source = Source::File(built.wasm.clone());
     let deployed = server
         .rollout
-        .deploy(&built.package, source, SwapPolicy::AllRooms)
+        .deploy(&module.name, source, SwapPolicy::AllRooms)
         .await?;
     Ok(match deployed {
         Deployed::Installed(m) => format!("installed {}", m.label()),
@@ -51,8 +63,22 @@ pub async fn run(
         .dir
         .canonicalize()
         .with_context(|| format!("game directory {}", args.dir.display()))?;
-    println!("building {} for wasm32-wasip2 ...", dir.display());
-    let built = build(&dir).await?;
+    let profile = if args.release {
+        Profile::Release
+    } else {
+        Profile::Quick
+    };
+    let typescript = is_typescript(&dir);
+    println!(
+        "building {} ({}) ...",
+        dir.display(),
+        if typescript {
+            "TypeScript"
+        } else {
+            "Rust, wasm32-wasip2"
+        }
+    );
+    let built = build(&dir, profile).await?;
     let mut config = Config::load(None)?;
     config.listen = args.listen;
     // The game comes through the rollout below, not from a watched file.
@@ -60,7 +86,7 @@ pub async fn run(
     let server = crate::server::start(config).await?;
     deploy(&server, &built).await?;
     println!(
-        "serving `{}`: open {}/ in a browser to play",
+        "serving {}: open {}/ in a browser to play",
         built.package,
         server.url()
     );
@@ -76,7 +102,12 @@ pub async fn run(
         }
     })?;
     watcher.watch(&dir.join("src"), RecursiveMode::Recursive)?;
-    watcher.watch(&dir.join("Cargo.toml"), RecursiveMode::NonRecursive)?;
+    let manifest = if typescript {
+        "package.json"
+    } else {
+        "Cargo.toml"
+    };
+    watcher.watch(&dir.join(manifest), RecursiveMode::NonRecursive)?;
 
     tokio::pin!(shutdown);
     loop {
@@ -85,7 +116,7 @@ pub async fn run(
             Some(()) = changes.recv() => {
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), changes.recv()).await {}
                 println!("change seen, rebuilding ...");
-                match build(&dir).await {
+                match build(&dir, profile).await {
                     Ok(built) => match deploy(&server, &built).await {
                         Ok(done) => println!("{done}"),
                         Err(e) => println!("{e:#}"),

@@ -76,10 +76,15 @@ enum Command {
         /// The game's .wasm file (built with --target wasm32-wasip2).
         module: PathBuf,
     },
-    /// Build the example games (or the game workspace at DIR) for wasm32-wasip2.
+    /// Build a game (a Rust crate or a TypeScript game's directory) into a .wasm, or
+    /// every game of a guest workspace (default: this checkout's example-games).
     Build {
-        /// A guest workspace (default: this checkout's example-games).
+        /// A game or a guest workspace.
         dir: Option<PathBuf>,
+        /// Build a Rust game with its `release` profile, as for a deploy (default: the
+        /// quicker `dev-quick` that `ludus dev` uses). Workspaces always build `release`.
+        #[arg(long)]
+        release: bool,
     },
     /// Measure the host.
     #[command(subcommand)]
@@ -94,6 +99,8 @@ enum RoomsCommand {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// The designer's loop: a saved change to arena until it is live in a room.
+    DevLoop(ludus::bench::devloop::DevLoopBench),
     /// Compile, room creation, call costs and swap pause with the arena game.
     Runtime(ludus::bench::runtime::RuntimeBench),
     /// The arena load test against a running node (127.0.0.1 only).
@@ -176,10 +183,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => ludus::dev::run(args, ludus::server::shutdown_signal()).await,
         Command::Demo(args) => ludus::demo::run(args).await,
         Command::Check { module } => ludus::check::run(&module).await,
-        Command::Build { dir } => {
+        Command::Build { dir, release } => {
+            use ludus::guest_build::{Profile, build_game, build_workspace, is_game};
             let dir = dir.unwrap_or_else(ludus::guest_build::example_games_dir);
-            let out = ludus::guest_build::build_workspace(&dir)?;
-            println!("built into {}", out.display());
+            if is_game(&dir) {
+                let profile = if release {
+                    Profile::Release
+                } else {
+                    Profile::Quick
+                };
+                let built = build_game(&dir, profile)?;
+                println!("built {} into {}", built.package, built.wasm.display());
+            } else {
+                let out = build_workspace(&dir)?;
+                println!("built into {}", out.display());
+            }
             Ok(())
         }
         Command::Bench(Bench::Arena(args)) => ludus::bench::arena::run(args).await.map(drop),
@@ -196,6 +214,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Migrate(args)) => ludus::bench::migrate::run(args).await,
         Command::Bench(Bench::Takeover(args)) => ludus::bench::takeover::run(args).await,
         Command::Bench(Bench::Storage(args)) => ludus::bench::storage::run(args).await,
+        Command::Bench(Bench::DevLoop(args)) => {
+            ludus::bench::devloop::print(&ludus::bench::devloop::run(args).await?);
+            Ok(())
+        }
         Command::Bench(Bench::Runtime(args)) => {
             let report = ludus::bench::runtime::run(args).await?;
             ludus::bench::runtime::print(&report);

@@ -2,17 +2,41 @@
 
 mod common;
 
-use common::{avatar, input, install, join, rooms};
+use common::{avatar, input, install, install_as, join, rooms};
 use ludus::rooms::{CreateRoom, JoinError, RoomEvent};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
+/// Arena's rules are built twice: in Rust (`arena`) and in TypeScript (`arena-ts`). Each
+/// arena test runs against both, installed as the game `arena`: `<test>::rust` and
+/// `<test>::typescript`.
+macro_rules! for_each_arena {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rust() {
+                super::$test("arena").await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn typescript() {
+                super::$test("arena-ts").await
+            }
+        }
+    )*};
+}
+
+for_each_arena!(
+    arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick,
+    arena_refuses_players_past_its_configured_size,
+    arena_takes_its_inputs_just_before_the_tick,
+);
+
+async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick(build: &str) {
     let rooms = rooms();
-    install(&rooms, "arena").await;
+    install_as(&rooms, "arena", build).await;
     let room = common::room(&rooms, "arena").await;
     let mut a = join(&room, 1).await;
     let mut b = join(&room, 2).await;
@@ -94,10 +118,9 @@ async fn arena_moves_clamps_drops_stale_inputs_and_snapshots_every_tick() {
     assert_eq!(room.info().seats, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arena_refuses_players_past_its_configured_size() {
+async fn arena_refuses_players_past_its_configured_size(build: &str) {
     let rooms = rooms();
-    install(&rooms, "arena").await;
+    install_as(&rooms, "arena", build).await;
     let room = common::room_with(&rooms, "arena", Some(r#"{"max_players": 2}"#)).await;
     join(&room, 1).await;
     join(&room, 2).await;
@@ -276,10 +299,9 @@ async fn a_closed_room_tells_its_players() {
 /// Arena holds its inputs until the tick (`hold-messages`): nothing reaches the game
 /// between ticks, then everything that came is handed over, in order, just before the
 /// tick's snapshot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arena_takes_its_inputs_just_before_the_tick() {
+async fn arena_takes_its_inputs_just_before_the_tick(build: &str) {
     let rooms = rooms();
-    install(&rooms, "arena").await;
+    install_as(&rooms, "arena", build).await;
     let room = common::room_with(&rooms, "arena", Some(r#"{"tick_hz": 2}"#)).await;
     let mut a = join(&room, 1).await;
     // A snapshot: a tick just ran, the next is 500 ms away.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Player, avatar, input, install, join, load, rooms};
+use common::{Player, avatar, input, install, install_as, join, load, rooms};
 use ludus::rooms::{
     CreateError, CreateRoom, RoomEvent, RoomHandle, Rooms, RoomsConfig, SwapError, SwapPolicy,
 };
@@ -13,11 +13,29 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_new_rule() {
+/// Arena v1 to v2 in Rust, in TypeScript, and from the Rust build to the TypeScript one:
+/// their saved states are the same JSON.
+mod swapping_arena_v1_to_v2_keeps_every_position_and_seq_and_applies_the_new_rule {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rust_to_rust() {
+        super::swap_arena_v1_to_v2("arena", "arena-v2").await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typescript_to_typescript() {
+        super::swap_arena_v1_to_v2("arena-ts", "arena-ts-v2").await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rust_to_typescript() {
+        super::swap_arena_v1_to_v2("arena", "arena-ts-v2").await
+    }
+}
+
+async fn swap_arena_v1_to_v2(from: &str, to: &str) {
     let rooms = rooms();
-    install(&rooms, "arena").await;
-    let v2 = load(&rooms, "arena-v2").await;
+    install_as(&rooms, "arena", from).await;
+    let v2 = load(&rooms, to).await;
     let room = common::room(&rooms, "arena").await;
     let mut players = Vec::new();
     for id in 1..=8u64 {

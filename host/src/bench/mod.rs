@@ -1,6 +1,7 @@
 //! `ludus bench`: measurements of the host, printed as a table and as one JSON line.
 
 pub mod arena;
+pub mod devloop;
 pub mod floor;
 pub mod matchmaking;
 pub mod memory;

@@ -1,4 +1,5 @@
-//! `ludus bench runtime`: the cost of the runtime itself, with the arena game.
+//! `ludus bench runtime`: the cost of the runtime itself, with the arena game (its Rust
+//! build, or with `--typescript` its TypeScript build, the same rules on a JS engine).
 //!
 //! - compile: a fresh compilation of the arena module (each sample has distinct bytes);
 //! - create: a room's instantiate + `init`, directly on the runtime;
@@ -27,6 +28,10 @@ pub struct RuntimeBench {
     /// Arena v2, for the swap measurement (default: build example-games/arena-v2).
     #[arg(long)]
     pub arena_v2: Option<std::path::PathBuf>,
+    /// Measure arena's TypeScript build (example-games/arena-ts and arena-ts-v2) instead
+    /// of its Rust one.
+    #[arg(long)]
+    pub typescript: bool,
     /// Samples of the cheap measurements (calls); the others scale from it.
     #[arg(long, default_value_t = 20_000)]
     pub samples: usize,
@@ -76,8 +81,13 @@ fn with_custom_section(bytes: &[u8], i: usize) -> Vec<u8> {
 }
 
 pub async fn run(args: RuntimeBench) -> anyhow::Result<RuntimeReport> {
-    let v1_bytes = read(args.arena.as_deref(), "arena")?;
-    let v2_bytes = read(args.arena_v2.as_deref(), "arena-v2")?;
+    let (v1_name, v2_name) = if args.typescript {
+        ("arena-ts", "arena-ts-v2")
+    } else {
+        ("arena", "arena-v2")
+    };
+    let v1_bytes = read(args.arena.as_deref(), v1_name)?;
+    let v2_bytes = read(args.arena_v2.as_deref(), v2_name)?;
     let rt = Runtime::new(RuntimeLimits::default())?;
 
     let mut compile = Vec::new();

@@ -273,13 +273,18 @@ impl GameInstance {
         self.store.set_epoch_deadline(epochs(deadline));
         let data = self.store.data_mut();
         data.last_error_log = None;
+        data.consoles.start_call();
         data.output_bytes = 0;
         let started = std::time::Instant::now();
         let result = f(&self.game, &mut self.store);
         call.histogram().record(started.elapsed().as_secs_f64());
         result.map_err(|err| {
             self.poisoned = true;
-            let panic_log = self.store.data_mut().last_error_log.take();
+            let data = self.store.data_mut();
+            let panic_log = data
+                .last_error_log
+                .take()
+                .or_else(|| data.consoles.take_error());
             GuestError::classify(call, err, panic_log, deadline)
         })
     }

@@ -14,6 +14,7 @@ mod module_store;
 mod room_data;
 #[allow(clippy::module_inception)] // `runtime::Runtime`, the engine and its pools
 mod runtime;
+mod wasi;
 
 pub use bindings::v3::ludus::game::storage as wit_storage;
 pub use bindings::v3::ludus::game::types::{LeaveReason, Message};

@@ -1,6 +1,7 @@
 //! What a room's store holds: the effects a guest asked for during a call (drained by
 //! the room after each call), its seeded random stream, its memory limiter and a WASI
-//! context that grants nothing.
+//! context that grants nothing but the clocks, the room's random stream and the room
+//! log (`wasi.rs`).
 //!
 //! Host functions never act directly: `send`, `kick`, `close`... append an [`Effect`],
 //! and the room applies them in order once the call returns. A guest call therefore
@@ -18,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::v2;
 use super::bindings::v3::ludus::game::{host, storage, types};
 use super::limits::{MAX_LABEL_BYTES, MAX_LOG_LINE_BYTES, MAX_REASON_BYTES, RuntimeLimits, capped};
+use super::wasi::{Consoles, RoomRng};
 use crate::rate::RateLimit;
 
 /// Message bytes one guest call may queue. Past it the call traps: a game cannot make
@@ -151,7 +153,9 @@ pub struct RoomData {
     pub(super) last_error_log: Option<String>,
     room_id: Arc<str>,
     requests: Arc<AtomicU64>,
-    rng: fastrand::Rng,
+    rng: RoomRng,
+    /// The game's stdout and stderr, into the room log.
+    pub(super) consoles: Consoles,
     dropped: Arc<Dropped>,
     max_message_bytes: usize,
     log_rate: RateLimit,
@@ -163,13 +167,29 @@ pub struct RoomData {
 impl RoomData {
     pub(super) fn new(room: &RoomInit, limits: &RuntimeLimits) -> Self {
         let per_second = limits.max_log_lines_per_second;
+        let rng = RoomRng::new(room.seed);
+        let consoles = Consoles::new(room.id.clone(), room.dropped.clone(), per_second);
+        // No preopened directories, environment, arguments, sockets or stdin: a game
+        // reads the host's clocks and the room's random stream, and writes to the room
+        // log (see `wasi.rs`).
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(consoles.stdout.clone())
+            .stderr(consoles.stderr.clone())
+            .secure_random(rng.clone())
+            .insecure_random(rng.clone())
+            .insecure_random_seed(u128::from(room.seed))
+            .build();
         RoomData {
             effects: Vec::new(),
             output_bytes: 0,
             last_error_log: None,
             room_id: room.id.clone(),
             requests: room.requests.clone(),
-            rng: fastrand::Rng::with_seed(room.seed),
+            rng: rng.clone(),
+            consoles,
             dropped: room.dropped.clone(),
             max_message_bytes: limits.max_message_bytes,
             log_rate: RateLimit::with_burst(f64::from(per_second), per_second, Instant::now()),
@@ -177,13 +197,7 @@ impl RoomData {
                 .memory_size(limits.memory_bytes)
                 .trap_on_grow_failure(true)
                 .build(),
-            // No preopened directories, environment, arguments, sockets or stdin: a
-            // game can read the clock and random bytes and write to a discarded stdout.
-            wasi: WasiCtx::builder()
-                .allow_tcp(false)
-                .allow_udp(false)
-                .allow_ip_name_lookup(false)
-                .build(),
+            wasi,
             table: ResourceTable::new(),
         }
     }
@@ -202,11 +216,11 @@ impl RoomData {
     /// Where the room's random stream is: a new instance of the room continues from
     /// here (after a live swap or a restore), so a game never sees a number twice.
     pub(super) fn random_state(&self) -> u64 {
-        self.rng.get_seed()
+        self.rng.state()
     }
 
     pub(super) fn set_random_state(&mut self, state: u64) {
-        self.rng = fastrand::Rng::with_seed(state);
+        self.rng.set_state(state);
     }
 
     /// Counts a message against the per-call output cap; `None` if it is over what a
@@ -390,7 +404,7 @@ impl host::Host for RoomData {
     }
 
     fn random(&mut self) -> wasmtime::Result<u64> {
-        Ok(self.rng.u64(..))
+        Ok(self.rng.u64())
     }
 
     fn log(&mut self, level: types::LogLevel, msg: String) -> wasmtime::Result<()> {

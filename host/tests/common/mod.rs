@@ -52,6 +52,14 @@ pub async fn install(rooms: &Rooms, game: &str) -> Arc<Module> {
     module
 }
 
+/// Loads the example game `build` and installs it as `game` (arena's TypeScript build
+/// `arena-ts` as `arena`, say); returns its module.
+pub async fn install_as(rooms: &Rooms, game: &str, build: &str) -> Arc<Module> {
+    let module = load(rooms, build).await;
+    rooms.install(game, module.clone());
+    module
+}
+
 /// A new room of an installed game, with the default config.
 pub async fn room(rooms: &Rooms, game: &str) -> RoomHandle {
     room_with(rooms, game, None).await

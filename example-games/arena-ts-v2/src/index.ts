@@ -1,0 +1,3 @@
+import { arena } from "../../arena-ts/src/arena";
+
+export default arena(2);
