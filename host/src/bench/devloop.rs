@@ -48,22 +48,18 @@ pub struct DevLoopReport {
 struct Copy {
     dir: PathBuf,
     source: PathBuf,
+    /// The text just before the number the bench changes.
     rule: &'static str,
 }
 
 impl Copy {
     fn save(&self, step: u32) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&self.source)?;
-        let marker = self.rule.replace("{}", "");
-        let (head, rest) = text
-            .split_once(&marker)
-            .ok_or_else(|| anyhow!("{} no longer has `{marker}`", self.source.display()))?;
+        let (head, rest) = text.split_once(self.rule).ok_or_else(|| {
+            anyhow!("{} no longer has `{}`", self.source.display(), self.rule)
+        })?;
         let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        let changed = format!(
-            "{head}{}{}",
-            self.rule.replace("{}", &step.to_string()),
-            &rest[digits..]
-        );
+        let changed = format!("{head}{}{step}{}", self.rule, &rest[digits..]);
         std::fs::write(&self.source, changed)?;
         Ok(())
     }
@@ -107,7 +103,7 @@ fn rust_copy(root: &Path) -> anyhow::Result<Copy> {
     Ok(Copy {
         dir: root.join("arena"),
         source: root.join("arena/src/lib.rs"),
-        rule: "if RULES == 1 { {} }",
+        rule: "if RULES == 1 { ",
     })
 }
 
@@ -124,7 +120,7 @@ fn typescript_copy(root: &Path) -> anyhow::Result<Copy> {
     Ok(Copy {
         dir: root.join("arena-ts"),
         source: root.join("arena-ts/src/arena.ts"),
-        rule: "rules === 1 ? {} :",
+        rule: "rules === 1 ? ",
     })
 }
 
