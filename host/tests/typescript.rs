@@ -44,11 +44,17 @@ async fn math_random_is_the_rooms_seeded_stream_and_date_is_the_hosts_clock() {
     let draws = answers[0]["math"].as_array().expect("three draws");
     assert_eq!(draws.len(), 3, "{}", answers[0]);
     assert!(
-        draws.iter().all(|d| d.as_f64().is_some_and(|d| (0.0..1.0).contains(&d))),
+        draws
+            .iter()
+            .all(|d| d.as_f64().is_some_and(|d| (0.0..1.0).contains(&d))),
         "{}",
         answers[0]
     );
-    assert_ne!(draws[0], draws[1], "Math.random repeats itself: {}", answers[0]);
+    assert_ne!(
+        draws[0], draws[1],
+        "Math.random repeats itself: {}",
+        answers[0]
+    );
     assert_eq!(
         answers[0], answers[1],
         "two rooms of the same seed draw the same numbers"
@@ -61,10 +67,16 @@ async fn math_random_is_the_rooms_seeded_stream_and_date_is_the_hosts_clock() {
     let room = probe(&rooms, 9).await;
     let mut p = join(&room, 1).await;
     let now = ask(&room, &mut p, "now").await;
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
     let (date, host) = (now["date"].as_f64().unwrap(), now["host"].as_f64().unwrap());
     assert!((date - host).abs() < 1000.0, "{now}");
-    assert!((date - wall).abs() < 5000.0, "Date.now() {date}, the host's clock {wall}");
+    assert!(
+        (date - wall).abs() < 5000.0,
+        "Date.now() {date}, the host's clock {wall}"
+    );
 }
 
 /// Everything `tracing` writes in this test binary.
@@ -102,11 +114,8 @@ async fn console_output_goes_to_the_room_log() {
     loop {
         let log = log();
         let lines: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
-        let has = |text: &str, level: &str| {
-            lines
-                .iter()
-                .any(|l| l.contains(text) && l.contains(level))
-        };
+        let has =
+            |text: &str, level: &str| lines.iter().any(|l| l.contains(text) && l.contains(level));
         if has(&format!("probe room {id} started"), "INFO")
             && has(&format!("console.log in room {id}"), "INFO")
             && has(&format!("console.error in room {id}"), "WARN")

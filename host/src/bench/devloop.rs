@@ -55,9 +55,9 @@ struct Copy {
 impl Copy {
     fn save(&self, step: u32) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&self.source)?;
-        let (head, rest) = text.split_once(self.rule).ok_or_else(|| {
-            anyhow!("{} no longer has `{}`", self.source.display(), self.rule)
-        })?;
+        let (head, rest) = text
+            .split_once(self.rule)
+            .ok_or_else(|| anyhow!("{} no longer has `{}`", self.source.display(), self.rule))?;
         let digits = rest.chars().take_while(char::is_ascii_digit).count();
         let changed = format!("{head}{}{step}{}", self.rule, &rest[digits..]);
         std::fs::write(&self.source, changed)?;
