@@ -1,13 +1,13 @@
-//! Generates the client protocol types from `proto/client.proto` and the node-to-node
-//! gRPC service from `proto/cluster.proto`. protoc comes from the
-//! `protoc-bin-vendored` crate, so a machine needs nothing installed.
+//! Generates the client protocol types (and the `Play` gRPC client) from
+//! `proto/client.proto`, and the node-to-node gRPC service from `proto/cluster.proto`.
+//! protoc comes from the `protoc-bin-vendored` crate, so a machine needs nothing
+//! installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "../proto/client.proto";
     println!("cargo:rerun-if-changed={proto}");
     let mut config = prost_build::Config::new();
     config
-        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
         // Game payloads are shared, not copied, between the players of a room.
         .bytes([".ludus.client.v1.RoomMessage.payload"])
         // The JSON text mode mirrors the Protobuf frames (see src/gateway/json.rs).
@@ -28,7 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Error.code",
             "#[serde(with = \"crate::gateway::json::error_code\")]",
         )
-        .compile_protos(&[proto], &["../proto"])?;
+        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // The `Play` service's client (the server side is hand-written in
+    // src/gateway/play.rs: it passes frames through as bytes).
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_with_config(config, &[proto], &["../proto"])?;
 
     let cluster = "../proto/cluster.proto";
     println!("cargo:rerun-if-changed={cluster}");

@@ -1,6 +1,6 @@
-//! A Rust client for Ludus: guest login, a WebSocket in binary or JSON mode, numbered
-//! frames, and automatic resume with exponential backoff after a dropped connection.
-//! Tests and the load generator use it.
+//! A Rust client for Ludus: guest login, a WebSocket in binary or JSON mode or a gRPC
+//! `Play` stream, numbered frames, and automatic resume with exponential backoff after
+//! a dropped connection. Tests and the load generator use it.
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
@@ -20,9 +20,30 @@ use crate::gateway::pb::{
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How a client reaches its node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// `GET /v1/ws`, in the client's [`Mode`].
+    #[default]
+    WebSocket,
+    /// The gRPC `Play` stream over HTTP/2 (always Protobuf).
+    Grpc,
+}
+
+/// An open connection.
+enum Link {
+    Ws(Ws),
+    Grpc {
+        /// Client frames to the request stream; dropping it ends the stream.
+        out: tokio::sync::mpsc::Sender<ClientFrame>,
+        incoming: tonic::Streaming<ServerFrame>,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     pub mode: Mode,
+    pub transport: Transport,
     /// First reconnect delay; doubled after each failure up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -37,6 +58,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             mode: Mode::Binary,
+            transport: Transport::WebSocket,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             max_attempts: 8,
@@ -81,7 +103,7 @@ pub struct Client {
     first: SocketAddr,
     token: String,
     opts: ClientOptions,
-    ws: Option<Ws>,
+    link: Option<Link>,
     pub player_id: u64,
     pub session_id: String,
     resume_token: String,
@@ -126,7 +148,7 @@ impl Client {
             first: addr,
             token: token.to_owned(),
             opts,
-            ws: None,
+            link: None,
             player_id: 0,
             session_id: String::new(),
             resume_token: String::new(),
@@ -177,9 +199,43 @@ impl Client {
         url
     }
 
+    /// Opens a connection of the client's transport.
+    async fn link(&self, resume: bool) -> anyhow::Result<Link> {
+        match self.opts.transport {
+            Transport::WebSocket => {
+                let (ws, _) = tokio_tungstenite::connect_async(self.url(resume)).await?;
+                Ok(Link::Ws(ws))
+            }
+            Transport::Grpc => {
+                use crate::gateway::pb::play_client::PlayClient;
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
+                        .connect_timeout(Duration::from_secs(10))
+                        .connect()
+                        .await?;
+                let (out, rx) = tokio::sync::mpsc::channel(64);
+                let mut request =
+                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+                let metadata = request.metadata_mut();
+                metadata.insert("authorization", format!("Bearer {}", self.token).parse()?);
+                if resume {
+                    metadata.insert("ludus-resume", self.resume_token.parse()?);
+                    metadata.insert("ludus-last-seen", self.last_seen.into());
+                }
+                let incoming = PlayClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .play(request)
+                    .await
+                    .map_err(closed)?
+                    .into_inner();
+                Ok(Link::Grpc { out, incoming })
+            }
+        }
+    }
+
     async fn open(&mut self, resume: bool) -> anyhow::Result<()> {
-        let (ws, _) = match tokio_tungstenite::connect_async(self.url(resume)).await {
-            Ok(ws) => ws,
+        let link = match self.link(resume).await {
+            Ok(link) => link,
             Err(e) => {
                 // A node we were sent to is gone: ask where we came in again. The entry
                 // itself is gone: try the next node we know.
@@ -194,7 +250,7 @@ impl Client {
                 return Err(e).context("connecting");
             }
         };
-        self.ws = Some(ws);
+        self.link = Some(link);
         let welcome = self.read_frame().await?;
         match welcome.body {
             Some(Out::Welcome(w)) => {
@@ -236,7 +292,15 @@ impl Client {
     }
 
     async fn write(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
-        let ws = self.ws.as_mut().ok_or_else(|| anyhow!("not connected"))?;
+        let ws = match self.link.as_mut().ok_or_else(|| anyhow!("not connected"))? {
+            Link::Ws(ws) => ws,
+            Link::Grpc { out, .. } => {
+                return out
+                    .send(frame.clone())
+                    .await
+                    .map_err(|_| anyhow!("sending: the stream ended"));
+            }
+        };
         let msg = match self.opts.mode {
             Mode::Binary => Message::Binary(frame.encode_to_vec().into()),
             Mode::Json => Message::Text(serde_json::to_string(frame)?.into()),
@@ -246,7 +310,20 @@ impl Client {
 
     /// Reads one frame from the socket as it comes (no dedupe, no resume).
     async fn read_frame(&mut self) -> anyhow::Result<ServerFrame> {
-        let ws = self.ws.as_mut().ok_or_else(|| anyhow!("not connected"))?;
+        let ws = match self.link.as_mut().ok_or_else(|| anyhow!("not connected"))? {
+            Link::Ws(ws) => ws,
+            Link::Grpc { incoming, .. } => {
+                return match incoming.message().await {
+                    Ok(Some(frame)) => Ok(frame),
+                    Ok(None) => Err(Closed {
+                        code: 0,
+                        reason: "the stream ended".into(),
+                    }
+                    .into()),
+                    Err(status) => Err(closed(status)),
+                };
+            }
+        };
         loop {
             match ws.next().await {
                 Some(Ok(Message::Binary(b))) => {
@@ -384,7 +461,12 @@ impl Client {
 
     /// Drops the connection abruptly, as a network failure would (for tests).
     pub fn drop_connection(&mut self) {
-        self.ws = None;
+        // A gRPC stream: the response side first, so the server sees a reset rather
+        // than an orderly end of the client's frames.
+        if let Some(Link::Grpc { out, incoming }) = self.link.take() {
+            drop(incoming);
+            drop(out);
+        }
     }
 
     /// Reconnects with resume after `cause`, unless the server closed the session for
@@ -422,11 +504,28 @@ impl Client {
         }
     }
 
-    /// Says goodbye (close code 1000): the server ends the session at once and the
-    /// player leaves its rooms.
+    /// Says goodbye (close code 1000, or a `Goodbye` frame on a gRPC stream): the
+    /// server ends the session at once and the player leaves its rooms.
     pub async fn close(mut self) {
-        if let Some(mut ws) = self.ws.take() {
-            let _ = ws.close(Some(normal_close())).await;
+        match self.link.take() {
+            Some(Link::Ws(mut ws)) => {
+                let _ = ws.close(Some(normal_close())).await;
+            }
+            Some(Link::Grpc { out, mut incoming }) => {
+                let goodbye = ClientFrame {
+                    seq: 0,
+                    ack: self.last_seen,
+                    body: Some(In::Goodbye(pb::Goodbye {})),
+                };
+                if out.send(goodbye).await.is_ok() {
+                    // The server ends the stream once the session is over.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while let Ok(Some(_)) = incoming.message().await {}
+                    })
+                    .await;
+                }
+            }
+            None => {}
         }
     }
 }
@@ -437,6 +536,23 @@ impl Client {
 pub struct Closed {
     pub code: u16,
     pub reason: String,
+}
+
+/// A gRPC status the stream ended with, as the close it stands for (its
+/// `ludus-close-code` metadata).
+fn closed(status: tonic::Status) -> anyhow::Error {
+    let code = status
+        .metadata()
+        .get(crate::gateway::play::CLOSE_CODE)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    match code {
+        Some(code) => Closed {
+            code,
+            reason: status.message().to_owned(),
+        }
+        .into(),
+        None => anyhow!(status).context("the gRPC stream failed"),
+    }
 }
 
 /// A normal closure (1000), which ends the session on the server at once.

@@ -2,7 +2,9 @@
 //! quick `dev-quick` profile, or a TypeScript game: a directory with a `package.json`),
 //! serves it with the browser page, watches its sources, rebuilds on save and hands the
 //! rebuilt module to the node's rollout, which swaps it live into running rooms. A build
-//! error or a refused module is printed and the running version stays.
+//! error or a refused module is printed and the running version stays. The designer
+//! console (`/dev` on the admin port, `server/designer.rs`) shows the rooms, their state
+//! and messages, the swaps and the builds.
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
@@ -15,6 +17,9 @@ use crate::guest_build::{BuiltGame, Profile, build_game, is_typescript};
 use crate::rollout::{Deployed, Source};
 use crate::rooms::SwapPolicy;
 use crate::server::Server;
+
+/// Messages in and out of each room the designer console shows.
+const TRACED_MESSAGES: usize = 50;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct DevArgs {
@@ -78,17 +83,31 @@ pub async fn run(
             "Rust, wasm32-wasip2"
         }
     );
+    let started = std::time::Instant::now();
     let built = build(&dir, profile).await?;
+    let first_build = started.elapsed();
     let mut config = Config::load(None)?;
     config.listen = args.listen;
     // The game comes through the rollout below, not from a watched file.
     config.games.clear();
+    config.admin.designer_console = true;
+    config.rooms.trace_messages = TRACED_MESSAGES;
     let server = crate::server::start(config).await?;
-    deploy(&server, &built).await?;
+    let deployed = deploy(&server, &built).await?;
+    let designer = server
+        .designer
+        .clone()
+        .context("the designer console is on")?;
+    designer.set_game(&built.package, &format!("{}/", server.url()));
+    designer.record_build(first_build, Ok(deployed));
     println!(
         "serving {}: open {}/ in a browser to play",
         built.package,
         server.url()
+    );
+    println!(
+        "designer console (rooms, state, messages, swaps, builds): http://{}/dev",
+        server.admin_addr
     );
     println!(
         "watching {}/src: save a change to rebuild and swap it live",
@@ -116,13 +135,17 @@ pub async fn run(
             Some(()) = changes.recv() => {
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), changes.recv()).await {}
                 println!("change seen, rebuilding ...");
-                match build(&dir, profile).await {
-                    Ok(built) => match deploy(&server, &built).await {
-                        Ok(done) => println!("{done}"),
-                        Err(e) => println!("{e:#}"),
-                    },
-                    Err(e) => println!("{e:#}\nthe running version stays"),
+                let started = std::time::Instant::now();
+                let result = match build(&dir, profile).await {
+                    Ok(built) => deploy(&server, &built).await,
+                    Err(e) => Err(e),
+                };
+                let result = result.map_err(|e| format!("{e:#}"));
+                match &result {
+                    Ok(done) => println!("{done}"),
+                    Err(e) => println!("{e}\nthe running version stays"),
                 }
+                designer.record_build(started.elapsed(), result);
             }
         }
     }

@@ -23,6 +23,7 @@ use crate::runtime::Runtime;
 
 pub mod admin;
 mod console;
+pub mod designer;
 mod migrate;
 mod outlive;
 pub mod settings;
@@ -49,6 +50,8 @@ pub struct Server {
     pub matchmaker: Matchmaker,
     /// Links to other nodes' rooms (cluster only).
     pub peers: Option<Arc<Peers>>,
+    /// The designer console's state, when `admin.designer_console` is on (`ludus dev`).
+    pub designer: Option<Arc<designer::Designer>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// The gateway's task, awaited first: sessions close their sockets before rooms close.
@@ -252,6 +255,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             tasks.spawn(outlive.take_over_dead_nodes(shutdown.child_token()));
         }
     }
+    let designer = config
+        .admin
+        .designer_console
+        .then(|| Arc::new(designer::Designer::default()));
     let admin = admin::Admin {
         rooms: rooms.clone(),
         gateway: gateway.clone(),
@@ -264,6 +271,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config: Arc::new(config.clone()),
         gateway_addr: addr.to_string(),
         replaced: Default::default(),
+        designer: designer.clone(),
     };
     if cluster.is_etcd() {
         let settings = settings::Settings::new(admin.clone());
@@ -295,6 +303,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         _watcher: watcher,
         drain_on_stop,
         _node_lock: node_lock,
+        designer,
     })
 }
 

@@ -4,31 +4,13 @@
 mod common;
 
 use common::{replace_file, serve};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Headless Chromium and the directory of the Playwright scripts (with Playwright
-/// installed); a missing one fails with how to install it.
-fn browser_tools() -> (String, std::path::PathBuf) {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "headless Chromium not found at {chromium}: install it with `apt-get install chromium` (or set CHROMIUM)"
-    );
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/tests");
-    assert!(
-        tests.join("node_modules/playwright-core").exists(),
-        "Playwright is not installed: run `npm ci --prefix {}`",
-        tests.display()
-    );
-    (chromium, tests)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_moves_a_player_with_keys_across_a_live_swap() {
-    let (chromium, tests) = browser_tools();
+    let (chromium, tests) = common::browser_tools();
 
     let (server, dir) = serve(&["arena"], |_| {}).await;
     let mut node = tokio::process::Command::new("node")
@@ -67,7 +49,7 @@ async fn the_page_moves_a_player_with_keys_across_a_live_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_shows_rooms_deploys_and_rolls_back() {
     const TOKEN: &str = "an admin token for the page test";
-    let (chromium, tests) = browser_tools();
+    let (chromium, tests) = common::browser_tools();
     let (server, _dir) = serve(&["arena"], |c| {
         c.admin.token = Some(TOKEN.into());
         c.rooms.checkpoint_interval = Duration::from_millis(200);

@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{Proc, eventually, free_port};
+use common::{Proc, arena_snapshot, eventually, free_port};
 use ludus::client::{Client, ClientOptions};
-use ludus::gateway::pb::server_frame::Body as Out;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BUILD_WAIT: Duration = Duration::from_secs(240);
+
+/// Appended to the output when `ludus dev` exits (a wait then fails at once).
+const EXITED: &str = "[ludus dev exited]\n";
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -51,7 +53,7 @@ impl Output {
                 return text;
             }
             assert!(
-                Instant::now() < deadline,
+                Instant::now() < deadline && !text.ends_with(EXITED),
                 "`ludus dev` did not print {what:?}; it printed:\n{text}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -75,27 +77,19 @@ async fn arena_module(addr: SocketAddr) -> String {
 
 /// The next snapshot in which this player's input `seq` is applied: its x.
 async fn x_after(client: &mut Client, room: &str, seq: u64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let frame = tokio::time::timeout(left, client.recv())
-            .await
-            .expect("a snapshot in time")
-            .expect("connected");
-        if let Some(Out::Message(m)) = frame.body
-            && m.room_id == room
-        {
-            let v: Value = serde_json::from_slice(&m.payload).expect("arena sends JSON");
-            let me = v["players"]
-                .as_array()
-                .and_then(|p| p.iter().find(|p| p["id"] == client.player_id).cloned());
-            if let Some(me) = me
+    let applied = async {
+        loop {
+            let snapshot = arena_snapshot(client, room).await;
+            if let Some(me) = common::avatar(&snapshot, client.player_id)
                 && me["seq"] == seq
             {
                 return me["x"].as_i64().unwrap();
             }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(30), applied)
+        .await
+        .unwrap_or_else(|_| panic!("input {seq} not applied within 30 s"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,10 +121,18 @@ async fn ludus_dev_builds_serves_and_swaps_a_typescript_game_live_on_save() {
                 text.push_str(&line);
                 text.push('\n');
             }
+            output.0.lock().unwrap().push_str(EXITED);
         }
     });
     let _node = Proc::new(child);
-    output.wait_for("serving arena-ts", 0).await;
+    let text = output.wait_for("designer console", 0).await;
+    assert!(text.contains("serving arena-ts"), "{text}");
+    let console = text
+        .lines()
+        .find(|l| l.starts_with("designer console"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("the console's address")
+        .to_owned();
     eventually(Duration::from_secs(10), "the node answers", async || {
         !arena_module(addr).await.is_empty()
     })
@@ -148,6 +150,27 @@ async fn ludus_dev_builds_serves_and_swaps_a_typescript_game_live_on_save() {
         .await
         .unwrap();
     assert_eq!(x_after(&mut player, room, 1).await, 510);
+
+    // The designer console in Chromium watches the room while the game changes.
+    use tokio::io::AsyncBufReadExt;
+    let (chromium, tests) = common::browser_tools();
+    let mut watcher = tokio::process::Command::new("node")
+        .arg(tests.join("console.mjs"))
+        .args([&console, room, &player.player_id.to_string()])
+        .env("CHROMIUM", &chromium)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (install Node.js)");
+    let mut said = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next_said = async || {
+        tokio::time::timeout(BUILD_WAIT, said.next_line())
+            .await
+            .expect("the console script said something in time")
+            .unwrap()
+            .unwrap_or_else(|| "(the console script ended: see FAIL above)".into())
+    };
+    assert_eq!(next_said().await, "READY");
 
     // Save a new rule: steps of up to 40.
     let source = game.join("src/arena.ts");
@@ -169,6 +192,7 @@ async fn ludus_dev_builds_serves_and_swaps_a_typescript_game_live_on_save() {
         .await
         .unwrap();
     assert_eq!(x_after(&mut player, room, 2).await, 550);
+    assert_eq!(next_said().await, "SWAPPED");
 
     // A save that does not build: the error names the file and line, the game stays.
     let printed = output.text().len();
@@ -188,4 +212,14 @@ async fn ludus_dev_builds_serves_and_swaps_a_typescript_game_live_on_save() {
         .await
         .unwrap();
     assert_eq!(x_after(&mut player, room, 3).await, 510);
+    let done = next_said().await;
+    assert!(done.starts_with("DONE"), "{done}");
+    let status = tokio::time::timeout(Duration::from_secs(30), watcher.wait())
+        .await
+        .expect("the console script ended")
+        .unwrap();
+    assert!(
+        status.success(),
+        "the console checks failed (see FAIL above)"
+    );
 }

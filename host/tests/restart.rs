@@ -7,9 +7,8 @@
 mod common;
 
 use common::cluster::create_outcome;
-use common::{Proc, eventually, module_file};
+use common::{Proc, arena_snapshot as snapshot, eventually, module_file};
 use ludus::client::{Client, ClientOptions};
-use ludus::gateway::pb::server_frame::Body as Out;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,26 +47,6 @@ async fn answers(addr: SocketAddr) {
             .is_ok_and(|r| r.status().is_success())
     })
     .await;
-}
-
-/// The next arena snapshot of `room`.
-async fn snapshot(client: &mut Client, room: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let frame = tokio::time::timeout(left, client.recv())
-            .await
-            .expect("a snapshot in time")
-            .expect("connected (or resumed)");
-        if let Some(Out::Message(m)) = frame.body
-            && m.room_id == room
-        {
-            let v: Value = serde_json::from_slice(&m.payload).expect("arena sends JSON");
-            if v.get("tick").is_some() {
-                return v;
-            }
-        }
-    }
 }
 
 fn position(snapshot: &Value, player: u64) -> Option<(i64, i64)> {

@@ -1,4 +1,4 @@
-//! TLS everywhere a node talks: the public port (HTTPS and `wss://`), etcd (TLS with a
+//! TLS everywhere a node talks: the public port (HTTPS, `wss://` and gRPC), etcd (TLS with a
 //! client certificate, and a user and password), and the links between nodes (mutual
 //! TLS under the cluster's CA). Certificates are made at run time with rcgen.
 
@@ -106,6 +106,41 @@ async fn the_public_port_speaks_https_and_wss_with_the_configured_certificate() 
     .await
     .expect("joined within 10 s");
     assert!(server.rooms.get("sealed").is_some());
+
+    // A gRPC game client on the same port: HTTP/2, chosen by ALPN.
+    let pem = std::fs::read(&ca.cert).unwrap();
+    let tls_config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls_config)
+        .unwrap()
+        .connect()
+        .await
+        .expect("an HTTP/2 connection over TLS");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let mut frames = ludus::gateway::pb::play_client::PlayClient::new(channel)
+        .play(request)
+        .await
+        .expect("the Play stream over TLS")
+        .into_inner();
+    let welcome = tokio::time::timeout(WAIT, frames.message())
+        .await
+        .expect("a welcome in time")
+        .unwrap()
+        .expect("a welcome");
+    assert!(
+        matches!(
+            welcome.body,
+            Some(ludus::gateway::pb::server_frame::Body::Welcome(_))
+        ),
+        "{welcome:?}"
+    );
+    drop(tx);
 
     // Plain HTTP on the TLS port gets no HTTP answer.
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -58,6 +58,13 @@ impl SocketError for WsError {
     }
 }
 
+/// A socket that classifies its own errors (the gRPC stream, `play.rs`).
+impl SocketError for ReadFailure {
+    fn failure(self) -> ReadFailure {
+        self
+    }
+}
+
 impl SocketError for axum::Error {
     fn failure(self) -> ReadFailure {
         match self.into_inner().downcast::<WsError>() {
@@ -120,7 +127,8 @@ pub enum Incoming {
     },
     /// The client answered nothing for the idle timeout.
     Idle,
-    /// The client closed normally (code 1000): the session ends now.
+    /// The client said goodbye (a `Goodbye` frame, or a WebSocket close with code
+    /// 1000): the session ends now.
     Goodbye,
     /// The connection dropped.
     Gone,
@@ -323,6 +331,10 @@ impl Conn {
             Mode::Binary
         };
         match admit(&message, &mut self.rate, &self.cfg) {
+            Ok(pb::ClientFrame {
+                body: Some(pb::client_frame::Body::Goodbye(_)),
+                ..
+            }) => Incoming::Goodbye,
             Ok(frame) => Incoming::Frame(frame),
             Err((code, reason)) => {
                 if self.window_start.elapsed() > STRIKE_WINDOW {

@@ -1,5 +1,7 @@
-//! The public port: accepts TCP connections and serves HTTP/1.1 on them (WebSocket
-//! upgrades included) under the limits a port open to strangers needs. Connections are
+//! The public port: accepts TCP connections and serves HTTP/1.1 (WebSocket upgrades
+//! included) and HTTP/2 (gRPC game clients, `play.rs`) on them under the limits a port
+//! open to strangers needs. A plain connection speaks HTTP/2 when its first bytes are
+//! the HTTP/2 preface; under TLS, when ALPN chose `h2`. Connections are
 //! counted from accept, not from the upgrade, in total and per client IP, and a
 //! connection over either cap is refused at once; a request whose headers do not
 //! arrive within `header_timeout` is dropped (a slow-loris client cannot hold a socket).
@@ -9,7 +11,7 @@
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
@@ -176,7 +178,17 @@ pub async fn serve(
         });
         let (stop, header_timeout) = (stop.clone(), limits.header_timeout);
         match tls.clone() {
-            None => connections.spawn(http(io, service, peer, header_timeout, stop)),
+            None => connections.spawn(async move {
+                // A client that opens a socket and stays silent does not hold it.
+                let h2 = tokio::select! {
+                    h2 = sniff(&io.tcp, header_timeout) => h2,
+                    _ = stop.cancelled() => return,
+                };
+                match h2 {
+                    Some(h2) => http(io, h2, service, peer, header_timeout, stop).await,
+                    None => tracing::debug!(%peer, "nothing sent within the header timeout"),
+                }
+            }),
             Some(acceptor) => connections.spawn(async move {
                 // The handshake is bounded like the headers: a client that opens a
                 // socket and stays silent does not hold it.
@@ -185,7 +197,10 @@ pub async fn serve(
                     _ = stop.cancelled() => return,
                 };
                 match accepted {
-                    Ok(Ok(io)) => http(io, service, peer, header_timeout, stop).await,
+                    Ok(Ok(io)) => {
+                        let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+                        http(io, h2, service, peer, header_timeout, stop).await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
@@ -196,10 +211,48 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// Serves HTTP/1.1 (and WebSocket upgrades) on one connection until it ends; at `stop`,
-/// a request in progress finishes first.
+/// The HTTP/2 connection preface, the first bytes of every HTTP/2 client without TLS.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection speaks HTTP/2 (it starts with the preface) or HTTP/1.1
+/// (anything else), by peeking at its first bytes; `None` if it sends nothing within
+/// `wait` or closes.
+async fn sniff(tcp: &TcpStream, wait: Duration) -> Option<bool> {
+    let mut buf = [0u8; PREFACE.len()];
+    let peek = async {
+        loop {
+            let n = tcp.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface: the rest is on its way (peeking again at once
+            // would see the same bytes).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(wait, peek).await.ok().flatten()
+}
+
+/// HTTP/2 pings a quiet connection this often, and drops it when a ping goes
+/// unanswered this long: a gRPC game client's stream sends no pings of its own.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(10);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Streams one HTTP/2 connection may have open (a game client needs one, plus a few
+/// requests).
+const H2_MAX_STREAMS: u32 = 16;
+
+/// Serves HTTP/1.1 (and WebSocket upgrades), or HTTP/2 with `h2`, on one connection
+/// until it ends; at `stop`, a request in progress finishes first.
 async fn http<I, S>(
     io: I,
+    h2: bool,
     service: S,
     peer: std::net::SocketAddr,
     header_timeout: Duration,
@@ -212,6 +265,26 @@ async fn http<I, S>(
     S::Future: Send + 'static,
     S::Error: std::error::Error + Send + Sync + 'static,
 {
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "HTTP/2 connection: {e}");
+                }
+                return;
+            }
+            _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+        return;
+    }
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

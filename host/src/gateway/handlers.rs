@@ -34,6 +34,8 @@ impl Session {
             Some(In::FindMatch(find)) => self.find_match(find),
             Some(In::CancelMatch(_)) => self.cancel_match(),
             Some(In::Leave(leave)) => self.leave(leave.room_id),
+            // `Conn::next` ends the session on a goodbye before it gets here.
+            Some(In::Goodbye(_)) => return,
         };
         let body = answer.unwrap_or_else(|e| e.frame(seq));
         self.send(body);

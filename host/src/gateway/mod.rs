@@ -6,6 +6,8 @@
 //!   the player's session, `session.rs` keeps it through dropped connections (its frame
 //!   numbers in `replay.rs`), `handlers.rs` answers its requests, and
 //!   `client_error.rs` is the one place inner errors become what the client sees.
+//! - `POST /ludus.client.v1.Play/Play` is the same connection for gRPC clients
+//!   (`play.rs`), over HTTP/2 on the same port.
 //! - `GET /v1/rooms` and `GET /v1/games` list rooms and games; `GET /` is the browser
 //!   page that plays arena.
 //!
@@ -19,6 +21,7 @@ pub mod edge;
 pub mod frames;
 mod handlers;
 pub mod json;
+pub mod play;
 mod reattach;
 
 mod replay;
@@ -273,7 +276,8 @@ impl Gateway {
         let Some(files) = &cfg.tls else {
             return Ok(None);
         };
-        let config = crate::tls::server_config(files, &[b"http/1.1"])
+        // HTTP/1.1 first (browsers and WebSockets); gRPC clients offer only h2.
+        let config = crate::tls::server_config(files, &[b"http/1.1", b"h2"])
             .map_err(|e| anyhow::anyhow!("gateway.tls: {e:#}"))?;
         Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }
@@ -285,8 +289,10 @@ impl Gateway {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", get(page))
+            .route("/ludus-client.js", get(client_js))
             .route("/v1/auth/guest", post(guest))
             .route("/v1/ws", get(websocket))
+            .route(play::PATH, post(play::play))
             .route("/v1/rooms", get(rooms))
             .route("/v1/games", get(games))
             .route("/v1/storage/{collection}", get(storage_http::list_objects))
@@ -312,6 +318,17 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+/// The TypeScript client (`clients/ts`) bundled for browsers; the page imports it.
+async fn client_js() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../web/ludus-client.js"),
+    )
 }
 
 #[derive(Deserialize, Default)]

@@ -32,6 +32,9 @@ pub struct RoomsConfig {
     /// Rooms one player may have created and still open on this node; past it,
     /// `create` is refused with `room_quota`. 0: no limit.
     pub max_rooms_per_player: usize,
+    /// Messages into and out of each room kept for the designer console (`ludus dev`
+    /// sets it); 0 keeps none.
+    pub trace_messages: usize,
     /// The settings above that change while the node runs (`ludus config set`), shared
     /// by every room of the node: read them through [`RoomsConfig::live`].
     #[serde(skip)]
@@ -101,6 +104,7 @@ impl Default for RoomsConfig {
             restart_window: Duration::from_secs(60),
             empty_timeout: Duration::from_secs(60),
             max_rooms_per_player: 4,
+            trace_messages: 0,
             live: Default::default(),
         }
     }

@@ -119,9 +119,30 @@ struct Entry {
     last_error: Option<String>,
 }
 
+/// One attempt to put a new version of a game in its rooms, for the swap log.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwapRecord {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub game: String,
+    /// The version it went to (or was refused), `name version (sha256 prefix)`.
+    pub to: String,
+    /// Rooms that swapped.
+    pub rooms: usize,
+    /// The longest pause of a room, in microseconds (none when no room swapped).
+    pub pause_us: Option<u64>,
+    /// Why the version was refused or rolled back; `None`: it runs.
+    pub error: Option<String>,
+}
+
+/// Swap log entries kept per node.
+const SWAP_LOG: usize = 50;
+
 #[derive(Default)]
 pub(super) struct Games {
     games: Mutex<HashMap<String, Entry>>,
+    /// The last swaps and refusals, newest last.
+    swaps: Mutex<std::collections::VecDeque<SwapRecord>>,
 }
 
 impl Games {
@@ -154,8 +175,29 @@ impl Games {
     /// Records why a new version of `game` was not taken (the active one stays).
     pub fn record_error(&self, game: &str, error: String) {
         if let Some(entry) = self.games.lock().recover().get_mut(game) {
-            entry.last_error = Some(error);
+            entry.last_error = Some(error.clone());
         }
+        self.log(SwapRecord {
+            at_ms: super::persist::unix_ms(),
+            game: game.to_owned(),
+            to: String::new(),
+            rooms: 0,
+            pause_us: None,
+            error: Some(error),
+        });
+    }
+
+    fn log(&self, record: SwapRecord) {
+        let mut swaps = self.swaps.lock().recover();
+        if swaps.len() == SWAP_LOG {
+            swaps.pop_front();
+        }
+        swaps.push_back(record);
+    }
+
+    /// The last swaps and refusals, newest first.
+    pub fn swap_log(&self) -> Vec<SwapRecord> {
+        self.swaps.lock().recover().iter().rev().cloned().collect()
     }
 
     pub fn active(&self, game: &str) -> Option<Arc<Module>> {
@@ -170,6 +212,25 @@ impl Games {
         if let Some(entry) = self.games.lock().recover().get_mut(&report.game) {
             entry.last_swap = Some(report.summary());
         }
+        let swapped = report.results.iter().filter_map(|r| r.result.as_ref().ok());
+        let error = report
+            .failures()
+            .next()
+            .map(|(room, e)| format!("room {room}: {e}"));
+        self.log(SwapRecord {
+            at_ms: super::persist::unix_ms(),
+            game: report.game.clone(),
+            to: report.to.clone(),
+            rooms: swapped.clone().count(),
+            pause_us: swapped.map(|o| o.pause.as_micros() as u64).max(),
+            error: match (report.rolled_back, error) {
+                (true, e) => Some(format!(
+                    "rolled back: {}",
+                    e.unwrap_or_else(|| "the swap failed".into())
+                )),
+                (false, e) => e,
+            },
+        });
     }
 
     pub fn list(&self, rooms: &[RoomInfo]) -> Vec<GameInfo> {

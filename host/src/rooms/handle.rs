@@ -72,6 +72,8 @@ pub(super) struct RoomShared {
     pub creator: Option<u64>,
     /// Seats held for matched players.
     pub held: Option<super::HeldSeats>,
+    /// The room's last messages, when the node keeps them (`rooms.trace_messages`).
+    pub trace: Option<super::trace::Trace>,
 }
 
 impl RoomShared {
@@ -82,12 +84,14 @@ impl RoomShared {
         tick_hz: u32,
         creator: Option<u64>,
         held: Option<super::HeldSeats>,
+        trace_messages: usize,
     ) -> Self {
         let id = init.id.clone();
         RoomShared {
             init,
             creator,
             held,
+            trace: super::trace::Trace::new(trace_messages),
             info: Mutex::new(RoomInfo {
                 id,
                 game: game.to_owned(),
@@ -154,6 +158,16 @@ impl RoomHandle {
         info.dropped_messages = dropped.messages.load(Ordering::Relaxed);
         info.dropped_log_lines = dropped.log_lines.load(Ordering::Relaxed);
         info
+    }
+
+    /// The room's last messages in and out, newest first (empty unless the node keeps
+    /// them: `rooms.trace_messages`).
+    pub fn messages(&self) -> Vec<super::trace::TracedMessage> {
+        self.shared
+            .trace
+            .as_ref()
+            .map(super::trace::Trace::list)
+            .unwrap_or_default()
     }
 
     /// Ticks run so far.

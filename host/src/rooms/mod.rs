@@ -15,15 +15,18 @@ mod inbox;
 mod persist;
 mod room;
 mod storage;
+mod trace;
 mod worker;
 
 pub use config::RoomsConfig;
 pub use error::{CreateError, GameSwapError, JoinError, SwapError};
 pub use events::{PlayerEvents, PlayerSink, RoomEvent};
+pub use games::SwapRecord;
 pub use games::{GameInfo, GameSwapReport, RoomSwapResult, SwapPolicy};
 pub use handle::{CheckpointInfo, LeaveReason, RoomHandle, RoomInfo, SwapOutcome};
 pub use persist::{Checkpoints, RestoreRoom, RoomRecord};
 pub use storage::{MAX_REQUESTS_IN_FLIGHT, RoomStorage};
+pub use trace::{Direction, TracedMessage};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -200,6 +203,11 @@ impl Rooms {
         self.inner.games.list(&self.list())
     }
 
+    /// The node's last swaps and refused versions, newest first.
+    pub fn swap_log(&self) -> Vec<SwapRecord> {
+        self.inner.games.swap_log()
+    }
+
     /// Creates a room running the active version of `req.game`.
     pub async fn create(&self, req: CreateRoom) -> Result<RoomHandle, CreateError> {
         if self.draining() {
@@ -245,6 +253,7 @@ impl Rooms {
             self.inner.cfg.default_tick_hz,
             req.creator,
             req.held,
+            self.inner.cfg.trace_messages,
         ));
         let worker =
             self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
@@ -328,6 +337,7 @@ impl Rooms {
             record.tick_hz,
             record.creator,
             held,
+            self.inner.cfg.trace_messages,
         ));
         let worker =
             self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();

@@ -18,6 +18,7 @@ use super::events::{PlayerSink, RoomEvent};
 use super::handle::{RoomShared, SwapOutcome};
 use super::persist::{Checkpoints, RestoreRoom};
 use super::storage::{MAX_REQUESTS_IN_FLIGHT, Queued, refused};
+use super::trace::Direction;
 mod recovery;
 mod saving;
 
@@ -394,6 +395,9 @@ impl Room {
         if self.closed || !self.members.contains_key(&player) {
             return false;
         }
+        if let Some(trace) = &self.shared.trace {
+            trace.record(Direction::In, player.to_string(), bytes);
+        }
         self.queued.push(Message {
             from: player,
             payload: bytes.to_vec(),
@@ -557,6 +561,9 @@ impl Room {
                         self.queue_request(id, request);
                     }
                     continue;
+                }
+                if let Some(trace) = &self.shared.trace {
+                    trace_output(trace, &effect);
                 }
                 match effect {
                     Effect::Send(to, bytes) => {
@@ -761,6 +768,17 @@ impl Room {
             });
         }
     }
+}
+
+/// Records a game's message in the room's trace.
+fn trace_output(trace: &super::trace::Trace, effect: &Effect) {
+    let (to, bytes) = match effect {
+        Effect::Send(to, bytes) => (format!("player {to}"), bytes),
+        Effect::Broadcast(bytes) => ("everyone".to_owned(), bytes),
+        Effect::BroadcastExcept(except, bytes) => (format!("everyone but {except}"), bytes),
+        _ => return,
+    };
+    trace.record(Direction::Out, to, bytes);
 }
 
 /// Queues one event for a member; a full queue (a player too slow to follow) or a gone

@@ -36,6 +36,10 @@ pub struct AdminConfig {
     /// games fail 3 times, within this long after it was applied is rolled back.
     #[serde(with = "humantime_serde")]
     pub settings_window: Duration,
+    /// The designer console at `/dev` (`ludus dev` turns it on). It needs no token:
+    /// keep the admin port on loopback.
+    #[serde(skip)]
+    pub designer_console: bool,
 }
 
 impl Default for AdminConfig {
@@ -44,6 +48,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7351)),
             token: None,
             settings_window: Duration::from_secs(60),
+            designer_console: false,
         }
     }
 }
@@ -191,6 +196,8 @@ pub(super) struct Admin {
     /// Modules replaced by deploys from the admin page, by game (newest last): what a
     /// rollback from the page goes back to on a node alone.
     pub replaced: Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>>,
+    /// The designer console's state, under `ludus dev`.
+    pub designer: Option<Arc<super::designer::Designer>>,
 }
 
 impl Admin {
@@ -225,6 +232,7 @@ impl Admin {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .merge(super::console::routes())
+            .merge(super::designer::routes())
             .fallback(get(admin_api))
             .with_state(self);
         let served = axum::serve(listener, app)

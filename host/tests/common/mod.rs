@@ -144,6 +144,44 @@ pub fn input(seq: u64, dx: i64, dy: i64) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "seq": seq, "dx": dx, "dy": dy })).unwrap()
 }
 
+/// Headless Chromium and the directory of the Playwright scripts (with Playwright
+/// installed); a missing one fails with how to install it.
+pub fn browser_tools() -> (String, std::path::PathBuf) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "headless Chromium not found at {chromium}: install it with `apt-get install chromium` (or set CHROMIUM)"
+    );
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/tests");
+    assert!(
+        tests.join("node_modules/playwright-core").exists(),
+        "Playwright is not installed: run `npm ci --prefix {}`",
+        tests.display()
+    );
+    (chromium, tests)
+}
+
+/// The next arena snapshot (a JSON message of `room` with a `tick`) a client gets,
+/// failing after 30 s. Frames of other rooms and other messages are skipped.
+pub async fn arena_snapshot(client: &mut ludus::client::Client, room: &str) -> Value {
+    use ludus::gateway::pb::server_frame::Body as Out;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, client.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no snapshot of {room} within 30 s"))
+            .expect("connected (or resumed)");
+        if let Some(Out::Message(m)) = frame.body
+            && m.room_id == room
+        {
+            let v: Value = serde_json::from_slice(&m.payload).expect("arena sends JSON");
+            if v.get("tick").is_some() {
+                return v;
+            }
+        }
+    }
+}
+
 /// A real node on 127.0.0.1 with example games copied into a temp dir (so a test can
 /// rewrite a module file). Returns the server and the dir holding `<game>.wasm`.
 pub async fn serve(
