@@ -111,6 +111,9 @@ enum Bench {
     Match(ludus::bench::matchmaking::MatchBench),
     /// Server memory per idle connection and per arena room (starts `ludus serve`).
     Memory(ludus::bench::memory::MemoryBench),
+    /// Idle sessions on one node up to 100,000: memory at each step, then held with
+    /// pings (starts `ludus serve`; spreads sockets over 127.0.0.2 onwards).
+    Idle(ludus::bench::idle::IdleBench),
     /// Rooms back after a node is killed and started again (starts `ludus serve` twice).
     Restart(ludus::bench::restart::RestartBench),
     /// Object writes per second and write latency, on SQLite or PostgreSQL.
@@ -207,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
+        Command::Bench(Bench::Idle(args)) => ludus::bench::idle::run(args).await,
         Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
         Command::Rooms(RoomsCommand::Move(args)) => ludus::ops::move_room(args).await,
         Command::Drain(args) => ludus::ops::drain(args).await,

@@ -34,14 +34,16 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
-pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.rooms <= args.connections,
-        "--rooms must not exceed --connections"
-    );
+/// Starts `ludus serve` with arena on a free 127.0.0.1 port, with room for
+/// `connections` connections from this machine, in a fresh data directory named
+/// after `bench`: the child, its pid and its gateway address.
+pub async fn start_node(
+    bench: &str,
+    connections: usize,
+) -> anyhow::Result<(tokio::process::Child, u32, SocketAddr)> {
     let arena = crate::guest_build::example_game("arena")?;
     // A fresh node each run: no rooms or sessions kept from the last one.
-    let data_dir = std::env::temp_dir().join("ludus-bench-memory");
+    let data_dir = std::env::temp_dir().join(format!("ludus-bench-{bench}"));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args([
@@ -55,16 +57,18 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
         .arg(format!("arena={}", arena.display()))
         .arg("--data-dir")
         .arg(&data_dir)
+        // Room for the sessions and the logins' HTTP connections besides.
         .env(
             "LUDUS_GATEWAY__MAX_CONNECTIONS",
-            (args.connections + 10).to_string(),
+            (connections + 1000).to_string(),
         )
-        // Every client connects and logs in from 127.0.0.1.
+        // Every client logs in from 127.0.0.1.
         .env(
             "LUDUS_GATEWAY__MAX_CONNECTIONS_PER_IP",
-            (args.connections + 10).to_string(),
+            (connections + 1000).to_string(),
         )
-        .env("LUDUS_GATEWAY__GUEST_LOGIN_BURST", "1000000")
+        .env("LUDUS_LOG", "warn")
+        .env("LUDUS_GATEWAY__GUEST_LOGIN_BURST", "100000000")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -79,6 +83,17 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
             break rest.split_whitespace().next().unwrap_or_default().parse()?;
         }
     };
+    // Keep reading what it prints, so its writes never fail on a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid, addr))
+}
+
+pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rooms <= args.connections,
+        "--rooms must not exceed --connections"
+    );
+    let (mut child, pid, addr) = start_node("memory", args.connections).await?;
     settle().await;
     let base = rss_bytes(pid)?;
 

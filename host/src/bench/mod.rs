@@ -3,6 +3,7 @@
 pub mod arena;
 pub mod devloop;
 pub mod floor;
+pub mod idle;
 pub mod matchmaking;
 pub mod memory;
 pub mod migrate;
