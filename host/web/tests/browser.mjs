@@ -2,16 +2,11 @@
 // test to swap arena v1 -> v2 live (it prints "SWAP" and the test rewrites the module
 // file), then checks the page kept its position, shows v2, and still moves, without a
 // reload. Usage: node browser.mjs <page url>. Exit status 0 means every check held.
-import { chromium } from "playwright-core";
+import { fail, launch } from "./chromium.mjs";
 
 const url = process.argv[2];
-const fail = msg => { console.error("FAIL: " + msg); process.exit(1); };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on("console", m => console.error("page: " + m.text()));

@@ -3,16 +3,11 @@
 // then (after the test saves a rule change) a successful live swap; then (after it saves
 // a syntax error) the compiler's error on the page. Prints READY and SWAPPED as it goes
 // and DONE at the end. Usage: node console.mjs <console url> <room> <player id>.
-import { chromium } from "playwright-core";
+import { fail, launch } from "./chromium.mjs";
 
 const [url, room, player] = process.argv.slice(2);
-const fail = msg => { console.error("FAIL: " + msg); process.exit(1); };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on("console", m => console.error("page: " + m.text()));
