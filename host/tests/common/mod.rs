@@ -278,11 +278,34 @@ fn etcd_binary() -> std::path::PathBuf {
         })
 }
 
+/// A port that is free now, for a server a test starts. It is drawn from below the
+/// kernel's ephemeral range: a port the kernel hands out for `bind(0)` can be taken
+/// as the source port of any outgoing connection (and the tests make thousands)
+/// between this call and the server's bind, as a CI run once saw etcd fail on.
+/// Ports already handed out in this process are not handed out again.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_start > 12_000 {
+        (10_000, ephemeral_start)
+    } else {
+        (ephemeral_start.max(1024), 65_535)
+    };
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = fastrand::u16(low..high);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found in {low}..{high} after 1000 tries")
 }
 
 impl Etcd {
@@ -297,17 +320,29 @@ impl Etcd {
     }
 
     async fn start_with(tls: Option<EtcdTlsFiles>) -> Etcd {
-        let (client, peer) = (free_port(), free_port());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut etcd = Etcd {
             child: None,
-            url: format!("{scheme}://127.0.0.1:{client}"),
-            peer_url: format!("http://127.0.0.1:{peer}"),
+            url: String::new(),
+            peer_url: String::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             tls,
             user: None,
         };
-        etcd.run().await;
+        // Another process can still take a port between `free_port` and etcd's bind:
+        // then etcd exits at once saying so, and it starts again on other ports.
+        for attempt in 1.. {
+            let (client, peer) = (free_port(), free_port());
+            etcd.url = format!("{scheme}://127.0.0.1:{client}");
+            etcd.peer_url = format!("http://127.0.0.1:{peer}");
+            match etcd.try_run().await {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("address already in use") => {
+                    let _ = std::fs::remove_dir_all(etcd.dir.path().join("data"));
+                }
+                Err(log) => panic!("etcd did not answer on {}; its log:\n{log}", etcd.url),
+            }
+        }
         etcd
     }
 
@@ -351,6 +386,17 @@ impl Etcd {
     /// Starts (or restarts, on the same data and ports) the etcd process and waits
     /// until it answers.
     pub async fn run(&mut self) {
+        if let Err(log) = self.try_run().await {
+            panic!(
+                "etcd did not answer on {} within 20 s; its log:\n{log}",
+                self.url
+            );
+        }
+    }
+
+    /// [`Etcd::run`], giving back etcd's log when it does not answer within 20 s or
+    /// exits.
+    async fn try_run(&mut self) -> Result<(), String> {
         let child = std::process::Command::new(etcd_binary())
             .arg("--name=test")
             .arg(format!(
@@ -385,14 +431,22 @@ impl Etcd {
             .await
                 && c.get("probe", None).await.is_ok()
             {
-                return;
+                return Ok(());
             }
-            let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "etcd did not answer on {} within 20 s; its log:\n{log}",
-                self.url
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || std::time::Instant::now() >= deadline {
+                if !exited && let Some(mut child) = self.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                self.child = None;
+                return Err(
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
