@@ -506,3 +506,25 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<T, F>(_: impl Fn(T) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A node holds one session task per player, idle or not, and a task stores its
+    /// future inline: a large future awaited anywhere in the loop (a join awaiting etcd
+    /// once made it 16 KiB) costs every idle player that much. Rare, large calls run
+    /// boxed instead (`handlers.rs`, `sessions.rs`).
+    #[test]
+    fn the_session_loop_future_stays_small() {
+        let size = future_size(Session::run);
+        assert!(
+            size <= 2048,
+            "Session::run's future is {size} bytes; box the large call that grew it"
+        );
+    }
+}

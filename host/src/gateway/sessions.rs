@@ -480,8 +480,12 @@ impl Sessions {
         let (player, id) = (who.player_id, handle.id.clone());
         // Every log line of the session names it and its player.
         let span = tracing::info_span!("session", id = &*id, player);
+        // The task stores its future inline, and an idle node holds one per player: it
+        // takes the session's future as made (not the session, which would be kept
+        // beside it), and runs the rare etcd call at its end boxed.
+        let run = tracing::Instrument::instrument(session.run(), span);
         tokio::spawn(async move {
-            let kept = tracing::Instrument::instrument(session.run(), span).await;
+            let kept = run.await;
             let ended = {
                 let mut map = sessions.map.lock().recover();
                 let ended = map.get(&player).is_some_and(|h| h.id == id);
@@ -501,7 +505,7 @@ impl Sessions {
                 );
             }
             if ended {
-                sessions.services.cluster.release_session(player).await;
+                Box::pin(sessions.services.cluster.release_session(player)).await;
             }
         });
     }
