@@ -114,6 +114,9 @@ enum Bench {
     /// Idle sessions on one node up to 100,000: memory at each step, then held with
     /// pings (starts `ludus serve`; spreads sockets over 127.0.0.2 onwards).
     Idle(ludus::bench::idle::IdleBench),
+    /// Arena rooms on one node up to 10,000: memory per room and create time at each
+    /// step, then the node's CPU with them all ticking.
+    Rooms(ludus::bench::rooms::RoomsBench),
     /// Rooms back after a node is killed and started again (starts `ludus serve` twice).
     Restart(ludus::bench::restart::RestartBench),
     /// Object writes per second and write latency, on SQLite or PostgreSQL.
@@ -211,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Match(args)) => ludus::bench::matchmaking::run(args).await.map(drop),
         Command::Bench(Bench::Memory(args)) => ludus::bench::memory::run(args).await,
         Command::Bench(Bench::Idle(args)) => ludus::bench::idle::run(args).await,
+        Command::Bench(Bench::Rooms(args)) => ludus::bench::rooms::run(args).await,
         Command::Bench(Bench::Restart(args)) => ludus::bench::restart::run(args).await,
         Command::Rooms(RoomsCommand::Move(args)) => ludus::ops::move_room(args).await,
         Command::Drain(args) => ludus::ops::drain(args).await,

@@ -142,7 +142,7 @@ pub async fn run(args: IdleBench) -> anyhow::Result<()> {
         "{total} connections need more than {} loopback source addresses (--sources; about 28,000 each)",
         args.sources
     );
-    let (mut child, pid, addr) = start_node("idle", total).await?;
+    let (mut child, pid, addr) = start_node("idle", total, &[]).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let base = rss_bytes(pid)?;
     println!(

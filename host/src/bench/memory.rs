@@ -36,10 +36,11 @@ async fn settle() {
 
 /// Starts `ludus serve` with arena on a free 127.0.0.1 port, with room for
 /// `connections` connections from this machine, in a fresh data directory named
-/// after `bench`: the child, its pid and its gateway address.
+/// after `bench`, with `env` set besides: the child, its pid and its gateway address.
 pub async fn start_node(
     bench: &str,
     connections: usize,
+    env: &[(&str, String)],
 ) -> anyhow::Result<(tokio::process::Child, u32, SocketAddr)> {
     let arena = crate::guest_build::example_game("arena")?;
     // A fresh node each run: no rooms or sessions kept from the last one.
@@ -69,6 +70,7 @@ pub async fn start_node(
         )
         .env("LUDUS_LOG", "warn")
         .env("LUDUS_GATEWAY__GUEST_LOGIN_BURST", "100000000")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -93,7 +95,7 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
         args.rooms <= args.connections,
         "--rooms must not exceed --connections"
     );
-    let (mut child, pid, addr) = start_node("memory", args.connections).await?;
+    let (mut child, pid, addr) = start_node("memory", args.connections, &[]).await?;
     settle().await;
     let base = rss_bytes(pid)?;
 

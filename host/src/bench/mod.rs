@@ -8,6 +8,7 @@ pub mod matchmaking;
 pub mod memory;
 pub mod migrate;
 pub mod restart;
+pub mod rooms;
 pub mod runtime;
 pub mod storage;
 pub mod takeover;

@@ -28,7 +28,6 @@ pub use persist::{Checkpoints, RestoreRoom, RoomRecord};
 pub use storage::{MAX_REQUESTS_IN_FLIGHT, RoomStorage};
 pub use trace::{Direction, TracedMessage};
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -113,7 +112,7 @@ impl Rooms {
     ) -> std::io::Result<Self> {
         let checkpoints = checkpoints.filter(|_| cfg.persist);
         let cfg = Arc::new(cfg);
-        let directory: Arc<Directory> = Arc::new(Mutex::new(HashMap::new()));
+        let directory: Arc<Directory> = Arc::new(Mutex::new(Default::default()));
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..cfg.worker_count() {
@@ -273,11 +272,7 @@ impl Rooms {
             if let Some(player) = req.creator
                 && quota > 0
             {
-                let open = directory
-                    .values()
-                    .filter(|h| h.shared.creator == Some(player))
-                    .filter(|h| h.shared.info.lock().recover().closed.is_none())
-                    .count();
+                let open = directory.open_rooms_of(player);
                 if open >= quota {
                     return Err(CreateError::Quota(quota));
                 }

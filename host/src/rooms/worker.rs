@@ -118,7 +118,70 @@ impl Command {
 
 /// Room ids to handles, shared by the `Rooms` service and its workers (which remove a
 /// room once it has closed).
-pub(super) type Directory = Mutex<HashMap<Arc<str>, RoomHandle>>;
+pub(super) type Directory = Mutex<RoomDirectory>;
+
+/// The node's rooms by id, and the ids of the rooms each player created, so the room
+/// quota is checked without a pass over every room of the node on each create.
+#[derive(Default)]
+pub(super) struct RoomDirectory {
+    rooms: HashMap<Arc<str>, RoomHandle>,
+    by_creator: HashMap<u64, Vec<Arc<str>>>,
+}
+
+impl RoomDirectory {
+    pub(super) fn get(&self, id: &str) -> Option<&RoomHandle> {
+        self.rooms.get(id)
+    }
+
+    pub(super) fn contains_key(&self, id: &str) -> bool {
+        self.rooms.contains_key(id)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &RoomHandle> {
+        self.rooms.values()
+    }
+
+    /// Adds a room (its id is not in the directory: callers check first).
+    pub(super) fn insert(&mut self, id: Arc<str>, handle: RoomHandle) {
+        if let Some(creator) = handle.shared.creator {
+            self.by_creator.entry(creator).or_default().push(id.clone());
+        }
+        if let Some(old) = self.rooms.insert(id.clone(), handle) {
+            self.forget_creator(&id, &old);
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &str) -> Option<RoomHandle> {
+        let handle = self.rooms.remove(id)?;
+        self.forget_creator(id, &handle);
+        Some(handle)
+    }
+
+    fn forget_creator(&mut self, id: &str, handle: &RoomHandle) {
+        let Some(creator) = handle.shared.creator else {
+            return;
+        };
+        if let Some(ids) = self.by_creator.get_mut(&creator) {
+            if let Some(at) = ids.iter().position(|i| &**i == id) {
+                ids.swap_remove(at);
+            }
+            if ids.is_empty() {
+                self.by_creator.remove(&creator);
+            }
+        }
+    }
+
+    /// Rooms `player` created that are still open.
+    pub(super) fn open_rooms_of(&self, player: u64) -> usize {
+        self.by_creator.get(&player).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.rooms.get(id))
+                .filter(|h| h.shared.creator == Some(player))
+                .filter(|h| h.shared.info.lock().recover().closed.is_none())
+                .count()
+        })
+    }
+}
 
 /// How early a tick may run to share a wake-up with another (see `run_due_ticks`).
 const TICK_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
