@@ -22,7 +22,15 @@ export LUDUS_GATEWAY__MAX_CONNECTIONS=20000 LUDUS_GATEWAY__MAX_CONNECTIONS_PER_I
 pids=()
 stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); sleep 1; }
 trap stop EXIT
-start_ludus() { "$bench" serve --listen 127.0.0.1:7400 --game arena="$work/live.wasm" >/dev/null & pids+=($!); sleep 2; }
+# Each Ludus run starts on fresh data: a node stopped with SIGTERM keeps its rooms and
+# sessions, and one started on the same data brings them back (ticking, checkpointing),
+# which would charge one run with the last one's rooms. A room left empty closes after
+# 1 s (the default is 60 s), as native's close at once, so a find-max step does not
+# carry the previous steps' rooms.
+start_ludus() {
+  rm -rf "$work/data"
+  LUDUS_ROOMS__EMPTY_TIMEOUT=1s "$bench" serve --listen 127.0.0.1:7400 --data-dir "$work/data" \
+    --game arena="$work/live.wasm" >/dev/null & pids+=($!); sleep 2; }
 start_native() { target/release/native-arena 127.0.0.1:7401 >/dev/null & pids+=($!); sleep 1; }
 
 for run in $(seq "$runs"); do
