@@ -10,7 +10,7 @@ mod common;
 
 use common::cluster::{create_outcome, rooms_on, serve_process};
 use common::postgres::Postgres;
-use common::{Etcd, Proc, eventually, module_file};
+use common::{Etcd, Proc, module_file};
 use ludus::client::{Client, ClientOptions};
 use ludus::gateway::pb::server_frame::Body as Out;
 use serde_json::{Value, json};
@@ -55,12 +55,6 @@ impl Cluster {
             &env,
         )
     }
-}
-
-async fn answers(addr: SocketAddr) -> bool {
-    reqwest::get(format!("http://{addr}/v1/games"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
 }
 
 /// What a player saw, checked as it comes.
@@ -150,10 +144,7 @@ async fn nodes_killed_and_restarted_at_random_lose_no_room_and_run_none_twice() 
         .map(|id| (*id, Some(cluster.start(id))))
         .collect();
     for addr in cluster.addrs.values() {
-        eventually(Duration::from_secs(20), "the node answers", async || {
-            answers(*addr).await
-        })
-        .await;
+        common::node_answers(*addr, Duration::from_secs(20)).await;
     }
     let all: Vec<SocketAddr> = cluster.addrs.values().copied().collect();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -204,10 +195,7 @@ async fn nodes_killed_and_restarted_at_random_lose_no_room_and_run_none_twice() 
         tokio::time::sleep(TTL + Duration::from_millis(1000 + random.next(2000))).await;
         procs.insert(victim, Some(cluster.start(victim)));
         let addr = cluster.addrs[victim];
-        eventually(Duration::from_secs(20), "the node is back", async || {
-            answers(addr).await
-        })
-        .await;
+        common::node_answers(addr, Duration::from_secs(20)).await;
     }
 
     // Settled: every room on exactly one node, every player playing in it.

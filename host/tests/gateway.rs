@@ -599,12 +599,7 @@ async fn ludus_serve_closes_sockets_with_1001_and_exits_0_on_sigterm_or_ctrl_c()
                 .spawn()
                 .expect("starting ludus serve"),
         );
-        common::eventually(WAIT, "the node answers", async || {
-            reqwest::get(format!("http://{addr}/v1/games"))
-                .await
-                .is_ok()
-        })
-        .await;
+        common::node_answers(addr, WAIT).await;
         let mut ws = raw_json_socket(addr).await;
         assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
         let create =

@@ -149,13 +149,7 @@ async fn rooms_move_live_to_another_node_and_their_players_follow_with_nothing_l
     let a = serve(&etcd, "a", &module, false);
     let mut b = serve(&etcd, "b", &module, true);
     for node in [&a, &b] {
-        let addr = node.addr;
-        eventually(WAIT, "the node answers", async || {
-            reqwest::get(format!("http://{addr}/v1/games"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
+        common::node_answers(node.addr, WAIT).await;
     }
     let (out, ok) = ludus(&etcd, &["status"]).await;
     assert!(ok, "{out}");

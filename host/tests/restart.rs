@@ -41,12 +41,7 @@ fn serve(addr: SocketAddr, data: &std::path::Path, module: &str) -> Proc {
 }
 
 async fn answers(addr: SocketAddr) {
-    eventually(WAIT, "the node answers", async || {
-        reqwest::get(format!("http://{addr}/v1/games"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    common::node_answers(addr, WAIT).await;
 }
 
 fn position(snapshot: &Value, player: u64) -> Option<(i64, i64)> {

@@ -51,13 +51,7 @@ fn serve(etcd: &Etcd, prefix: &str, storage: &str, id: &'static str, module: &st
 async fn three_nodes(etcd: &Etcd, prefix: &str, storage: &str, module: &str) -> [Node; 3] {
     let nodes = ["a", "b", "c"].map(|id| serve(etcd, prefix, storage, id, module));
     for node in &nodes {
-        let addr = node.addr;
-        eventually(WAIT, "the node answers", async || {
-            reqwest::get(format!("http://{addr}/v1/games"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
+        common::node_answers(node.addr, WAIT).await;
     }
     nodes
 }

@@ -501,6 +501,17 @@ impl Drop for Etcd {
     }
 }
 
+/// Waits until the node whose gateway is `addr` answers HTTP (`GET /v1/games` succeeds),
+/// failing the test after `within`.
+pub async fn node_answers(addr: std::net::SocketAddr, within: Duration) {
+    eventually(within, "the node answers", async || {
+        reqwest::get(format!("http://{addr}/v1/games"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
 /// Polls `check` every 50 ms until it holds, failing with `what` after `wait`.
 pub async fn eventually(wait: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + wait;
