@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::memory::{rss_bytes, start_node};
+use super::mib;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct IdleBench {
@@ -203,13 +204,9 @@ pub async fn run(args: IdleBench) -> anyhow::Result<()> {
     }
 
     // Hold the full count: the node pings every session; none may drop.
-    let cpu_before = super::cpu_secs(&pid.to_string())?;
-    let held_from = Instant::now();
-    tokio::time::sleep(args.hold).await;
-    let cpu = super::cpu_secs(&pid.to_string())? - cpu_before;
+    let (cpu, held_for) = super::cpu_while(pid, args.hold).await?;
     let rss = rss_bytes(pid)?;
     let lost = dropped.load(Ordering::Relaxed);
-    let held_for = held_from.elapsed().as_secs_f64();
     println!(
         "held {total} sessions for {held_for:.0} s: {lost} dropped, node RSS {:.1} MiB, node CPU {:.1}% of one core",
         mib(rss),
@@ -232,8 +229,4 @@ pub async fn run(args: IdleBench) -> anyhow::Result<()> {
         bail!("{lost} sessions dropped while held");
     }
     Ok(())
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / 1048576.0
 }

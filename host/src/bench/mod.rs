@@ -44,6 +44,21 @@ pub fn cpu_secs(path: &str) -> anyhow::Result<f64> {
     Ok(ticks as f64 / CLK_TCK)
 }
 
+/// The CPU time `pid` spends while this task sleeps `hold`, and how long the sleep
+/// really took, both in seconds.
+pub async fn cpu_while(pid: u32, hold: Duration) -> anyhow::Result<(f64, f64)> {
+    let before = cpu_secs(&pid.to_string())?;
+    let from = std::time::Instant::now();
+    tokio::time::sleep(hold).await;
+    let cpu = cpu_secs(&pid.to_string())? - before;
+    Ok((cpu, from.elapsed().as_secs_f64()))
+}
+
+/// Bytes in MiB, for the tables.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
 /// Percentiles of a set of timings.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stats {

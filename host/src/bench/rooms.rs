@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
 use super::memory::{rss_bytes, start_node};
-use super::{Stats, human};
+use super::{Stats, human, mib};
 use crate::client::{Client, ClientOptions};
 use crate::gateway::pb::{self, server_frame::Body as Out};
 
@@ -118,11 +118,7 @@ pub async fn run(args: RoomsBench) -> anyhow::Result<()> {
     }
 
     // The full count ticking, nobody in it: what the rooms alone cost the node.
-    let cpu_before = super::cpu_secs(&pid.to_string())?;
-    let held_from = Instant::now();
-    tokio::time::sleep(args.hold).await;
-    let cpu = super::cpu_secs(&pid.to_string())? - cpu_before;
-    let held_for = held_from.elapsed().as_secs_f64();
+    let (cpu, held_for) = super::cpu_while(pid, args.hold).await?;
     let (alive, tried) = rooms_alive(&mut clients[0], total).await?;
     println!(
         "held {total} rooms ticking at {} Hz for {held_for:.0} s: node CPU {:.1}% of one core \
@@ -206,8 +202,4 @@ async fn rooms_alive(client: &mut Client, total: usize) -> anyhow::Result<(usize
         client.ack().await?;
     }
     Ok((alive, tried))
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / 1048576.0
 }

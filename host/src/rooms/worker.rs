@@ -176,7 +176,6 @@ impl RoomDirectory {
         self.by_creator.get(&player).map_or(0, |ids| {
             ids.iter()
                 .filter_map(|id| self.rooms.get(id))
-                .filter(|h| h.shared.creator == Some(player))
                 .filter(|h| h.shared.info.lock().recover().closed.is_none())
                 .count()
         })
