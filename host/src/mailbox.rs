@@ -2,19 +2,23 @@
 //! session's control messages.
 //!
 //! The session loop waits on several sources at once and polls each of them on every
-//! wake-up (20-40 times a second per player under a 20 Hz game). For an empty tokio
-//! `mpsc` channel that poll walks the channel's block list twice around registering the
-//! waker; profiles of the arena benchmark showed those walks at about 5% of the
-//! server's CPU. Here an empty poll is one atomic load, the waker registration and one
-//! more load; a non-empty one takes everything queued (up to a limit) under one lock.
+//! wake-up (20-40 times a second per player under a 20 Hz game), most of which are not
+//! about a given source. For an empty tokio `mpsc` channel that poll walks the
+//! channel's block list twice around registering the waker (about 5% of the server's
+//! CPU in the arena benchmark), and re-registering an `AtomicWaker` each time (two
+//! compare-and-swaps on a line the sender's thread writes) was later the largest
+//! user-space item of the profile (3.6%). Here the waker is kept under the queue's
+//! lock, and an `armed` flag says it is still there: an empty poll whose waker is
+//! still armed is three loads and writes nothing shared. A poll that must register
+//! takes the lock once; a non-empty one takes everything queued (up to a limit) under
+//! one lock.
 
 use crate::lock::Recover;
-use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 /// Why a value was not queued; the value comes back.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,12 +29,19 @@ pub enum TrySendError<T> {
     Closed(T),
 }
 
+struct Queue<T> {
+    values: VecDeque<T>,
+    /// The receiver's waker, while `armed`.
+    waker: Option<Waker>,
+}
+
 struct Shared<T> {
-    queue: Mutex<VecDeque<T>>,
+    queue: Mutex<Queue<T>>,
     /// The queue's length, readable without the lock.
     len: AtomicUsize,
+    /// A waker is registered and no send has taken it yet (changed under the lock).
+    armed: AtomicBool,
     capacity: usize,
-    waker: AtomicWaker,
     senders: AtomicUsize,
     receiver_gone: AtomicBool,
 }
@@ -39,19 +50,44 @@ struct Shared<T> {
 pub struct Sender<T>(Arc<Shared<T>>);
 
 /// The receiving side.
-pub struct Receiver<T>(Arc<Shared<T>>);
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+    /// A clone of the waker registered last (compared without touching `shared`).
+    registered: Option<Waker>,
+}
 
 /// A queue that holds at most `capacity` values (at least one).
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue {
+            values: VecDeque::new(),
+            waker: None,
+        }),
         len: AtomicUsize::new(0),
+        armed: AtomicBool::new(false),
         capacity: capacity.max(1),
-        waker: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
         receiver_gone: AtomicBool::new(false),
     });
-    (Sender(shared.clone()), Receiver(shared))
+    (
+        Sender(shared.clone()),
+        Receiver {
+            shared,
+            registered: None,
+        },
+    )
+}
+
+impl<T> Shared<T> {
+    /// The registered waker, disarmed; call with the lock held, wake after releasing it.
+    fn disarm(&self, queue: &mut Queue<T>) -> Option<Waker> {
+        if self.armed.load(Ordering::Relaxed) {
+            self.armed.store(false, Ordering::Release);
+            queue.waker.take()
+        } else {
+            None
+        }
+    }
 }
 
 impl<T> Sender<T> {
@@ -60,15 +96,18 @@ impl<T> Sender<T> {
         if self.0.receiver_gone.load(Ordering::Acquire) {
             return Err(TrySendError::Closed(value));
         }
-        {
+        let waker = {
             let mut queue = self.0.queue.lock().recover();
-            if queue.len() >= self.0.capacity {
+            if queue.values.len() >= self.0.capacity {
                 return Err(TrySendError::Full(value));
             }
-            queue.push_back(value);
-            self.0.len.store(queue.len(), Ordering::Release);
+            queue.values.push_back(value);
+            self.0.len.store(queue.values.len(), Ordering::Release);
+            self.0.disarm(&mut queue)
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        self.0.waker.wake();
         Ok(())
     }
 }
@@ -84,7 +123,10 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last sender: a waiting receiver learns that nothing more will come.
-            self.0.waker.wake();
+            let waker = self.0.disarm(&mut self.0.queue.lock().recover());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
     }
 }
@@ -92,14 +134,39 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// Moves up to `limit` queued values into `out`; 0 if none were queued.
     fn take(&self, out: &mut Vec<T>, limit: usize) -> usize {
-        if limit == 0 || self.0.len.load(Ordering::Acquire) == 0 {
+        if limit == 0 || self.shared.len.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        let mut queue = self.0.queue.lock().recover();
-        let n = queue.len().min(limit);
-        out.extend(queue.drain(..n));
-        self.0.len.store(queue.len(), Ordering::Release);
+        let mut queue = self.shared.queue.lock().recover();
+        let n = queue.values.len().min(limit);
+        out.extend(queue.values.drain(..n));
+        self.shared.len.store(queue.values.len(), Ordering::Release);
         n
+    }
+
+    /// Nothing could be taken: true if the task behind `cx` will be woken by the next
+    /// send (its waker is still armed, or was armed now); false if a value arrived in
+    /// the meantime (take it).
+    fn wait_with(&mut self, cx: &Context<'_>) -> bool {
+        if self.shared.armed.load(Ordering::Acquire)
+            && self
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            // Armed before the empty look, or armed by this task's last poll: a send
+            // since then takes (and wakes) this very waker.
+            return true;
+        }
+        let mut queue = self.shared.queue.lock().recover();
+        if !queue.values.is_empty() {
+            return false;
+        }
+        let waker = cx.waker().clone();
+        queue.waker = Some(waker.clone());
+        self.shared.armed.store(true, Ordering::Release);
+        self.registered = Some(waker);
+        true
     }
 
     /// Ready with the number of values moved into `out` (up to `limit`, at least one),
@@ -110,15 +177,18 @@ impl<T> Receiver<T> {
         out: &mut Vec<T>,
         limit: usize,
     ) -> Poll<usize> {
-        let n = self.take(out, limit);
-        if n > 0 {
-            return Poll::Ready(n);
+        loop {
+            let n = self.take(out, limit);
+            if n > 0 {
+                return Poll::Ready(n);
+            }
+            if self.wait_with(cx) {
+                break;
+            }
         }
-        self.0.waker.register(cx.waker());
-        // Checked again after registering: a value queued in between is not missed.
-        let n = self.take(out, limit);
-        if n > 0 || self.0.senders.load(Ordering::Acquire) == 0 {
-            return Poll::Ready(n);
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            // Every sender is gone: what they queued before going is still handed out.
+            return Poll::Ready(self.take(out, limit));
         }
         Poll::Pending
     }
@@ -130,12 +200,12 @@ impl<T> Receiver<T> {
     }
 
     fn take_one(&self) -> Option<T> {
-        if self.0.len.load(Ordering::Acquire) == 0 {
+        if self.shared.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut queue = self.0.queue.lock().recover();
-        let value = queue.pop_front();
-        self.0.len.store(queue.len(), Ordering::Release);
+        let mut queue = self.shared.queue.lock().recover();
+        let value = queue.values.pop_front();
+        self.shared.len.store(queue.values.len(), Ordering::Release);
         value
     }
 
@@ -146,15 +216,18 @@ impl<T> Receiver<T> {
 
     /// Ready with the next value, or with `None` once every sender is gone.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        if let Some(value) = self.take_one() {
-            return Poll::Ready(Some(value));
+        loop {
+            if let Some(value) = self.take_one() {
+                return Poll::Ready(Some(value));
+            }
+            if self.wait_with(cx) {
+                break;
+            }
         }
-        self.0.waker.register(cx.waker());
-        match self.take_one() {
-            Some(value) => Poll::Ready(Some(value)),
-            None if self.0.senders.load(Ordering::Acquire) == 0 => Poll::Ready(None),
-            None => Poll::Pending,
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(self.take_one());
         }
+        Poll::Pending
     }
 
     /// The next value, or `None` once every sender is gone (cancel-safe).
@@ -165,9 +238,11 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.0.receiver_gone.store(true, Ordering::Release);
+        self.shared.receiver_gone.store(true, Ordering::Release);
         // Values still queued are dropped now, not when the last sender goes.
-        self.0.queue.lock().recover().clear();
+        let mut queue = self.shared.queue.lock().recover();
+        queue.values.clear();
+        queue.waker = None;
     }
 }
 
@@ -208,6 +283,32 @@ mod tests {
         std::thread::spawn(move || tx.try_send(7)).join().ok();
         let got = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         assert!(matches!(got, Ok(Ok(Some(7)))), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_waits_again_without_a_send_is_still_woken() {
+        // The second wait skips registering (the waker is still armed); the send must
+        // still reach it, and a send after a wake-up must reach the next wait.
+        let (tx, mut rx) = channel(8);
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let first = tokio::time::timeout(Duration::from_millis(30), rx.recv()).await;
+                assert!(first.is_err(), "nothing was sent yet");
+                got.push(rx.recv().await);
+            }
+            got
+        });
+        for value in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.try_send(value)).join().ok();
+        }
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(
+            matches!(&got, Ok(Ok(v)) if v == &[Some(1), Some(2), Some(3)]),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]
