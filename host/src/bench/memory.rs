@@ -117,17 +117,17 @@ pub async fn run(args: MemoryBench) -> anyhow::Result<()> {
     let per_room = with_rooms.saturating_sub(connected) as f64 / args.rooms.max(1) as f64;
     println!(
         "server RSS at start:              {:>8.1} MiB",
-        base as f64 / 1048576.0
+        super::mib(base)
     );
     println!(
         "after {:>5} idle connections:     {:>8.1} MiB",
         args.connections,
-        connected as f64 / 1048576.0
+        super::mib(connected)
     );
     println!(
         "after {:>5} arena rooms:          {:>8.1} MiB",
         args.rooms,
-        with_rooms as f64 / 1048576.0
+        super::mib(with_rooms)
     );
     println!(
         "per idle connection (+session):   {:>8.1} KiB",

@@ -323,7 +323,7 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     report.server_cpu_pct = (server1 - server0) / elapsed * 100.0;
     report.server_cpu_pct_per_1000_clients = report.server_cpu_pct / (n as f64 / 1000.0);
     report.loadgen_cpu_pct = (self1 - self0) / elapsed * 100.0;
-    report.server_rss_mib = rss as f64 / 1048576.0;
+    report.server_rss_mib = crate::bench::mib(rss);
     report.server_rss_kib_per_client = rss as f64 / 1024.0 / n as f64;
     if let Some(at) = swap_at {
         let from = at.as_millis() as u32;
