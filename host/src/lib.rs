@@ -19,6 +19,7 @@
 //! | 0 | [`percentile`] | nearest-rank percentiles for reports |
 //! | 0 | [`tls`] | certificates and keys from PEM files, TLS server settings |
 //! | 0 | [`logs`] | the process's log output (text or JSON) and its filter, changed live |
+//! | 0 | [`procstat`] | a process's CPU time and resident memory, from `/proc` |
 //! | 1 | [`runtime`] | the wasmtime engine, linker and module store; bounded guest calls |
 //! | 1 | [`storage`] | accounts, objects and leaderboards in SQLite or PostgreSQL (sqlx) |
 //! | 2 | [`rooms`] | rooms as actors on worker threads: ticks, members, live swap, recovery |
@@ -55,6 +56,7 @@ pub mod mailbox;
 pub mod matchmaking;
 pub mod ops;
 pub mod percentile;
+pub mod procstat;
 pub mod rate;
 pub mod rollout;
 pub mod rooms;

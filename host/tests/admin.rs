@@ -126,6 +126,10 @@ async fn metrics_move_when_clients_play_games_swap_and_errors_are_sent() {
     );
     assert!(value(&after, "ludus_connections", &[]) >= 1.0);
     assert!(value(&after, "ludus_sessions", &[]) >= 1.0);
+    // The process's own CPU time grows while it plays, and its memory is real.
+    assert!(moved("ludus_process_cpu_seconds", &[]) > 0.0);
+    let rss = value(&after, "ludus_process_resident_memory_bytes", &[]);
+    assert!(rss > 1048576.0, "resident memory {rss} bytes");
     assert_eq!(
         value(
             &after,

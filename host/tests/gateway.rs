@@ -656,6 +656,7 @@ async fn the_arena_benchmark_joins_plays_and_reports() {
         join_concurrency: 8,
         join_timeout: Duration::from_secs(60),
         server_pid: Some(std::process::id()),
+        server_metrics: None,
         find_max: false,
         p99_bound: Duration::from_millis(100),
         step: 1000,
@@ -688,6 +689,60 @@ async fn the_arena_benchmark_joins_plays_and_reports() {
         "{r:?}"
     );
     assert!(r.latency_p99_ms <= r.latency_max_ms, "{r:?}");
-    assert!(r.server_rss_mib > 0.0, "{r:?}");
+    assert!(r.server_rss_mib.is_some_and(|m| m > 0.0), "{r:?}");
+    server.stop().await;
+}
+
+/// `ludus bench arena --server-metrics`: the node's CPU time and memory read from its
+/// admin port's `/metrics`, as for a node on another machine (this one is in-process,
+/// so its figures are this test process's own, which /proc gives as well).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arena_benchmark_reads_a_nodes_cpu_and_memory_from_its_metrics() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let args = ludus::bench::arena::ArenaBench {
+        target: server.addr,
+        clients: 8,
+        workload: ludus::bench::Workload {
+            room_size: 8,
+            input_hz: 20,
+            tick_hz: 20,
+        },
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(1),
+        join_concurrency: 8,
+        join_timeout: Duration::from_secs(60),
+        server_pid: None,
+        server_metrics: Some(format!("http://{}/metrics", server.admin_addr)),
+        find_max: false,
+        p99_bound: Duration::from_millis(100),
+        step: 1000,
+        swap: None,
+        swap_with: None,
+        rooms_on: None,
+        label: "metrics".into(),
+    };
+    let reports = ludus::bench::arena::run(args.clone()).await.unwrap();
+    let r = &reports[0];
+    assert_eq!((r.joined, r.disconnects), (8, 0), "{r:?}");
+    // The node plays 8 clients for a second: some CPU, and tens of MiB resident at least.
+    let cpu = r.server_cpu_pct.expect("the server's CPU was measured");
+    assert!(cpu > 0.0, "{r:?}");
+    let rss = r.server_rss_mib.expect("the server's memory was measured");
+    let own = ludus::procstat::rss_bytes("self").unwrap() as f64 / 1048576.0;
+    assert!(
+        rss > 1.0 && rss <= own * 2.0,
+        "{rss} MiB against {own} MiB here: {r:?}"
+    );
+
+    // An endpoint that is not a Ludus node's metrics is refused with a clear error.
+    let wrong = ludus::bench::arena::ArenaBench {
+        server_metrics: Some(format!("http://{}/healthz", server.admin_addr)),
+        ..args
+    };
+    let err = ludus::bench::arena::run(wrong).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("has no ludus_process_cpu_seconds"),
+        "{err:#}"
+    );
     server.stop().await;
 }

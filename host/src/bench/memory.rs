@@ -21,13 +21,7 @@ pub struct MemoryBench {
 
 /// Resident set size of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc")?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(kb * 1024)
+    crate::procstat::rss_bytes(&pid.to_string()).context("reading /proc")
 }
 
 async fn settle() {

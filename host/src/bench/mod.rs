@@ -13,7 +13,6 @@ pub mod runtime;
 pub mod storage;
 pub mod takeover;
 
-use anyhow::anyhow;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -32,16 +31,9 @@ pub struct Workload {
     pub tick_hz: u32,
 }
 
-const CLK_TCK: f64 = 100.0;
-
 /// CPU time (user + system) of `/proc/{path}`: a pid, `self`, or `self/task/TID`.
 pub fn cpu_secs(path: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{path}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / CLK_TCK)
+    Ok(crate::procstat::cpu_secs(path)?)
 }
 
 /// The CPU time `pid` spends while this task sleeps `hold`, and how long the sleep

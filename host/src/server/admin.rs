@@ -321,6 +321,14 @@ impl Admin {
         gauge!("ludus_tcp_connections").set(self.gateway.tcp_connections() as f64);
         gauge!("ludus_sessions").set(self.gateway.session_table().count() as f64);
         gauge!("ludus_draining").set(f64::from(u8::from(self.rooms.draining())));
+        // The process's own CPU time and memory (what `ludus bench` reads from a node on
+        // another machine); absent where there is no /proc.
+        if let Ok(cpu) = crate::procstat::cpu_secs("self") {
+            gauge!("ludus_process_cpu_seconds").set(cpu);
+        }
+        if let Ok(rss) = crate::procstat::rss_bytes("self") {
+            gauge!("ludus_process_resident_memory_bytes").set(rss as f64);
+        }
         let links = self.peers.as_ref().map_or(0, |p| p.linked().len());
         gauge!("ludus_relay_streams").set(links as f64);
         let queued = self.peers.as_ref().map_or(0, |p| p.queued());

@@ -6,7 +6,9 @@
 //! replies. Phases: join (bounded concurrency), warm-up, measurement, drain. Measured:
 //! input-to-visible latency (from sending seq n until that client first sees a snapshot
 //! showing its own last-applied seq >= n), snapshots received per second, joins and
-//! disconnects, server CPU and RSS (from /proc of its pid) and this process's own CPU.
+//! disconnects, server CPU and RSS and this process's own CPU. The server's figures come
+//! from /proc of its pid when it runs on this machine, or from its `/metrics`
+//! (`--server-metrics`) when it runs on another; without either they are left out.
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,7 +28,8 @@ use client::client;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ArenaBench {
-    /// The node to load (127.0.0.1 only).
+    /// The node to load. On another machine, pass --server-metrics to measure its CPU
+    /// and memory too.
     #[arg(long, default_value = "127.0.0.1:7350")]
     pub target: SocketAddr,
     /// Clients (N).
@@ -45,9 +48,15 @@ pub struct ArenaBench {
     /// The whole join phase must finish within this.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     pub join_timeout: Duration,
-    /// The server's pid (found from the listening port when omitted).
-    #[arg(long)]
+    /// The server's pid (found from the listening port when omitted and the target is
+    /// on this machine).
+    #[arg(long, conflicts_with = "server_metrics")]
     pub server_pid: Option<u32>,
+    /// Read the server's CPU time and memory from this Ludus node's metrics endpoint
+    /// (its admin port, e.g. http://10.0.0.5:7351/metrics) instead of /proc: for a node
+    /// on another machine.
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// Step N up until p99 passes --p99-bound or errors appear; report the largest N held.
     #[arg(long)]
     pub find_max: bool,
@@ -62,7 +71,7 @@ pub struct ArenaBench {
     pub swap: Option<PathBuf>,
     #[arg(long)]
     pub swap_with: Option<PathBuf>,
-    /// Cross-node play: rooms are created on this node (127.0.0.1, same cluster as
+    /// Cross-node play: rooms are created on this node (same cluster as
     /// --target) by their first player, and the other players join them through
     /// --target, which relays them to this node. Only those relayed players' latency is
     /// measured (the creators still play, so the load is the same).
@@ -87,10 +96,12 @@ pub struct Report {
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
     pub snapshots_per_sec: f64,
-    pub server_cpu_pct: f64,
-    pub server_cpu_pct_per_1000_clients: f64,
-    pub server_rss_mib: f64,
-    pub server_rss_kib_per_client: f64,
+    /// The server's figures; absent when they could not be measured (a node on another
+    /// machine without --server-metrics).
+    pub server_cpu_pct: Option<f64>,
+    pub server_cpu_pct_per_1000_clients: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+    pub server_rss_kib_per_client: Option<f64>,
     pub loadgen_cpu_pct: f64,
     /// Swap under load: latency p99 and max within 1 s after the swap, and the server's
     /// own summary of the swap (rooms, pause per room).
@@ -163,22 +174,99 @@ pub fn pid_listening_on(port: u16) -> anyhow::Result<u32> {
     bail!("no process of ours holds the socket on port {port}; pass --server-pid")
 }
 
-pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
-    for target in std::iter::once(args.target).chain(args.rooms_on) {
-        if !target.ip().is_loopback() {
-            bail!("ludus bench arena only loads 127.0.0.1 targets, not {target}");
+/// Where the server's CPU time and memory are read.
+enum Probe {
+    /// /proc of a process on this machine.
+    Pid(u32),
+    /// A Ludus node's metrics endpoint.
+    Metrics(String),
+    /// Nowhere: the figures are left out.
+    Absent,
+}
+
+impl Probe {
+    fn choose(args: &ArenaBench) -> anyhow::Result<Probe> {
+        Ok(match (&args.server_metrics, args.server_pid) {
+            (Some(url), _) => Probe::Metrics(url.clone()),
+            (None, Some(pid)) => Probe::Pid(pid),
+            (None, None) if args.target.ip().is_loopback() => {
+                Probe::Pid(pid_listening_on(args.target.port())?)
+            }
+            (None, None) => {
+                eprintln!(
+                    "{} is not on this machine: its CPU and memory are not measured (for a \
+                     Ludus node, pass --server-metrics http://ADMIN_ADDR/metrics)",
+                    args.target
+                );
+                Probe::Absent
+            }
+        })
+    }
+
+    /// The server's CPU seconds so far and its resident bytes now.
+    async fn read(&self) -> anyhow::Result<Option<(f64, u64)>> {
+        match self {
+            Probe::Pid(pid) => {
+                let read = || {
+                    let pid = pid.to_string();
+                    Ok::<_, std::io::Error>((
+                        crate::procstat::cpu_secs(&pid)?,
+                        crate::procstat::rss_bytes(&pid)?,
+                    ))
+                };
+                let figures = read()
+                    .with_context(|| format!("reading /proc/{pid} (the server's process)"))?;
+                Ok(Some(figures))
+            }
+            Probe::Metrics(url) => read_metrics(url).await.map(Some),
+            Probe::Absent => Ok(None),
         }
     }
+}
+
+/// A Ludus node's own CPU seconds and resident bytes, from its metrics endpoint.
+async fn read_metrics(url: &str) -> anyhow::Result<(f64, u64)> {
+    let text = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading the server's metrics at {url}"))?
+        .text()
+        .await
+        .with_context(|| format!("reading the server's metrics at {url}"))?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "{url} has no {name} (is it the admin port of a Ludus node on Linux, \
+                     of this version or later?)"
+                )
+            })
+    };
+    let cpu = value("ludus_process_cpu_seconds")?;
+    let rss = value("ludus_process_resident_memory_bytes")?;
+    Ok((cpu, rss as u64))
+}
+
+pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
     anyhow::ensure!(
         args.workload.room_size > 0 && args.clients > 0 && args.workload.input_hz > 0,
         "clients, room size and rate must be > 0"
     );
-    let pid = match args.server_pid {
-        Some(pid) => pid,
-        None => pid_listening_on(args.target.port())?,
-    };
+    let probe = Probe::choose(&args)?;
+    // A wrong endpoint or pid fails here, before any client connects.
+    probe.read().await?;
     if !args.find_max {
-        let report = run_once(&args, args.clients, pid).await?;
+        let report = run_once(&args, args.clients, &probe).await?;
         print(&report);
         return Ok(vec![report]);
     }
@@ -186,7 +274,7 @@ pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
     let mut n = args.step;
     let mut best = None;
     loop {
-        let report = run_once(&args, n, pid).await?;
+        let report = run_once(&args, n, &probe).await?;
         print(&report);
         let held = report.join_errors == 0
             && report.disconnects == 0
@@ -212,7 +300,7 @@ pub async fn run(args: ArenaBench) -> anyhow::Result<Vec<Report>> {
     Ok(reports)
 }
 
-async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Report> {
+async fn run_once(args: &ArenaBench, n: usize, probe: &Probe) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared {
         target: args.target,
         rooms_on: args.rooms_on.unwrap_or(args.target),
@@ -259,8 +347,7 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     bar.set_message(format!("{} N={n}: warm-up", args.label));
     tokio::time::sleep(args.warmup).await;
 
-    let pid_s = pid.to_string();
-    let (server0, self0, t0) = (cpu_secs(&pid_s)?, cpu_secs("self")?, Instant::now());
+    let (server0, self0, t0) = (probe.read().await?, cpu_secs("self")?, Instant::now());
     shared.phase.store(MEASURE, Ordering::Relaxed);
     bar.set_message(format!("{} N={n}: measure", args.label));
     let mut swap_at = None;
@@ -275,12 +362,8 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     } else {
         tokio::time::sleep(args.duration).await;
     }
-    let (server1, self1, elapsed) = (
-        cpu_secs(&pid_s)?,
-        cpu_secs("self")?,
-        t0.elapsed().as_secs_f64(),
-    );
-    let rss = crate::bench::memory::rss_bytes(pid)?;
+    let (self1, elapsed) = (cpu_secs("self")?, t0.elapsed().as_secs_f64());
+    let server1 = probe.read().await?;
     shared.phase.store(DRAIN, Ordering::Relaxed);
     bar.finish_and_clear();
 
@@ -320,11 +403,14 @@ async fn run_once(args: &ArenaBench, n: usize, pid: u32) -> anyhow::Result<Repor
     report.latency_p99_ms = pct(&all, 0.99);
     report.latency_max_ms = all.last().map_or(0.0, |us| f64::from(*us) / 1000.0);
     report.snapshots_per_sec = snapshots as f64 / elapsed;
-    report.server_cpu_pct = (server1 - server0) / elapsed * 100.0;
-    report.server_cpu_pct_per_1000_clients = report.server_cpu_pct / (n as f64 / 1000.0);
+    if let (Some((cpu0, _)), Some((cpu1, rss))) = (server0, server1) {
+        let pct = (cpu1 - cpu0) / elapsed * 100.0;
+        report.server_cpu_pct = Some(pct);
+        report.server_cpu_pct_per_1000_clients = Some(pct / (n as f64 / 1000.0));
+        report.server_rss_mib = Some(crate::bench::mib(rss));
+        report.server_rss_kib_per_client = Some(rss as f64 / 1024.0 / n as f64);
+    }
     report.loadgen_cpu_pct = (self1 - self0) / elapsed * 100.0;
-    report.server_rss_mib = crate::bench::mib(rss);
-    report.server_rss_kib_per_client = rss as f64 / 1024.0 / n as f64;
     if let Some(at) = swap_at {
         let from = at.as_millis() as u32;
         let mut window: Vec<u32> = latencies
@@ -359,6 +445,11 @@ async fn swap_summary(target: SocketAddr) -> Option<String> {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A server figure for the table: `-` when it was not measured.
+fn shown(value: Option<f64>, decimals: usize, unit: &str) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}{unit}"))
+}
+
 pub fn print(r: &Report) {
     println!(
         "{:<10} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8}",
@@ -378,7 +469,7 @@ pub fn print(r: &Report) {
         "gen CPU"
     );
     println!(
-        "{:<10} {:>6} {:>7} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>7.0}% {:>8.1}% {:>8.0} {:>8.1} {:>7.0}%",
+        "{:<10} {:>6} {:>7} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>9} {:>8} {:>8} {:>7.0}%",
         r.label,
         r.clients,
         r.joined,
@@ -388,10 +479,10 @@ pub fn print(r: &Report) {
         r.latency_p99_ms,
         r.latency_max_ms,
         r.snapshots_per_sec,
-        r.server_cpu_pct,
-        r.server_cpu_pct_per_1000_clients,
-        r.server_rss_mib,
-        r.server_rss_kib_per_client,
+        shown(r.server_cpu_pct, 0, "%"),
+        shown(r.server_cpu_pct_per_1000_clients, 1, "%"),
+        shown(r.server_rss_mib, 0, ""),
+        shown(r.server_rss_kib_per_client, 1, ""),
         r.loadgen_cpu_pct
     );
     if let Some(e) = &r.first_join_error {
