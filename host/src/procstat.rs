@@ -11,22 +11,21 @@ const CLK_TCK: f64 = 100.0;
 /// CPU time (user + system), in seconds, of `/proc/{path}`: a pid, `self`, or
 /// `self/task/TID`.
 pub fn cpu_secs(path: &str) -> io::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{path}/stat"))?;
-    parse_cpu_secs(&stat).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("/proc/{path}/stat has no CPU times"),
-        )
-    })
+    read(path, "stat", parse_cpu_secs, "CPU times")
 }
 
 /// Resident set size, in bytes, of `/proc/{path}` (a pid or `self`).
 pub fn rss_bytes(path: &str) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{path}/status"))?;
-    parse_rss_bytes(&status).ok_or_else(|| {
+    read(path, "status", parse_rss_bytes, "VmRSS")
+}
+
+/// Reads `/proc/{path}/{file}` and takes `what` from it with `parse`.
+fn read<T>(path: &str, file: &str, parse: fn(&str) -> Option<T>, what: &str) -> io::Result<T> {
+    let text = std::fs::read_to_string(format!("/proc/{path}/{file}"))?;
+    parse(&text).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("/proc/{path}/status has no VmRSS"),
+            format!("/proc/{path}/{file} has no {what}"),
         )
     })
 }

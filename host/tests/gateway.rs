@@ -638,14 +638,16 @@ async fn ludus_serve_closes_sockets_with_1001_and_exits_0_on_sigterm_or_ctrl_c()
     }
 }
 
-/// `ludus bench arena` against a real node: every client joins, plays and measures; the
-/// join phase ends as soon as every client has joined (not at its timeout).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_arena_benchmark_joins_plays_and_reports() {
-    let (server, _dir) = serve(&["arena"], |_| {}).await;
-    let args = ludus::bench::arena::ArenaBench {
+/// A short `ludus bench arena` run of `clients` in rooms of 8 against `server`; where the
+/// server's figures come from is left to the test.
+fn arena_bench(
+    server: &ludus::server::Server,
+    clients: usize,
+    label: &str,
+) -> ludus::bench::arena::ArenaBench {
+    ludus::bench::arena::ArenaBench {
         target: server.addr,
-        clients: 20,
+        clients,
         workload: ludus::bench::Workload {
             room_size: 8,
             input_hz: 20,
@@ -655,7 +657,7 @@ async fn the_arena_benchmark_joins_plays_and_reports() {
         duration: Duration::from_secs(1),
         join_concurrency: 8,
         join_timeout: Duration::from_secs(60),
-        server_pid: Some(std::process::id()),
+        server_pid: None,
         server_metrics: None,
         find_max: false,
         p99_bound: Duration::from_millis(100),
@@ -663,7 +665,18 @@ async fn the_arena_benchmark_joins_plays_and_reports() {
         swap: None,
         swap_with: None,
         rooms_on: None,
-        label: "test".into(),
+        label: label.into(),
+    }
+}
+
+/// `ludus bench arena` against a real node: every client joins, plays and measures; the
+/// join phase ends as soon as every client has joined (not at its timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arena_benchmark_joins_plays_and_reports() {
+    let (server, _dir) = serve(&["arena"], |_| {}).await;
+    let args = ludus::bench::arena::ArenaBench {
+        server_pid: Some(std::process::id()),
+        ..arena_bench(&server, 20, "test")
     };
     let started = Instant::now();
     let reports = ludus::bench::arena::run(args).await.unwrap();
@@ -700,26 +713,8 @@ async fn the_arena_benchmark_joins_plays_and_reports() {
 async fn the_arena_benchmark_reads_a_nodes_cpu_and_memory_from_its_metrics() {
     let (server, _dir) = serve(&["arena"], |_| {}).await;
     let args = ludus::bench::arena::ArenaBench {
-        target: server.addr,
-        clients: 8,
-        workload: ludus::bench::Workload {
-            room_size: 8,
-            input_hz: 20,
-            tick_hz: 20,
-        },
-        warmup: Duration::from_millis(200),
-        duration: Duration::from_secs(1),
-        join_concurrency: 8,
-        join_timeout: Duration::from_secs(60),
-        server_pid: None,
         server_metrics: Some(format!("http://{}/metrics", server.admin_addr)),
-        find_max: false,
-        p99_bound: Duration::from_millis(100),
-        step: 1000,
-        swap: None,
-        swap_with: None,
-        rooms_on: None,
-        label: "metrics".into(),
+        ..arena_bench(&server, 8, "metrics")
     };
     let reports = ludus::bench::arena::run(args.clone()).await.unwrap();
     let r = &reports[0];

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Workload, cpu_secs};
+use super::Workload;
+use crate::procstat::cpu_secs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct FloorBench {

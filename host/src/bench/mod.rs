@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod storage;
 pub mod takeover;
 
+use crate::procstat::cpu_secs;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -29,11 +30,6 @@ pub struct Workload {
     /// Ticks per second of each room (T): a snapshot to every player per tick.
     #[arg(long, default_value_t = 20)]
     pub tick_hz: u32,
-}
-
-/// CPU time (user + system) of `/proc/{path}`: a pid, `self`, or `self/task/TID`.
-pub fn cpu_secs(path: &str) -> anyhow::Result<f64> {
-    Ok(crate::procstat::cpu_secs(path)?)
 }
 
 /// The CPU time `pid` spends while this task sleeps `hold`, and how long the sleep

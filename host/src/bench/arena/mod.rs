@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
-use super::{Workload, cpu_secs};
+use super::Workload;
 use crate::percentile::nearest_rank;
+use crate::procstat::cpu_secs;
 
 mod client;
 use client::client;
@@ -209,10 +210,7 @@ impl Probe {
             Probe::Pid(pid) => {
                 let read = || {
                     let pid = pid.to_string();
-                    Ok::<_, std::io::Error>((
-                        crate::procstat::cpu_secs(&pid)?,
-                        crate::procstat::rss_bytes(&pid)?,
-                    ))
+                    Ok::<_, std::io::Error>((cpu_secs(&pid)?, crate::procstat::rss_bytes(&pid)?))
                 };
                 let figures = read()
                     .with_context(|| format!("reading /proc/{pid} (the server's process)"))?;
