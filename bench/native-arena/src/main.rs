@@ -80,8 +80,17 @@ async fn main() {
 }
 
 async fn guest(State(app): State<App>) -> impl IntoResponse {
-    let id = app.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = player_id(app.next_id.fetch_add(1, Ordering::Relaxed));
     axum::Json(serde_json::json!({ "token": id.to_string(), "player_id": id }))
+}
+
+/// The `n`th player's id: distinct for every `n`, and as long in JSON as Ludus's
+/// (random 53-bit numbers, 16 digits): a snapshot names 8 players, and counting from
+/// 1 made native's snapshots about a fifth smaller than Ludus's for the same game.
+fn player_id(n: u64) -> u64 {
+    // An odd multiplier is a bijection modulo 2^52; the top bit keeps 16 digits.
+    const LOW: u64 = (1 << 52) - 1;
+    (1 << 52) | (n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) & LOW)
 }
 
 #[derive(Deserialize)]

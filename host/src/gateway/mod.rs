@@ -30,6 +30,7 @@ mod sessions;
 mod storage_http;
 
 pub use client_error::{ClientError, close_code};
+pub use connection::{Traffic, traffic};
 pub use session::SessionConfig;
 pub use sessions::{SessionMove, Sessions};
 

@@ -12,7 +12,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::v3::ludus::game::storage::StorageResult;
 use super::bindings::v3::ludus::game::types::{LeaveReason, Message, Player};
 use super::bindings::{v2, v3};
-use super::epoch::epochs;
+use super::epoch::{Ticker, epochs};
 use super::module::{Module, Pre};
 use super::room_data::{Effect, RoomData, RoomInit};
 use super::runtime::Runtime;
@@ -169,6 +169,8 @@ struct Deadlines {
     /// The message and tick deadlines, which may change while the instance lives.
     live: Arc<super::runtime::LiveDeadlines>,
     lifecycle: Duration,
+    /// Counts each call as running, so the epoch advances while it does.
+    ticker: Arc<Ticker>,
 }
 
 impl GameInstance {
@@ -182,11 +184,14 @@ impl GameInstance {
         let mut store = Store::new(rt.engine(), data);
         store.limiter(|data| &mut data.limits);
         store.epoch_deadline_trap();
+        // Instantiating runs the module's start code: a call like any other.
+        let running = rt.ticker().enter();
         store.set_epoch_deadline(epochs(limits.lifecycle_deadline));
         let game = match &module.pre {
             Pre::V3(pre) => pre.instantiate(&mut store).map(Exports::V3),
             Pre::V2(pre) => pre.instantiate(&mut store).map(Exports::V2),
         };
+        drop(running);
         let game = game.map_err(|e| {
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                 .is_some()
@@ -210,6 +215,7 @@ impl GameInstance {
             deadlines: Deadlines {
                 live: rt.deadlines().clone(),
                 lifecycle: limits.lifecycle_deadline,
+                ticker: rt.ticker().clone(),
             },
             poisoned: false,
             max_state_bytes: limits.max_state_bytes,
@@ -270,6 +276,7 @@ impl GameInstance {
                 detail: String::new(),
             });
         }
+        let running = self.deadlines.ticker.enter();
         self.store.set_epoch_deadline(epochs(deadline));
         let data = self.store.data_mut();
         data.last_error_log = None;
@@ -277,6 +284,7 @@ impl GameInstance {
         data.output_bytes = 0;
         let started = std::time::Instant::now();
         let result = f(&self.game, &mut self.store);
+        drop(running);
         call.histogram().record(started.elapsed().as_secs_f64());
         result.map_err(|err| {
             self.poisoned = true;

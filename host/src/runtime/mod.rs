@@ -19,6 +19,7 @@ mod wasi;
 pub use bindings::v3::ludus::game::storage as wit_storage;
 pub use bindings::v3::ludus::game::types::{LeaveReason, Message};
 pub use bindings::{CONTRACT, Contract};
+pub use epoch::Ticker;
 pub use instance::{Call, GameInstance, GuestError, GuestErrorKind, Refusal};
 pub use limits::{MAX_LABEL_BYTES, MAX_LOG_LINE_BYTES, MAX_REASON_BYTES, RuntimeLimits, capped};
 pub use module::{Module, ModuleError};

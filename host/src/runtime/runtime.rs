@@ -9,7 +9,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{CONTRACT, v2, v3};
-use super::epoch::start_ticker;
+use super::epoch::{Ticker, start_ticker};
 use super::instance::GameInstance;
 use super::limits::RuntimeLimits;
 use super::module::{Module, ModuleError, Pre, check_contract};
@@ -19,6 +19,8 @@ use super::room_data::{RoomData, RoomInit};
 /// One per process. Shared as `Arc<Runtime>`.
 pub struct Runtime {
     engine: Engine,
+    /// Advances the engine's epoch while a call runs (`epoch.rs`).
+    ticker: Arc<Ticker>,
     /// Built once: the `ludus:game/host` functions and a WASI that grants nothing.
     linker: Linker<RoomData>,
     modules: ModuleStore,
@@ -82,7 +84,7 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             Engine::new(&config).map_err(|e| anyhow!("creating the wasmtime engine: {e:#}"))?;
-        start_ticker(&engine);
+        let ticker = start_ticker(&engine);
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -94,6 +96,7 @@ impl Runtime {
 
         Ok(Arc::new(Runtime {
             engine,
+            ticker,
             linker,
             modules: ModuleStore::default(),
             deadlines: Arc::new(LiveDeadlines::new(&limits)),
@@ -104,6 +107,12 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine's epoch ticker: every call into an instance runs inside
+    /// [`Ticker::enter`].
+    pub fn ticker(&self) -> &Arc<Ticker> {
+        &self.ticker
     }
 
     pub fn limits(&self) -> &RuntimeLimits {

@@ -321,6 +321,12 @@ impl Admin {
         gauge!("ludus_tcp_connections").set(self.gateway.tcp_connections() as f64);
         gauge!("ludus_sessions").set(self.gateway.session_table().count() as f64);
         gauge!("ludus_draining").set(f64::from(u8::from(self.rooms.draining())));
+        // The traffic counters are plain atomics on the hot path (see `gateway::traffic`).
+        let traffic = crate::gateway::traffic();
+        metrics::counter!("ludus_client_frames_total").absolute(traffic.client_frames);
+        metrics::counter!("ludus_client_bytes_total").absolute(traffic.client_bytes);
+        metrics::counter!("ludus_server_frames_total").absolute(traffic.server_frames);
+        metrics::counter!("ludus_server_bytes_total").absolute(traffic.server_bytes);
         // The process's own CPU time and memory (what `ludus bench` reads from a node on
         // another machine); absent where there is no /proc.
         if let Ok(cpu) = crate::procstat::cpu_secs("self") {
