@@ -382,7 +382,10 @@ impl Conn {
         if let Some(done) = futures_util::FutureExt::now_or_never(write.as_mut()) {
             return done.is_ok();
         }
-        matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+        // Boxed: the timer is large and would otherwise sit in every idle session's
+        // future (see `session::tests::the_session_loop_future_stays_small`).
+        let wait = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write));
+        matches!(wait.await, Ok(Ok(())))
     }
 
     /// Sends what is queued, then a close frame, in the background, and drops the

@@ -13,34 +13,58 @@ use crate::rooms::{CreateError, CreateRoom, LeaveReason, RoomHandle, check_room_
 
 type Answer = Result<Out, ClientError>;
 
+/// A request the session awaits on the heap (see [`Session::client_frame`]).
+pub(super) type Slow<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 impl Session {
-    pub(super) async fn client_frame(&mut self, frame: ClientFrame) {
+    /// Handles a client frame. Most (messages, pings, leaves, matchmaking) are handled
+    /// here and now. Joining and creating await etcd and other nodes: their futures are
+    /// large and rare, so they come back boxed, to be awaited on the heap, instead of
+    /// sitting inline in every session's task (each idle session would be that much
+    /// larger; `ludus bench idle`). The session loop's future holds only the box.
+    pub(super) fn client_frame(&mut self, frame: ClientFrame) -> Option<Slow<'_>> {
         self.replay.acknowledged(frame.ack);
         if !self.replay.accept(frame.seq) {
-            return; // already processed: a resend after a resume
+            return None; // already processed: a resend after a resume
         }
         let seq = frame.seq;
         let answer = match frame.body {
-            None => return,
+            None => return None,
             Some(In::Ping(ping)) => {
-                return self.send_unnumbered(Out::Pong(pb::Pong { nonce: ping.nonce }));
+                self.send_unnumbered(Out::Pong(pb::Pong { nonce: ping.nonce }));
+                return None;
             }
             Some(In::Message(msg)) => match self.joined.get_mut(&msg.room_id) {
-                Some(room) => return room.message(self.who.player_id, msg.payload),
+                Some(room) => {
+                    room.message(self.who.player_id, msg.payload);
+                    return None;
+                }
                 None => Err(not_in_room(&msg.room_id)),
             },
-            // Joining and creating await etcd and other nodes: their futures are large
-            // and rare, so they live on the heap while they run instead of inline in
-            // every session's task (which would make each idle session 16 KiB larger;
-            // `ludus bench idle`).
-            Some(In::Join(join)) => Box::pin(self.join_any(&join.room_id)).await,
-            Some(In::Create(create)) => Box::pin(self.create(create)).await,
+            Some(In::Join(join)) => {
+                return Some(Box::pin(async move {
+                    let answer = self.join_any(&join.room_id).await;
+                    self.answer(seq, answer);
+                }));
+            }
+            Some(In::Create(create)) => {
+                return Some(Box::pin(async move {
+                    let answer = self.create(create).await;
+                    self.answer(seq, answer);
+                }));
+            }
             Some(In::FindMatch(find)) => self.find_match(find),
             Some(In::CancelMatch(_)) => self.cancel_match(),
             Some(In::Leave(leave)) => self.leave(leave.room_id),
             // `Conn::next` ends the session on a goodbye before it gets here.
-            Some(In::Goodbye(_)) => return,
+            Some(In::Goodbye(_)) => return None,
         };
+        self.answer(seq, answer);
+        None
+    }
+
+    /// Sends a request's answer, or the error frame answering its `seq`.
+    fn answer(&mut self, seq: u64, answer: Answer) {
         let body = answer.unwrap_or_else(|e| e.frame(seq));
         self.send(body);
     }

@@ -262,7 +262,11 @@ impl Session {
                     None => break,
                 },
                 incoming = next_incoming(&mut self.conn), if attached => match incoming {
-                    Incoming::Frame(frame) => self.client_frame(frame).await,
+                    Incoming::Frame(frame) => {
+                        if let Some(slow) = self.client_frame(frame) {
+                            slow.await;
+                        }
+                    }
                     Incoming::Queued => {}
                     Incoming::Broken { code, reason } => {
                         self.close_conn(code, reason);
@@ -500,9 +504,11 @@ async fn next_incoming(conn: &mut Option<Conn>) -> Incoming {
     }
 }
 
+/// Boxed: a timer is large, and only a detached session (rare) waits on one; inline it
+/// would sit in every session's future.
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
         None => std::future::pending().await,
     }
 }
