@@ -10,11 +10,9 @@ use super::pb::{
 use super::session::{Joined, Session};
 use crate::matchmaking::{MatchEvent, check_request};
 use crate::rooms::{CreateError, CreateRoom, LeaveReason, RoomHandle, check_room_id};
+use futures_util::future::BoxFuture;
 
 type Answer = Result<Out, ClientError>;
-
-/// A request the session awaits on the heap (see [`Session::client_frame`]).
-pub(super) type Slow<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 impl Session {
     /// Handles a client frame. Most (messages, pings, leaves, matchmaking) are handled
@@ -22,7 +20,7 @@ impl Session {
     /// large and rare, so they come back boxed, to be awaited on the heap, instead of
     /// sitting inline in every session's task (each idle session would be that much
     /// larger; `ludus bench idle`). The session loop's future holds only the box.
-    pub(super) fn client_frame(&mut self, frame: ClientFrame) -> Option<Slow<'_>> {
+    pub(super) fn client_frame(&mut self, frame: ClientFrame) -> Option<BoxFuture<'_, ()>> {
         self.replay.acknowledged(frame.ack);
         if !self.replay.accept(frame.seq) {
             return None; // already processed: a resend after a resume
